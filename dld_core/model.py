@@ -107,7 +107,8 @@ class WavLMEncoder(nn.Module):
         x = self.encoder.feature_projection(x)
         transformer = self.encoder.transformer
         x = transformer._preprocess(x)
-        pad = padding_mask(lengths, x.shape[1])
+        pad = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
+        pad = pad.masked_fill(padding_mask(lengths, x.shape[1]), float("-inf"))  # additive, as WavLM expects
         attention = self.layers[0].attention
         bsz, seq = x.shape[:2]
         bias = attention.compute_bias(seq, seq).unsqueeze(0).expand(bsz, -1, -1, -1)   # [B, H, T, T]

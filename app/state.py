@@ -1,0 +1,326 @@
+"""Where things live, and the cached resources / results the pages share.
+
+* Models: `get_checkpoint(path)` — one `st.cache_resource` entry per (path, file mtimes), shared by every
+  browser session. The layer mask is never stored on a model: it is an argument of every call below.
+* Results: `st.cache_data` entries keyed by (checkpoint key, audio hash, mask).
+* Paths: environment variables override the defaults (the tests point them at temp folders):
+  DLD_CHECKPOINTS_DIR (<repo>/checkpoints), DLD_JOBS_DIR (<repo>/runs/jobs), DLD_SAMPLES_DIR
+  (<repo>/data_samples), DLD_RESULTS_DIR (<repo>/results).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import streamlit as st
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+from dld_core.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, Checkpoint, CheckpointError,  # noqa: E402
+                                 list_checkpoints, load_checkpoint, read_config, read_metrics)
+
+RECIPE_NAMES = {"teacher": "Teacher", "ld": "LD", "dld": "DLD"}
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else default
+
+
+def checkpoints_dir() -> Path:
+    return _env_path("DLD_CHECKPOINTS_DIR", REPO_ROOT / "checkpoints")
+
+
+def jobs_dir() -> Path:
+    return _env_path("DLD_JOBS_DIR", REPO_ROOT / "runs" / "jobs")
+
+
+def samples_dir() -> Path:
+    return _env_path("DLD_SAMPLES_DIR", REPO_ROOT / "data_samples")
+
+
+def results_dir() -> Path:
+    return _env_path("DLD_RESULTS_DIR", REPO_ROOT / "results")
+
+
+def samples_manifest() -> Path:
+    return samples_dir() / "manifest.jsonl"
+
+
+def default_student() -> Path:
+    return checkpoints_dir() / "dld"
+
+
+def default_teacher() -> Path:
+    return checkpoints_dir() / "teacher"
+
+
+def eval_result_paths(checkpoint: Path) -> list[Path]:
+    """Evaluation JSONs (from `python -m dld_core evaluate --json`) that may belong to a checkpoint:
+    <checkpoint>/eval_*.json, then results/*.json whose "checkpoint" field names it (checked by the reader)."""
+    checkpoint = Path(checkpoint)
+    own = sorted(checkpoint.glob("eval_*.json")) if checkpoint.is_dir() else []
+    shared = sorted(results_dir().glob("*.json")) if results_dir().is_dir() else []
+    return own + shared
+
+
+def background_eval_path(checkpoint: Path) -> Path:
+    """Where a background evaluation started from the app writes its JSON."""
+    return results_dir() / f"eval_app_{Path(checkpoint).name}_{_short_hash(str(Path(checkpoint).resolve()))}.json"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+@dataclass(frozen=True)
+class CheckpointEntry:
+    path: Path
+    label: str
+    recipe: str
+    origin: str          # "shipped" (under checkpoints/) or "trained" (made by the trainer)
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def _scan(root: str, origin: str) -> list[tuple[str, str, str]]:
+    out = []
+    for folder in list_checkpoints(root):
+        try:
+            recipe = str(read_config(folder).get("recipe", "unknown"))
+        except CheckpointError:
+            continue
+        out.append((str(folder), recipe, origin))
+    return out
+
+
+def find_checkpoints() -> list[CheckpointEntry]:
+    """Every usable checkpoint folder: under checkpoints/ and under the trainer's jobs folder."""
+    entries, seen = [], set()
+    for root, origin in ((checkpoints_dir(), "shipped"), (jobs_dir(), "trained")):
+        for path_s, recipe, org in _scan(str(root), origin):
+            path = Path(path_s)
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                rel = path.relative_to(root)
+            except ValueError:
+                rel = Path(path.name)
+            prefix = "" if org == "shipped" else "trained/"
+            label = f"{prefix}{rel.as_posix()}  ·  {RECIPE_NAMES.get(recipe, recipe)}"
+            entries.append(CheckpointEntry(path, label, recipe, org))
+    return entries
+
+
+def checkpoint_stamp(path: Path) -> str:
+    """Changes whenever the checkpoint files change (a retrained model is reloaded, not served stale)."""
+    path = Path(path)
+    parts = []
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            st_ = (path / name).stat()
+            parts.append(f"{st_.st_mtime_ns}:{st_.st_size}")
+        except OSError:
+            parts.append("missing")
+    return "|".join(parts)
+
+
+def checkpoint_key(path: Path) -> str:
+    return f"{Path(path).resolve()}@{checkpoint_stamp(path)}"
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading model…")
+def _load_checkpoint(path: str, stamp: str) -> Checkpoint:
+    ckpt = load_checkpoint(path)
+    ckpt.model.eval()
+    for p in ckpt.model.parameters():
+        p.requires_grad_(False)
+    return ckpt
+
+
+def get_checkpoint(path: Path) -> Checkpoint:
+    """The shared, cached model. Raises CheckpointError (one-line message) if it cannot be used."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path.name}: checkpoint folder not found ({path})")
+    return _load_checkpoint(str(path.resolve()), checkpoint_stamp(path))
+
+
+def checkpoint_summary(ckpt: Checkpoint) -> dict[str, Any]:
+    from dld_core.model import count_parameters
+    metrics = read_metrics(ckpt.path) or {}
+    cfg = ckpt.config
+    return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.n_layers,
+            "d_model": cfg.d_model, "params_m": count_parameters(ckpt.model) / 1e6,
+            "valid_wer": metrics.get("valid_wer", metrics.get("wer"))}
+
+
+# ------------------------------------------------------------------------------------------------ audio
+@dataclass(frozen=True)
+class Clip:
+    samples: np.ndarray          # float32, 16 kHz mono
+    duration: float
+    silent: bool
+    digest: str                  # content hash: the audio part of every result cache key
+    name: str
+
+
+def _clip_from(audio_clip, name: str) -> Clip:
+    samples = np.ascontiguousarray(audio_clip.samples, dtype=np.float32)
+    digest = hashlib.sha1(samples.tobytes()).hexdigest()[:16]
+    return Clip(samples, float(audio_clip.duration), bool(audio_clip.silent), digest, name)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def load_clip_bytes(data: bytes, name: str) -> Clip:
+    """Decode uploaded/recorded bytes. Raises dld_core.audio.AudioError with a one-line message."""
+    from dld_core.audio import load_audio
+    return _clip_from(load_audio(data), name)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _load_clip_file(path: str, stamp: float) -> Clip:
+    from dld_core.audio import load_audio
+    return _clip_from(load_audio(path), Path(path).name)
+
+
+def load_clip_file(path: Path) -> Clip:
+    path = Path(path)
+    return _load_clip_file(str(path), path.stat().st_mtime)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def load_samples() -> list[dict]:
+    """data_samples/manifest.jsonl rows (absolute audio_filepath, text, duration); [] if there is none."""
+    manifest = samples_manifest()
+    if not manifest.is_file():
+        return []
+    from dld_core.audio import load_manifest
+    rows = load_manifest(str(manifest))
+    return [r for r in rows if Path(r["audio_filepath"]).is_file()]
+
+
+def sample_label(row: dict) -> str:
+    text = str(row.get("text", ""))
+    short = text if len(text) <= 48 else text[:45] + "…"
+    src = row.get("source")
+    dur = row.get("duration")
+    meta = ", ".join(x for x in (str(src) if src else "", f"{dur:.1f} s" if isinstance(dur, (int, float)) else "") if x)
+    return f"{Path(row['audio_filepath']).stem} — “{short}”" + (f" ({meta})" if meta else "")
+
+
+# ---------------------------------------------------------------------------------------------- results
+def _mask_list(mask: Sequence[bool]) -> list[bool]:
+    return [bool(m) for m in mask]
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ckpt: Checkpoint,
+                   _samples: np.ndarray, teacher_key: Optional[str] = None,
+                   _teacher: Optional[Checkpoint] = None) -> dict[str, Any]:
+    """Everything that changes on a toggle: transcript, GFLOPs, latency, posteriorgram and the depth
+    (logit-lens) KL view. Cached by (checkpoint, audio hash, mask[, teacher])."""
+    from dld_core.decode import greedy_decode
+    from dld_core.flops import gflops
+    from dld_core.inference import featurize
+    from dld_core.layers import depth_kl
+    from dld_core.tokenizer import CharTokenizer
+
+    model = _ckpt.model
+    active = _mask_list(mask)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        feats, lengths = featurize(model, [_samples])
+        out = model(feats, lengths, active=active, return_hidden=False)
+        text = greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))[0]
+    latency_ms = (time.perf_counter() - t0) * 1000
+    n_frames = int(out.lengths[0])
+    log_probs = out.log_probs[0, :n_frames].float().numpy()
+    num_samples = len(_samples)
+    g_mask = float(gflops(model, num_samples, active))
+    g_full = float(gflops(model, num_samples, [True] * len(active)))
+    ref_model = _teacher.model if _teacher is not None else None
+    depth = depth_kl(model, _samples, active=active, reference=ref_model)
+    frame_sec = len(_samples) / 16000 / max(1, n_frames)
+    return {"text": text, "latency_ms": latency_ms, "gflops": g_mask, "gflops_full": g_full,
+            "posteriors": np.exp(log_probs).astype(np.float16), "frame_sec": frame_sec,
+            "depth_kl": np.asarray(depth, dtype=np.float32)}
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def drop_one_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ckpt: Checkpoint,
+                    _samples: np.ndarray) -> np.ndarray:
+    """Drop-one KL view for the current mask: row i = KL(current || current without module i) per frame."""
+    from dld_core.layers import drop_one_kl
+    return np.asarray(drop_one_kl(_ckpt.model, _samples, active=_mask_list(mask)), dtype=np.float32)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def teacher_result(teacher_key: str, audio_digest: str, _teacher: Checkpoint, _samples: np.ndarray) -> dict:
+    from dld_core.inference import transcribe_clips
+    t0 = time.perf_counter()
+    text = transcribe_clips(_teacher.model, [_samples])[0]
+    return {"text": text, "latency_ms": (time.perf_counter() - t0) * 1000}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def logmel(audio_digest: str, _samples: np.ndarray) -> np.ndarray:
+    """Display spectrogram (same log-mel front end as the conformer), [T, 80]."""
+    from dld_core.features import FeatureExtractor, pad_waveforms
+    wavs, lengths = pad_waveforms([torch.as_tensor(_samples)])
+    feats, flen = FeatureExtractor("conformer")(wavs, lengths)
+    return feats[0, : int(flen[0])].numpy().astype(np.float16)
+
+
+def score(reference: str, hypothesis: str) -> Optional[dict]:
+    """WER/CER and the word diff against an optional reference (None when there is no reference)."""
+    from dld_core.metrics import cer, wer, word_diff
+    from dld_core.text import normalize_text
+    ref = normalize_text(reference or "")
+    if not ref:
+        return None
+    hyp = normalize_text(hypothesis or "")
+    return {"wer": float(wer([ref], [hyp])), "cer": float(cer([ref], [hyp])), "diff": word_diff(ref, hyp)}
+
+
+# -------------------------------------------------------------------------------------- evaluate results
+def read_eval_results(checkpoint: Path) -> Optional[dict]:
+    """The newest evaluation JSON for this checkpoint, or None."""
+    checkpoint = Path(checkpoint)
+    want = {checkpoint.resolve(), }
+    best, best_mtime = None, -1.0
+    for path in eval_result_paths(checkpoint) + [background_eval_path(checkpoint)]:
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("levels"), list):
+            continue
+        if path.parent != checkpoint:
+            named = data.get("checkpoint")
+            if not named:
+                continue
+            named_path = Path(str(named))
+            if not named_path.is_absolute():
+                named_path = REPO_ROOT / named_path
+            if named_path.resolve() not in want:
+                continue
+        mtime = path.stat().st_mtime
+        if mtime > best_mtime:
+            best, best_mtime = data, mtime
+    return best

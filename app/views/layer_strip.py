@@ -1,0 +1,107 @@
+"""The layer strip: one toggle per encoder module plus presets. The mask lives in st.session_state
+(per browser session) and is only ever passed to forward calls."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import streamlit as st
+
+MASK_KEY = "mask"
+
+
+def toggle_key(i: int) -> str:
+    return f"layer_{i}"
+
+
+def current_mask(n_layers: int) -> tuple[bool, ...]:
+    return tuple(bool(st.session_state.get(toggle_key(i), True)) for i in range(n_layers))
+
+
+def set_mask(mask: Sequence[bool]) -> None:
+    for i, on in enumerate(mask):
+        st.session_state[toggle_key(i)] = bool(on)
+    st.session_state[MASK_KEY] = tuple(bool(m) for m in mask)
+
+
+def preset_mask(name: str, n: int, k: int) -> list[bool]:
+    k = max(1, min(n, int(k)))
+    if name == "all":
+        return [True] * n
+    if name == "every_other":
+        return [i % 2 == 0 for i in range(n)]
+    if name == "first_k":
+        return [i < k for i in range(n)]
+    if name == "only_k":          # none but one: keep module k (1-based)
+        return [i == k - 1 for i in range(n)]
+    raise ValueError(name)
+
+
+def _ensure_state(n_layers: int) -> None:
+    """Start with all modules on; reset when the model's depth changes (another checkpoint)."""
+    saved = st.session_state.get(MASK_KEY)
+    if saved is None or len(saved) != n_layers:
+        saved = (True,) * n_layers
+    if st.session_state.get("_mask_depth") != n_layers:
+        st.session_state["_mask_depth"] = n_layers
+        set_mask(saved)
+    # Widget state is dropped while another page is shown: restore the toggles from the saved mask.
+    for i in range(n_layers):
+        st.session_state.setdefault(toggle_key(i), bool(saved[i]))
+
+
+def layer_strip(n_layers: int, best_k: Optional[Callable[[int], Optional[Sequence[bool]]]] = None,
+                kept_gflops: Optional[Callable[[int], float]] = None) -> tuple[bool, ...]:
+    """Render the strip; return the mask (also stored in st.session_state["mask"]).
+
+    best_k(k) -> mask of the best k modules (or None when it cannot be computed).
+    kept_gflops(k) -> GFLOPs with k modules kept (shown next to the k input as the budget)."""
+    _ensure_state(n_layers)
+
+    def apply(name: str) -> None:
+        k = int(st.session_state.get("preset_k", max(1, n_layers // 2)))
+        if name == "best_k":
+            mask = best_k(k) if best_k is not None else None
+            if mask is None:
+                st.session_state["_preset_msg"] = "“Best k” needs a teacher or evaluation results; kept the mask."
+                return
+            set_mask(mask)
+        else:
+            set_mask(preset_mask(name, n_layers, k))
+        st.session_state.pop("_preset_msg", None)
+
+    with st.container(border=True):
+        head, count = st.columns([4, 1])
+        head.markdown("**Layer strip** — one switch per encoder module")
+        on = sum(current_mask(n_layers))
+        count.markdown(f"<div style='text-align:right;color:#475569'>{on}/{n_layers} on</div>",
+                       unsafe_allow_html=True)
+        per_row = n_layers if n_layers <= 12 else (n_layers + 1) // 2
+        for start in range(0, n_layers, per_row):
+            cols = st.columns(per_row, gap="small")
+            for j, i in enumerate(range(start, min(n_layers, start + per_row))):
+                with cols[j]:
+                    st.toggle(f"L{i + 1}", key=toggle_key(i), help=f"Encoder module {i + 1}")
+        c_k, c1, c2, c3, c4, c5 = st.columns([1.4, 1, 1.2, 1.2, 1.3, 1.6], vertical_alignment="bottom")
+        st.session_state.setdefault("preset_k", max(1, n_layers // 2))
+        if st.session_state["preset_k"] > n_layers:
+            st.session_state["preset_k"] = n_layers
+        budget = ""
+        if kept_gflops is not None:
+            try:
+                budget = f" ≈ {kept_gflops(int(st.session_state['preset_k'])):.2f} GFLOPs"
+            except Exception:  # noqa: BLE001 - a label must never break the page
+                budget = ""
+        c_k.number_input("k" + budget, min_value=1, max_value=n_layers, step=1, key="preset_k",
+                         help="Used by “first k”, “only layer k” and “best k for this budget”.")
+        c1.button("All", on_click=apply, args=("all",), key="preset_all", width="stretch")
+        c2.button("Every other", on_click=apply, args=("every_other",), key="preset_every_other", width="stretch")
+        c3.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="stretch")
+        c4.button("Only layer k", on_click=apply, args=("only_k",), key="preset_only_k", width="stretch",
+                  help="None but one: keep module k only")
+        c5.button("Best k for budget", on_click=apply, args=("best_k",), key="preset_best_k", width="stretch",
+                  type="primary", help="The k modules whose removal hurts least (greedy drop path)")
+        if st.session_state.get("_preset_msg"):
+            st.caption(st.session_state["_preset_msg"])
+    mask = current_mask(n_layers)
+    st.session_state[MASK_KEY] = mask
+    return mask

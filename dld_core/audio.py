@@ -1,0 +1,225 @@
+"""Robust audio loading (any format/rate/channels -> 16 kHz mono float32) and JSONL manifests.
+
+Bad input always raises a subclass of :class:`AudioError` (itself a ``ValueError``) with a
+one-line message; nothing else escapes for malformed audio.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+SILENCE_RMS = 1e-4          # below this (about -80 dBFS) a clip is flagged silent
+SILENCE_PEAK = 1e-3
+
+
+class AudioError(ValueError):
+    """Base class for every audio input problem."""
+
+
+class EmptyAudioError(AudioError):
+    pass
+
+
+class CorruptAudioError(AudioError):
+    pass
+
+
+class UnsupportedFormatError(AudioError):
+    pass
+
+
+class InvalidSamplesError(AudioError):
+    pass
+
+
+class AudioTooLongError(AudioError):
+    pass
+
+
+@dataclass
+class AudioClip:
+    samples: np.ndarray            # float32, mono, 16 kHz
+    sample_rate: int = SAMPLE_RATE
+    duration: float = 0.0
+    silent: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+_MAGIC = (
+    (b"RIFF", "wav"), (b"RF64", "wav"), (b"fLaC", "flac"), (b"OggS", "ogg"), (b"ID3", "mp3"),
+    (b"FORM", "aiff"), (b".snd", "au"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "mp3"
+    return None
+
+
+def _describe_unsupported(head: bytes) -> str:
+    if head.startswith(b"\x89PNG"):
+        return "a PNG image"
+    if head[:3] == b"\xff\xd8\xff":
+        return "a JPEG image"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return "an MP4/M4A container (not supported; convert to wav/flac/ogg/mp3)"
+    try:
+        head.decode("utf-8")
+        return "text, not audio"
+    except UnicodeDecodeError:
+        return "an unrecognised binary format"
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
+    if sr_in == sr_out:
+        return x
+    import soxr
+    return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> AudioClip:
+    """Load wav/flac/ogg/mp3 (path or bytes) as 16 kHz mono float32.
+
+    Raises EmptyAudioError, CorruptAudioError, UnsupportedFormatError, InvalidSamplesError or
+    AudioTooLongError (all ``AudioError``). All-silent audio is returned with ``silent=True``.
+    """
+    import soundfile as sf
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = "<bytes>"
+        if not data:
+            raise EmptyAudioError("audio is empty (0 bytes)")
+        head = data[:64]
+        opener = lambda: io.BytesIO(data)  # noqa: E731
+    else:
+        path = Path(os.fspath(source))
+        name = path.name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise AudioError(f"audio file not found: {path}") from None
+        except OSError as e:
+            raise AudioError(f"cannot read audio file {path}: {e.strerror}") from None
+        if path.is_dir():
+            raise AudioError(f"{path} is a directory, not an audio file")
+        if size == 0:
+            raise EmptyAudioError(f"{name}: audio file is empty (0 bytes)")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(64)
+        except OSError as e:
+            raise AudioError(f"cannot read audio file {path}: {e.strerror}") from None
+        opener = lambda: str(path)  # noqa: E731
+
+    kind = _sniff(head)
+    if kind is None:
+        raise UnsupportedFormatError(f"{name}: {_describe_unsupported(head)}; expected wav, flac, ogg or mp3")
+
+    try:
+        with sf.SoundFile(opener()) as f:
+            sr, channels, frames = f.samplerate, f.channels, f.frames
+            if sr <= 0 or channels <= 0:
+                raise CorruptAudioError(f"{name}: invalid header (sample rate {sr}, {channels} channels)")
+            if frames == 0:
+                raise EmptyAudioError(f"{name}: audio has zero length")
+            # header-declared length is checked before decoding anything
+            if frames > 0 and frames / sr > max_seconds:
+                raise AudioTooLongError(
+                    f"{name}: audio is {frames / sr:.1f} s long; the limit is {max_seconds:g} s")
+            limit = int(max_seconds * sr) + 1
+            data = f.read(frames=limit if frames < 0 or frames > limit else frames, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, EOFError, OSError, TypeError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CorruptAudioError(f"{name}: cannot decode {kind} audio ({msg})") from None
+    except MemoryError:
+        raise CorruptAudioError(f"{name}: header declares an impossible size") from None
+
+    if data.size == 0:
+        raise EmptyAudioError(f"{name}: audio has zero length (no decodable samples)")
+    if data.shape[0] / sr > max_seconds:
+        raise AudioTooLongError(f"{name}: audio is longer than the limit of {max_seconds:g} s")
+    if not np.all(np.isfinite(data)):
+        raise InvalidSamplesError(f"{name}: audio contains NaN or infinite samples")
+    x = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    x = np.ascontiguousarray(_resample(np.ascontiguousarray(x, dtype=np.float32), sr), dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        raise InvalidSamplesError(f"{name}: audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    level = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    silent = level < SILENCE_RMS and peak < SILENCE_PEAK
+    return AudioClip(samples=x, sample_rate=SAMPLE_RATE, duration=x.size / SAMPLE_RATE, silent=silent)
+
+
+# --------------------------------------------------------------------------------------------
+# manifests
+def load_manifest(path: str | os.PathLike) -> list[dict]:
+    """Read NeMo-style JSONL ({"audio_filepath","text","duration", ...}); paths made absolute."""
+    path = Path(path)
+    base = path.resolve().parent
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or "audio_filepath" not in row or "text" not in row:
+                raise ValueError(f"{path}:{lineno}: a manifest row needs 'audio_filepath' and 'text'")
+            audio = Path(row["audio_filepath"])
+            row["audio_filepath"] = str(audio if audio.is_absolute() else (base / audio))
+            if "duration" in row:
+                row["duration"] = float(row["duration"])
+            rows.append(row)
+    return rows
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write JSONL atomically (temp file + os.replace); audio paths relative to the manifest's folder."""
+    path = Path(path)
+    base = path.resolve().parent
+    base.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for row in rows:
+        row = dict(row)
+        audio = Path(row["audio_filepath"])
+        if audio.is_absolute():
+            try:
+                row["audio_filepath"] = os.path.relpath(audio, base)
+            except ValueError:
+                row["audio_filepath"] = str(audio)
+        else:
+            row["audio_filepath"] = audio.as_posix()
+        lines.append(json.dumps(row, ensure_ascii=False, sort_keys=False))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=base)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + ("\n" if lines else ""))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from dld_core.config import ModelConfig
+from dld_core.model import DynamicCTCModel, load_wavlm_state_dict
+from tests.conftest import tiny_config
+
+
+def features(b=2, t=120, n_mels=80):
+    torch.manual_seed(1)
+    return torch.randn(b, t, n_mels), torch.tensor([t, t - 30])
+
+
+def test_all_kept_equals_static_path(tiny_model):
+    x, l = features()
+    with torch.no_grad():
+        a = tiny_model(x, l)
+        b = tiny_model(x, l, active=[True] * 4)
+    assert torch.equal(a.log_probs, b.log_probs)
+
+
+def test_dropped_module_is_identity(tiny_model):
+    x, l = features()
+    with torch.no_grad():
+        out = tiny_model(x, l, active=[True, False, True, True], return_hidden=True)
+        # hidden after module 1 (dropped) equals hidden after module 0
+        assert torch.equal(out.hidden[1], out.hidden[0])
+        # and equals running the remaining layers by hand
+        full = tiny_model(x, l, return_hidden=True)
+        assert not torch.equal(full.hidden[1], full.hidden[0])
+
+
+def test_dropped_module_is_not_executed(tiny_model):
+    calls = []
+    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: calls.append(k))
+             for k, layer in enumerate(tiny_model.encoder.layers)]
+    x, l = features()
+    with torch.no_grad():
+        tiny_model(x, l, active=[False, True, False, True])
+    for h in hooks:
+        h.remove()
+    assert calls == [1, 3]
+
+
+def test_mask_is_not_model_state(tiny_model):
+    x, l = features()
+    with torch.no_grad():
+        a = tiny_model(x, l, active=[True, False, False, False]).log_probs
+        tiny_model(x, l, active=[False, False, False, True])
+        b = tiny_model(x, l, active=[True, False, False, False]).log_probs
+    assert torch.equal(a, b)
+
+
+def test_wrong_mask_length_is_refused(tiny_model):
+    x, l = features()
+    with pytest.raises(ValueError, match="4 modules"):
+        tiny_model(x, l, active=[True] * 3)
+
+
+def test_output_lengths_and_log_probs(tiny_model):
+    x, l = features()
+    with torch.no_grad():
+        out = tiny_model(x, l)
+    assert out.log_probs.shape[0] == 2 and out.log_probs.shape[2] == 29
+    assert out.lengths[0] == out.log_probs.shape[1] and out.lengths[1] < out.lengths[0]
+    assert torch.allclose(out.log_probs.exp().sum(-1), torch.ones(()), atol=1e-4)
+
+
+def wavlm_config():
+    return tiny_config(family="wavlm", extractor_layers=[[16, 10, 5], [16, 3, 2], [16, 2, 2]], num_buckets=16,
+                       max_distance=64, pos_conv_kernel=8, pos_conv_groups=2)
+
+
+def test_wavlm_family_gates_and_first_module_dropped():
+    torch.manual_seed(0)
+    model = DynamicCTCModel(wavlm_config()).eval()
+    wav = torch.randn(2, 8000)
+    lengths = torch.tensor([8000, 6000])
+    with torch.no_grad():
+        full = model(wav, lengths)
+        same = model(wav, lengths, active=[True] * 4)
+        no_first = model(wav, lengths, active=[False, True, True, True], return_hidden=True)
+    assert torch.equal(full.log_probs, same.log_probs)
+    assert torch.isfinite(no_first.log_probs).all()
+    assert not torch.allclose(full.log_probs, no_first.log_probs)
+
+
+def test_wavlm_loads_torchaudio_state_dict(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from torchaudio.models import wavlm_model
+    cfg = wavlm_config()
+    ta = wavlm_model(extractor_mode="group_norm", extractor_conv_layer_config=[tuple(s) for s in cfg.extractor_layers],
+                     extractor_conv_bias=False, encoder_embed_dim=32, encoder_projection_dropout=0.0,
+                     encoder_pos_conv_kernel=8, encoder_pos_conv_groups=2, encoder_num_layers=4, encoder_num_heads=2,
+                     encoder_num_buckets=16, encoder_max_distance=64, encoder_attention_dropout=0.0,
+                     encoder_ff_interm_features=64, encoder_ff_interm_dropout=0.0, encoder_dropout=0.0,
+                     encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=29)
+    path = tmp_path / "wavlm.safetensors"      # a local file, as a researcher would have it
+    save_file({k: v.contiguous() for k, v in ta.state_dict().items()}, path)
+    model = DynamicCTCModel(cfg).eval()
+    load_wavlm_state_dict(model, load_file(path))
+    ta.eval()
+    wav = torch.randn(1, 8000)
+    with torch.no_grad():
+        ours = model(wav, torch.tensor([8000]), return_hidden=True).hidden[-1]
+        theirs, _ = ta.extract_features(wav)   # torchaudio's WavLM asserts on lengths
+    assert torch.allclose(ours, theirs[-1], atol=1e-4)
+    with pytest.raises(ValueError):
+        load_wavlm_state_dict(DynamicCTCModel(tiny_config()), load_file(path))
