@@ -37,7 +37,8 @@ def error_counts(refs: Texts, hyps: Texts, unit: str = "word") -> dict[str, int]
     return counts
 
 
-def _rate(counts: dict[str, int]) -> float:
+def error_rate(counts: dict[str, int]) -> float:
+    """errors / n from `error_counts` (see the module docstring for empty references)."""
     if counts["n"] == 0:
         return 0.0 if counts["errors"] == 0 else 1.0
     return counts["errors"] / counts["n"]
@@ -45,12 +46,12 @@ def _rate(counts: dict[str, int]) -> float:
 
 def wer(refs: Texts, hyps: Texts) -> float:
     """Word error rate as a fraction (0.25 = 25 %)."""
-    return _rate(error_counts(refs, hyps, "word"))
+    return error_rate(error_counts(refs, hyps, "word"))
 
 
 def cer(refs: Texts, hyps: Texts) -> float:
     """Character error rate as a fraction (spaces count as characters)."""
-    return _rate(error_counts(refs, hyps, "char"))
+    return error_rate(error_counts(refs, hyps, "char"))
 
 
 def word_diff(ref: str, hyp: str) -> list[tuple[str, Optional[str], Optional[str]]]:

@@ -328,6 +328,9 @@ def _train(train_manifest, valid_manifest, out_dir: Path, train_cfg: TrainConfig
                 state.epoch += 1
                 state.batch_in_epoch = 0
                 epochs_this_run += 1
+                if world > 1:      # BatchNorm statistics are per rank: take rank 0's, so all ranks agree
+                    for buf in model.buffers():
+                        dist.broadcast(buf, 0)
                 end_of_epoch(rank, model, extractor, valid_set, tokenizer, device, valid_masks, state, out_dir,
                              optimizer, model_cfg, train_cfg, extra, log_event)
                 if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:

@@ -1,0 +1,179 @@
+"""Inspect: one clip, one layer mask — transcripts, WER/CER with a word diff, GFLOPs, latency,
+spectrogram + posteriorgram and per-layer KL heatmaps. Everything updates on every toggle."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import state
+from app.views import diff, layer_strip, pickers, plots
+
+MIN_SECONDS = 0.1
+
+st.title("Inspect")
+st.caption("Pick a model, a clip and a layer mask. The mask is yours alone (per browser session) and is "
+           "passed to the model on every call; the model itself is loaded once and shared.")
+
+student_path, teacher_path = pickers.model_pickers(need_teacher=True)
+if student_path is None:
+    st.stop()
+student = pickers.load_or_error(student_path, "Student")
+if student is None:
+    st.stop()
+teacher = pickers.load_or_error(teacher_path, "Teacher") if teacher_path is not None else None
+with st.sidebar:
+    info = state.checkpoint_summary(student)
+    wer_txt = f" · valid WER {100 * info['valid_wer']:.1f}%" if isinstance(info["valid_wer"], (int, float)) else ""
+    st.caption(f"Student: {info['recipe']} {info['family']}, {info['layers']} modules, d={info['d_model']}, "
+               f"{info['params_m']:.2f} M params{wer_txt}")
+
+
+# ------------------------------------------------------------------------------------------------ audio
+def audio_section():
+    """Returns (clip or None, reference text)."""
+    try:
+        samples = state.load_samples()
+        sample_problem = None
+    except (OSError, ValueError) as exc:
+        samples, sample_problem = [], str(exc).splitlines()[0]
+    options = ["Sample", "Record", "Upload"]
+    source = st.segmented_control("Audio source", options, default="Sample" if samples else "Upload",
+                                  required=True, key="audio_source")
+    clip, reference_default, error = None, "", None
+    if source == "Sample":
+        if sample_problem:
+            st.warning(f"The sample set cannot be read — {sample_problem}")
+        if not samples:
+            st.info(f"No sample clips found ({state.samples_manifest()}). Record or upload a clip instead.")
+        else:
+            paths = [r["audio_filepath"] for r in samples]
+            by_path = {r["audio_filepath"]: r for r in samples}
+            choice = st.selectbox("Sample clip", paths, format_func=lambda p: state.sample_label(by_path[p]),
+                                  key="sample_choice")
+            row = by_path[choice]
+            reference_default = str(row.get("text", ""))
+            try:
+                clip = state.load_clip_file(choice)
+            except (ValueError, OSError) as exc:
+                error = str(exc).splitlines()[0]
+            else:
+                st.audio(choice)
+    elif source == "Record":
+        rec = st.audio_input("Record from your microphone", sample_rate=16000, key="recording")
+        if rec is not None:
+            try:
+                clip = state.load_clip_bytes(rec.getvalue(), rec.name or "recording.wav")
+            except (ValueError, OSError) as exc:
+                error = str(exc).splitlines()[0]
+    else:
+        up = st.file_uploader("Upload a clip (wav, flac, mp3, ogg; up to 60 s)",
+                              type=["wav", "flac", "mp3", "ogg"], key="upload")
+        if up is not None:
+            data = up.getvalue()
+            try:
+                clip = state.load_clip_bytes(data, up.name)
+            except (ValueError, OSError) as exc:
+                error = str(exc).splitlines()[0]
+            else:
+                st.audio(data)
+    # Reference: prefilled from the sample, editable, optional. Re-prefill when the clip changes.
+    ref_source = f"{source}:{clip.digest if clip else ''}"
+    if st.session_state.get("_ref_source") != ref_source:
+        st.session_state["_ref_source"] = ref_source
+        st.session_state["reference"] = reference_default
+    reference = st.text_input("Reference text (optional)", key="reference",
+                              placeholder="Type what was said to get WER / CER and a word diff")
+    if error:
+        st.error(f"Cannot use this audio — {error}", icon=":material/error:")
+        clip = None
+    elif clip is not None and clip.duration < MIN_SECONDS:
+        st.error(f"Cannot use this audio — it is {clip.duration:.2f} s long; at least {MIN_SECONDS} s is needed.",
+                 icon=":material/error:")
+        clip = None
+    elif clip is not None and clip.silent:
+        st.warning("This clip is silent (or nearly): expect an empty transcript.", icon=":material/volume_off:")
+    return clip, reference
+
+
+n_layers = student.config.n_layers
+ckpt_key = state.checkpoint_key(student.path)
+teacher_key = state.checkpoint_key(teacher.path) if teacher is not None else None
+
+left, right = st.columns([1, 1.6], gap="large")
+with left:
+    clip, reference = audio_section()
+
+
+def best_k(k: int):
+    if clip is None:
+        return None
+    return state.best_mask(ckpt_key, clip.digest, k, student, clip.samples, teacher_key, teacher)
+
+
+def kept_gflops(k: int) -> float:
+    seconds = clip.duration if clip is not None else 10.0
+    return state.gflops_for(student, float(seconds), tuple(i < k for i in range(n_layers)))
+
+
+with right:
+    mask = layer_strip.layer_strip(n_layers, best_k=best_k, kept_gflops=kept_gflops)
+
+if clip is None:
+    st.info("Choose a sample, record or upload a clip to see transcripts and layer views.",
+            icon=":material/info:")
+    st.stop()
+
+# ---------------------------------------------------------------------------------------------- results
+res = state.student_result(ckpt_key, clip.digest, mask, student, clip.samples, teacher_key, teacher)
+t_res = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples) if teacher is not None else None
+s_score = state.score(reference, res["text"])
+t_score = state.score(reference, t_res["text"]) if t_res else None
+
+saved = 100 * (1 - res["gflops"] / res["gflops_full"]) if res["gflops_full"] else 0.0
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}", delta=f"-{saved:.0f}% vs {res['gflops_full']:.3f} full",
+          delta_color="inverse" if saved else "off", help="Compute of one forward pass on this clip")
+m2.metric("Modules on", f"{sum(mask)}/{n_layers}")
+m3.metric("Latency", f"{res['latency_ms']:.0f} ms", help="Measured student forward + decode on this server")
+m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
+          delta=(f"{100 * (s_score['wer'] - t_score['wer']):+.1f} pts vs teacher" if s_score and t_score else None),
+          delta_color="inverse", help="Word error rate of the student against the reference")
+m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
+          help="Character error rate of the student against the reference")
+
+c_s, c_t = st.columns(2, gap="large")
+with c_s:
+    st.markdown(f"**Student** · {sum(mask)}/{n_layers} modules")
+    st.code(res["text"] or "(empty transcript)", language=None, wrap_lines=True)
+    if s_score:
+        st.html(diff.word_diff_html(s_score["diff"]))
+with c_t:
+    if t_res is not None:
+        st.markdown("**Teacher** · full depth")
+        st.code(t_res["text"] or "(empty transcript)", language=None, wrap_lines=True)
+        if t_score:
+            st.html(diff.word_diff_html(t_score["diff"]))
+    else:
+        st.markdown("**Teacher**")
+        st.caption("No teacher loaded.")
+if not s_score:
+    st.caption("Add a reference text to get WER / CER and the coloured word diff.")
+
+spec = state.logmel(clip.digest, clip.samples)
+st.plotly_chart(plots.spectrogram_posteriorgram(spec, 0.01, res["posteriors"], res["frame_sec"],
+                                                student.config.vocab),
+                key="spec_plot", config={"displaylogo": False})
+
+k1, k2 = st.columns(2, gap="large")
+with k1:
+    ref_name = "teacher" if teacher is not None else "student's final output"
+    st.plotly_chart(plots.kl_heatmap(res["depth_kl"], res["frame_sec"],
+                                     f"Depth view (logit lens): KL({ref_name} ‖ CTC head after module i)",
+                                     active=mask), key="depth_plot", config={"displaylogo": False})
+with k2:
+    with st.spinner("Drop-one view…"):
+        drop = state.drop_one_result(ckpt_key, clip.digest, mask, student, clip.samples)
+    st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
+                                     "Drop-one view: KL(current mask ‖ current mask without module i)",
+                                     active=mask), key="drop_plot", config={"displaylogo": False})
+st.caption("Hover a heatmap cell for layer, time and KL (nats). Dropped modules are marked “(off)”: "
+           "their drop-one row is zero, and in the depth view they pass the previous state through.")

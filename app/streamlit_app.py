@@ -1,0 +1,27 @@
+"""DLD Studio — entry point:  streamlit run app/streamlit_app.py"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+st.set_page_config(page_title="DLD Studio", page_icon=":material/layers:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+PAGES = Path(__file__).resolve().parent / "pages"
+nav = st.navigation([
+    st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/graphic_eq:", url_path="inspect", default=True),
+    st.Page(PAGES / "budgets.py", title="Budgets", icon=":material/speed:", url_path="budgets"),
+    st.Page(PAGES / "importance.py", title="Layer importance", icon=":material/bar_chart:", url_path="importance"),
+    st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", url_path="train"),
+])
+with st.sidebar:
+    st.markdown("### :material/layers: DLD Studio")
+    st.caption("Distillation-based layer dropping for CTC speech recognition: "
+               "one model, any depth, picked per request.")
+nav.run()

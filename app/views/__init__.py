@@ -1,0 +1,1 @@
+"""Small view helpers: plotly figures, the word diff and the layer strip."""

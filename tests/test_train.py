@@ -1,0 +1,130 @@
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dld_core.checkpoint import load_checkpoint
+from dld_core.config import TrainConfig
+from dld_core.losses import distillation_kl
+from dld_core.train import OutputLock, TrainingBusyError, sample_gates, train
+from tests.conftest import REPO, tiny_config
+
+FAST = dict(batch_seconds=8.0, warmup_steps=3, lr=3e-3)
+
+
+def resume_weights(out: Path) -> dict:
+    return {k: v for k, v in load_file(out / "resume" / "state.safetensors").items() if k.startswith("model.")}
+
+
+def test_kl_is_zero_when_student_equals_teacher():
+    torch.manual_seed(0)
+    logp = torch.randn(2, 7, 29).log_softmax(-1)
+    lengths = torch.tensor([7, 4])
+    assert distillation_kl(logp, logp.clone(), lengths).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(2, 7, 29).log_softmax(-1)
+    assert distillation_kl(logp, other, lengths).item() > 0.01
+    # temperature: tau^2 scaling, still zero for equal inputs
+    assert distillation_kl(logp, logp, lengths, tau=2.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gates_are_seeded_and_keep_at_least_one():
+    masks = [sample_gates(12, 0.5, seed=3, step=s) for s in range(300)]
+    assert masks == [sample_gates(12, 0.5, seed=3, step=s) for s in range(300)]
+    assert all(any(m) for m in masks)
+    rate = sum(map(sum, masks)) / (300 * 12)
+    assert 0.42 < rate < 0.6
+    assert all(any(m) for m in (sample_gates(3, 0.01, 0, s) for s in range(50)))
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny_corpus):
+    cfg = dict(recipe="ld", epochs=2, **FAST)
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny_corpus["train"], tiny_corpus["valid"], a, train_cfg=TrainConfig(**cfg), model_cfg=tiny_config(),
+          stop_after_epochs=1, progress=False)
+    first = json.loads((a / "metrics.json").read_text())
+    assert first["epochs"] == 1 and not first["finished"]
+    train(tiny_corpus["train"], tiny_corpus["valid"], a, train_cfg=TrainConfig(**cfg), model_cfg=tiny_config(),
+          resume=True, progress=False)
+    train(tiny_corpus["train"], tiny_corpus["valid"], b, train_cfg=TrainConfig(**cfg), model_cfg=tiny_config(),
+          progress=False)
+    ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
+    assert ma["steps"] == mb["steps"] and ma["finished"] and mb["finished"]
+    wa, wb = resume_weights(a), resume_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    events = [json.loads(l)["event"] for l in (a / "train_log.jsonl").read_text().splitlines()]
+    assert events.count("start") == 2 and events[-1] == "done"
+
+
+def test_dld_distils_from_a_frozen_teacher(tmp_path, tiny_corpus):
+    teacher_dir = tmp_path / "teacher"
+    train(tiny_corpus["train"], tiny_corpus["valid"], teacher_dir, progress=False,
+          train_cfg=TrainConfig(recipe="teacher", epochs=1, **FAST), model_cfg=tiny_config())
+    before = {k: v.clone() for k, v in load_checkpoint(teacher_dir).model.state_dict().items()}
+    out = tmp_path / "dld"
+    metrics = train(tiny_corpus["train"], tiny_corpus["valid"], out, teacher=str(teacher_dir), progress=False,
+                    train_cfg=TrainConfig(recipe="dld", epochs=1, init_from_teacher=True, **FAST),
+                    model_cfg=tiny_config())
+    steps = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    kls = [e["kl"] for e in steps if e["event"] == "step"]
+    assert kls and all(k >= 0 for k in kls) and max(kls) > 0
+    after = load_checkpoint(teacher_dir).model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    ck = load_checkpoint(out)
+    assert ck.recipe == "dld" and ck.info["teacher"] == str(teacher_dir) and metrics["finished"]
+
+
+def test_second_training_into_same_folder_is_refused(tmp_path):
+    lock = OutputLock(tmp_path)
+    try:
+        with pytest.raises(TrainingBusyError, match="already"):
+            OutputLock(tmp_path)
+    finally:
+        lock.release()
+    OutputLock(tmp_path).release()      # free again once released
+
+
+def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_corpus):
+    hashes_dir = tmp_path / "hashes"
+    hashes_dir.mkdir()
+    runner = tmp_path / "ddp_check.py"
+    runner.write_text(textwrap.dedent(f"""
+        import hashlib, os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import torch, torch.distributed as dist
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo")
+        from dld_core import train as T
+        from dld_core.config import TrainConfig
+        from tests.conftest import tiny_config
+        captured = {{}}
+        original = T.DynamicCTCModel
+        class Spy(original):
+            def __init__(self, cfg):
+                super().__init__(cfg)
+                captured["model"] = self
+        T.DynamicCTCModel = Spy
+        m = T.train({str(tiny_corpus['train'])!r}, {str(tiny_corpus['valid'])!r}, {str(tmp_path / 'out')!r},
+                    train_cfg=TrainConfig(recipe="ld", epochs=1, batch_seconds=4.0, warmup_steps=2),
+                    model_cfg=tiny_config(), progress=False)
+        h = hashlib.sha256()
+        for k, v in sorted(captured["model"].state_dict().items()):
+            h.update(k.encode()); h.update(v.detach().cpu().numpy().tobytes())
+        open(os.path.join({str(hashes_dir)!r}, f"rank{{dist.get_rank()}}.txt"), "w").write(f"{{h.hexdigest()}} {{m['steps']}}")
+        dist.barrier()
+        dist.destroy_process_group()
+    """))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(runner)],
+                          capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r0, r1 = (hashes_dir / "rank0.txt").read_text().split(), (hashes_dir / "rank1.txt").read_text().split()
+    assert r0 == r1 and int(r0[1]) > 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == int(r0[1])
