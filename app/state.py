@@ -227,15 +227,45 @@ def _mask_list(mask: Sequence[bool]) -> list[bool]:
     return [bool(m) for m in mask]
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ckpt: Checkpoint,
-                   _samples: np.ndarray, teacher_key: Optional[str] = None,
-                   _teacher: Optional[Checkpoint] = None) -> dict[str, Any]:
-    """Everything that changes on a toggle: transcript, GFLOPs, latency, posteriorgram and the depth
-    (logit-lens) KL view. Cached by (checkpoint, audio hash, mask[, teacher])."""
-    from dld_core.decode import greedy_decode
-    from dld_core.flops import gflops
+def _features(model, samples: np.ndarray):
     from dld_core.inference import featurize
+    return featurize(model, [samples])
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def teacher_result(teacher_key: str, audio_digest: str, _teacher: Checkpoint, _samples: np.ndarray) -> dict:
+    """Teacher transcript and full-depth log-probs [T', V] (the reference of the KL views), once per clip."""
+    from dld_core.decode import greedy_decode
+    from dld_core.tokenizer import CharTokenizer
+    model = _teacher.model
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        feats, lengths = _features(model, _samples)
+        out = model(feats, lengths)
+        text = greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))[0]
+    return {"text": text, "latency_ms": (time.perf_counter() - t0) * 1000,
+            "log_probs": out.log_probs[0, : int(out.lengths[0])].float().numpy()}
+
+
+def _reference_log_probs(teacher_lp: Optional[np.ndarray], own_lp: np.ndarray, frames: int) -> tuple[torch.Tensor, str]:
+    """The KL reference: the teacher when it has the same frame rate, else the student's own output."""
+    if teacher_lp is not None and teacher_lp.shape[0] == frames:
+        return torch.from_numpy(np.asarray(teacher_lp, dtype=np.float32)), "teacher"
+    return torch.from_numpy(np.asarray(own_lp, dtype=np.float32)), "student"
+
+
+def gflops_for(ckpt: Checkpoint, seconds_or_samples, mask: Sequence[bool]) -> float:
+    from dld_core.flops import gflops
+    return float(gflops(ckpt.model, seconds_or_samples, list(mask)))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], teacher_key: Optional[str],
+                   _ckpt: Checkpoint, _samples: np.ndarray, _teacher_lp: Optional[np.ndarray] = None
+                   ) -> dict[str, Any]:
+    """Everything that changes on a toggle: transcript, GFLOPs, latency, posteriorgram and the depth
+    (logit-lens) KL view. Cached by (checkpoint, audio hash, mask, teacher)."""
+    from dld_core.decode import greedy_decode
     from dld_core.layers import depth_kl
     from dld_core.tokenizer import CharTokenizer
 
@@ -243,37 +273,45 @@ def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ck
     active = _mask_list(mask)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        feats, lengths = featurize(model, [_samples])
-        out = model(feats, lengths, active=active, return_hidden=False)
+        feats, lengths = _features(model, _samples)
+        out = model(feats, lengths, active=active)
         text = greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))[0]
     latency_ms = (time.perf_counter() - t0) * 1000
     n_frames = int(out.lengths[0])
     log_probs = out.log_probs[0, :n_frames].float().numpy()
+    ref_lp, ref_name = _reference_log_probs(_teacher_lp, log_probs, n_frames)
+    depth = depth_kl(model, ref_lp, feats, lengths, active=active)
     num_samples = len(_samples)
-    g_mask = float(gflops(model, num_samples, active))
-    g_full = float(gflops(model, num_samples, [True] * len(active)))
-    ref_model = _teacher.model if _teacher is not None else None
-    depth = depth_kl(model, _samples, active=active, reference=ref_model)
-    frame_sec = len(_samples) / 16000 / max(1, n_frames)
-    return {"text": text, "latency_ms": latency_ms, "gflops": g_mask, "gflops_full": g_full,
-            "posteriors": np.exp(log_probs).astype(np.float16), "frame_sec": frame_sec,
-            "depth_kl": np.asarray(depth, dtype=np.float32)}
+    return {"text": text, "latency_ms": latency_ms,
+            "gflops": gflops_for(_ckpt, num_samples, active),
+            "gflops_full": gflops_for(_ckpt, num_samples, [True] * len(active)),
+            "posteriors": np.exp(log_probs).astype(np.float16), "log_probs": log_probs,
+            "frame_sec": num_samples / 16000 / max(1, n_frames), "depth_kl": np.asarray(depth, dtype=np.float32),
+            "reference": ref_name}
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def drop_one_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ckpt: Checkpoint,
-                    _samples: np.ndarray) -> np.ndarray:
-    """Drop-one KL view for the current mask: row i = KL(current || current without module i) per frame."""
+def drop_one_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], teacher_key: Optional[str],
+                    _ckpt: Checkpoint, _samples: np.ndarray, _reference_lp: np.ndarray) -> np.ndarray:
+    """Drop-one view for the current mask: row i = KL(reference || current mask without module i) per
+    frame; rows of modules that are already off hold NaN (drawn blank)."""
     from dld_core.layers import drop_one_kl
-    return np.asarray(drop_one_kl(_ckpt.model, _samples, active=_mask_list(mask)), dtype=np.float32)
+    feats, lengths = _features(_ckpt.model, _samples)
+    ref = torch.from_numpy(np.asarray(_reference_lp, dtype=np.float32))
+    return np.asarray(drop_one_kl(_ckpt.model, ref, feats, lengths, base_active=_mask_list(mask), dropped="nan"),
+                      dtype=np.float32)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def teacher_result(teacher_key: str, audio_digest: str, _teacher: Checkpoint, _samples: np.ndarray) -> dict:
-    from dld_core.inference import transcribe_clips
-    t0 = time.perf_counter()
-    text = transcribe_clips(_teacher.model, [_samples])[0]
-    return {"text": text, "latency_ms": (time.perf_counter() - t0) * 1000}
+def best_mask(ckpt_key: str, audio_digest: str, kept: int, teacher_key: Optional[str], reference_text: str,
+              _ckpt: Checkpoint, _samples: np.ndarray, _reference_lp: np.ndarray) -> Optional[tuple[bool, ...]]:
+    """The best `kept`-module mask for this clip (dld_core.layers.best_mask_for_budget, KL to the reference)."""
+    from dld_core.layers import best_mask_for_budget
+    ref = torch.from_numpy(np.asarray(_reference_lp, dtype=np.float32))
+    clips = [(_samples, reference_text)] if reference_text.strip() else [_samples]
+    best = best_mask_for_budget(_ckpt.model, ref, clips, kept=int(kept))
+    keep = set(best["active"])
+    return tuple(i in keep for i in range(_ckpt.config.n_layers))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -324,3 +362,37 @@ def read_eval_results(checkpoint: Path) -> Optional[dict]:
         if mtime > best_mtime:
             best, best_mtime = data, mtime
     return best
+
+
+# ------------------------------------------------------------------------------------ layer importance
+def samples_key(rows: Sequence[dict]) -> str:
+    """Changes when the sample set (paths, texts, files) changes."""
+    parts = []
+    for r in rows:
+        p = Path(r["audio_filepath"])
+        try:
+            stamp = p.stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        parts.append(f"{p}|{stamp}|{r.get('text', '')}")
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@st.cache_resource
+def computed_registry() -> set:
+    """Keys of the expensive results already computed (shared by sessions): pages show them at once."""
+    return set()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def importance_over_samples(ckpt_key: str, teacher_key: Optional[str], samples_key_: str, criterion: str,
+                            _ckpt: Checkpoint, _teacher: Optional[Checkpoint], _rows: Sequence[dict]) -> dict:
+    """dld_core.layers.layer_importance (drop-one from full depth) and greedy_drop_path over the samples."""
+    from dld_core.audio import load_audio
+    from dld_core.layers import greedy_drop_path, layer_importance
+
+    clips = [(load_audio(r["audio_filepath"]).samples, str(r.get("text", ""))) for r in _rows]
+    teacher = _teacher.model if _teacher is not None else None
+    importance = layer_importance(_ckpt.model, teacher, clips)
+    path = greedy_drop_path(_ckpt.model, teacher, clips, criterion=criterion)
+    return {"importance": importance, "path": path}

@@ -61,7 +61,9 @@ def preparing(jobs_dir: Path) -> Optional[dict]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if data.get("state") == "running" and not _alive(int(data.get("pid", 0) or 0)):
+    pid = int(data.get("pid") or 0)
+    starting = pid <= 0 and time.time() - float(data.get("started", 0)) < 60
+    if data.get("state") == "running" and not starting and not (pid > 0 and _alive(pid)):
         data["state"] = "failed"
         data.setdefault("message", "corpus building ended unexpectedly")
     return data
@@ -75,14 +77,15 @@ def launch(jobs_dir: Path, corpus: Path, hours: float, train_args: list[str]) ->
     """Start the detached launcher; returns its pid."""
     jobs_dir = Path(jobs_dir)
     jobs_dir.mkdir(parents=True, exist_ok=True)
+    # Written before the process starts (the process rewrites it with its pid): no window for a double start.
+    _write(jobs_dir / PREPARING, {"state": "running", "pid": 0, "hours": hours, "corpus": str(corpus),
+                                  "started": time.time(), "args": train_args})
     log = open(jobs_dir / PREPARING_LOG, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "app.train_launcher", str(jobs_dir), str(corpus), str(hours),
                              "--", *train_args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     log.close()
-    _write(jobs_dir / PREPARING, {"state": "running", "pid": proc.pid, "hours": hours, "corpus": str(corpus),
-                                  "started": time.time(), "args": train_args})
     return proc.pid
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> 
         raise
     except (sf.LibsndfileError, RuntimeError, EOFError, OSError, TypeError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = re.sub(r"^Error opening .*?: ", "", msg).strip() or type(e).__name__
         raise CorruptAudioError(f"{name}: cannot decode {kind} audio ({msg})") from None
     except MemoryError:
         raise CorruptAudioError(f"{name}: header declares an impossible size") from None

@@ -77,6 +77,16 @@ def spec_augment(feats: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return x.squeeze(1).transpose(1, 2)
 
 
+@torch.no_grad()
+def teacher_posteriors(teacher, cache: dict, key: tuple, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The frozen teacher's CTC log-posteriors on the clean (un-augmented) batch. Batches hold the same
+    utterances every epoch (only their order changes), so each is computed once and kept in fp16:
+    after the first epoch distillation costs no teacher forward at all."""
+    if key not in cache:
+        cache[key] = teacher(feats, lengths).log_probs.half().cpu()
+    return cache[key].to(feats.device).float()
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak."""
     if step < cfg.warmup_steps:
@@ -254,6 +264,7 @@ def _train(train_manifest, valid_manifest, out_dir: Path, train_cfg: TrainConfig
     if meta is not None:
         restore_rng(meta, tensors)
 
+    teacher_cache: dict[tuple, torch.Tensor] = {}
     n = model_cfg.n_layers
     valid_masks = [None] if train_cfg.recipe == "teacher" else [None, [i % 2 == 0 for i in range(n)]]
     log_path = out_dir / "train_log.jsonl"
@@ -294,6 +305,7 @@ def _train(train_manifest, valid_manifest, out_dir: Path, train_cfg: TrainConfig
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 feats, lengths = extractor(batch.wavs, batch.wav_lengths)
+                clean_feats = feats
                 if train_cfg.spec_augment and model_cfg.family == "conformer":
                     feats = spec_augment(feats, train_cfg)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
@@ -301,9 +313,8 @@ def _train(train_manifest, valid_manifest, out_dir: Path, train_cfg: TrainConfig
                     loss_ctc = ctc_loss(outp.log_probs, outp.lengths, batch.targets, batch.target_lengths)
                     loss_kl = torch.zeros((), device=feats.device)
                     if teacher is not None:
-                        with torch.no_grad():
-                            teacher_out = teacher(feats, lengths)
-                        loss_kl = distillation_kl(teacher_out.log_probs, outp.log_probs, outp.lengths, train_cfg.kd_tau)
+                        teacher_log_probs = teacher_posteriors(teacher, teacher_cache, tuple(batches[b_idx]), clean_feats, lengths)
+                        loss_kl = distillation_kl(teacher_log_probs, outp.log_probs, outp.lengths, train_cfg.kd_tau)
                     loss = loss_ctc + train_cfg.kd_lambda * loss_kl
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

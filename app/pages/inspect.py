@@ -103,10 +103,25 @@ with left:
     clip, reference = audio_section()
 
 
+def reference_lp():
+    """Teacher log-probs for this clip (None without a teacher)."""
+    if clip is None or teacher is None:
+        return None
+    return state.teacher_result(teacher_key, clip.digest, teacher, clip.samples)["log_probs"]
+
+
 def best_k(k: int):
     if clip is None:
         return None
-    return state.best_mask(ckpt_key, clip.digest, k, student, clip.samples, teacher_key, teacher)
+    ref = reference_lp()
+    if ref is None or ref.shape[0] != full_frames():
+        ref = state.student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"]
+    return state.best_mask(ckpt_key, clip.digest, k, teacher_key, st.session_state.get("reference", ""),
+                           student, clip.samples, ref)
+
+
+def full_frames() -> int:
+    return state.student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"].shape[0]
 
 
 def kept_gflops(k: int) -> float:
@@ -123,15 +138,17 @@ if clip is None:
     st.stop()
 
 # ---------------------------------------------------------------------------------------------- results
-res = state.student_result(ckpt_key, clip.digest, mask, student, clip.samples, teacher_key, teacher)
 t_res = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples) if teacher is not None else None
+res = state.student_result(ckpt_key, clip.digest, mask, teacher_key, student, clip.samples,
+                           t_res["log_probs"] if t_res else None)
 s_score = state.score(reference, res["text"])
 t_score = state.score(reference, t_res["text"]) if t_res else None
 
 saved = 100 * (1 - res["gflops"] / res["gflops_full"]) if res["gflops_full"] else 0.0
 m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}", delta=f"-{saved:.0f}% vs {res['gflops_full']:.3f} full",
-          delta_color="inverse" if saved else "off", help="Compute of one forward pass on this clip")
+m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}",
+          delta=f"-{saved:.0f}% vs {res['gflops_full']:.3f} at full depth" if saved >= 0.5 else "full depth",
+          delta_color="inverse" if saved >= 0.5 else "off", help="Compute of one forward pass on this clip")
 m2.metric("Modules on", f"{sum(mask)}/{n_layers}")
 m3.metric("Latency", f"{res['latency_ms']:.0f} ms", help="Measured student forward + decode on this server")
 m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
@@ -165,15 +182,19 @@ st.plotly_chart(plots.spectrogram_posteriorgram(spec, 0.01, res["posteriors"], r
 
 k1, k2 = st.columns(2, gap="large")
 with k1:
-    ref_name = "teacher" if teacher is not None else "student's final output"
+    ref_name = "teacher" if res["reference"] == "teacher" else "student output"
     st.plotly_chart(plots.kl_heatmap(res["depth_kl"], res["frame_sec"],
                                      f"Depth view (logit lens): KL({ref_name} ‖ CTC head after module i)",
                                      active=mask), key="depth_plot", config={"displaylogo": False})
 with k2:
     with st.spinner("Drop-one view…"):
-        drop = state.drop_one_result(ckpt_key, clip.digest, mask, student, clip.samples)
+        ref = t_res["log_probs"] if res["reference"] == "teacher" else res["log_probs"]
+        drop = state.drop_one_result(ckpt_key, clip.digest, mask, teacher_key if res["reference"] == "teacher" else None,
+                                     student, clip.samples, ref)
     st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
-                                     "Drop-one view: KL(current mask ‖ current mask without module i)",
+                                     f"Drop-one view: KL({ref_name} ‖ current mask without module i)",
                                      active=mask), key="drop_plot", config={"displaylogo": False})
-st.caption("Hover a heatmap cell for layer, time and KL (nats). Dropped modules are marked “(off)”: "
-           "their drop-one row is zero, and in the depth view they pass the previous state through.")
+st.caption("Hover a heatmap cell for layer, time and KL (nats). Modules that are off are marked “(off)”: "
+           "their drop-one row is blank, and in the depth view they pass the previous state through."
+           + ("" if res["reference"] == "teacher" else " Without a usable teacher the KL reference is the "
+              "student's own output for the current mask."))

@@ -60,9 +60,13 @@ def layer_strip(n_layers: int, best_k: Optional[Callable[[int], Optional[Sequenc
     def apply(name: str) -> None:
         k = int(st.session_state.get("preset_k", max(1, n_layers // 2)))
         if name == "best_k":
-            mask = best_k(k) if best_k is not None else None
+            try:
+                mask = best_k(k) if best_k is not None else None
+            except (ValueError, RuntimeError) as exc:
+                st.session_state["_preset_msg"] = f"“Best k” failed — {str(exc).splitlines()[0]}"
+                return
             if mask is None:
-                st.session_state["_preset_msg"] = "“Best k” needs a teacher or evaluation results; kept the mask."
+                st.session_state["_preset_msg"] = "“Best k” needs a clip first; kept the mask."
                 return
             set_mask(mask)
         else:

@@ -33,7 +33,7 @@ from dld_core.synth import augment, engines, fsdd, text as textsrc
 from dld_core.synth.engines import SR, Voice
 from dld_core.text import normalize_text
 
-VERSION = 1
+VERSION = 3
 SPLIT_FRACTIONS = {"train": 0.90, "valid": 0.05, "test": 0.05}
 ENGINE_WEIGHTS = {"flite": 0.36, "festival": 0.34, "espeak": 0.30}
 VOICE_WEIGHTS = {  # within an engine (train/valid); unlisted voices weight 1
@@ -44,7 +44,7 @@ TEXT_WEIGHTS = {"kjv": 0.50, "wordfreq": 0.33, "numbers": 0.17}
 TEST_HELD_OUT_FRACTION = 0.5       # share of test utterances spoken by held-out (test-only) voices
 SPEED_RANGE = (0.82, 1.22)         # tempo factor
 PITCH_RANGE = (0.86, 1.16)         # pitch factor
-SEC_PER_CHAR = 0.062               # duration estimate used for planning only
+SEC_PER_CHAR = 0.0565              # duration estimate used for planning only
 PAD_S = 0.15
 BABBLE_POOL = 24
 CHUNK = {"festival": 24, "flite": 12, "espeak": 12}
@@ -224,6 +224,17 @@ def _write_wav_pool(task: list[dict]) -> list[np.ndarray | None]:
     return synth_clean(task)
 
 
+def _swap_in(staging: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = None, progress: bool = True) -> dict:
     """Build (or reuse) the corpus in ``out``; returns the corpus.json dict."""
     if hours <= 0:
@@ -241,12 +252,14 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
             print(f"corpus {out} is complete (key {key}); reusing it", file=sys.stderr)
         return cached
 
-    out_p.mkdir(parents=True, exist_ok=True)
-    if (out_p / "corpus.json").exists():
-        (out_p / "corpus.json").unlink()
-    for sub in ("audio", "fsdd"):
-        if (out_p / sub).exists():
-            shutil.rmtree(out_p / sub)
+    final_p = out_p
+    if final_p.exists() and any(final_p.iterdir()) and not (final_p / "corpus.json").exists():
+        raise FileExistsError(f"{out} exists, is not empty and holds no corpus.json; refusing to overwrite it")
+    # build in a sibling staging folder and swap at the end: a reader of an older corpus in ``out``
+    # never sees a half-written one, and an interrupted build leaves ``out`` untouched
+    out_p = final_p.with_name(final_p.name + ".building")
+    if out_p.exists():
+        shutil.rmtree(out_p)
     for split in ("train", "valid", "test"):
         (out_p / "audio" / split).mkdir(parents=True, exist_ok=True)
 
@@ -302,13 +315,13 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
     write_manifest(out_p / "test.jsonl", split_rows["test"])
 
     info = _summary(plan, split_rows, fsdd_rows, hours, seed, key, fsdd_dir, failed, manifests)
+    info = json.loads(json.dumps(info))          # exactly what corpus.json holds (lists, not tuples)
     info["build"] = {"seconds": round(time.time() - t0, 1), "synth_seconds": round(synth_wall, 1),
                      "synth_x_realtime": round(synth_s / max(synth_wall, 1e-9), 1), "workers": WORKERS}
-    tmp = out_p / ".corpus.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, out_p / "corpus.json")
+    (out_p / "corpus.json").write_text(json.dumps(info, indent=1) + "\n")
+    _swap_in(out_p, final_p)
     if progress:
-        print(f"corpus {out}: {info['hours']:.2f} h synthetic, {sum(s['utterances'] for s in info['splits'].values())} "
+        print(f"corpus {final_p}: {info['hours']:.2f} h synthetic, {sum(s['utterances'] for s in info['splits'].values())} "
               f"utterances, {info['distinct_words']} distinct words, {info['build']['synth_x_realtime']}x real time",
               file=sys.stderr)
     return info

@@ -114,15 +114,18 @@ def synth_festival_batch(voice: str, items: list[tuple[str, float, float]], tmp:
     """Synthesise many (text, speed, pitch) items with ONE festival process.
 
     Speed uses Duration_Stretch (diphone voices) and pitch is a resampling shift applied afterwards
-    (the stretch is pre-compensated so the final tempo is ``speed``). Works for diphone and HTS voices.
+    (the stretch is pre-compensated so the final tempo is ``speed``). HTS voices get hts_engine's ``-r`` rate.
     """
     lines = [f"(voice_{voice})"]
     paths = []
     for i, (text, speed, pitch) in enumerate(items):
         path = os.path.join(tmp, f"fest_{i}.wav")
         paths.append(path)
-        stretch = pitch / speed
-        lines.append(f"(Parameter.set 'Duration_Stretch {stretch:.4f})")
+        if voice.endswith("_hts"):   # HTS ignores Duration_Stretch; hts_engine's -r is a speed rate
+            lines.append(f"(set! hts_engine_params (append {voice}::hts_engine_params "
+                         f"(list '(\"-r\" {speed / pitch:.4f}))))")
+        else:
+            lines.append(f"(Parameter.set 'Duration_Stretch {pitch / speed:.4f})")
         lines.append(f"(utt.save.wave (SynthText {_scheme_string(text)}) {_scheme_string(path)} 'riff)")
     script = os.path.join(tmp, "batch.scm")
     with open(script, "w") as fh:

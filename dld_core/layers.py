@@ -1,0 +1,256 @@
+"""Per-module views of one utterance: drop-one KL, logit-lens depth KL, layer importance, greedy drop paths.
+
+All KLs are KL(teacher || student) per output frame: sum_v p_t (log p_t - log p_s).
+`teacher` is either a model (run at full depth on the same features) or its log-probs [T', V] / [1, T', V].
+Single utterances: features [1, T, n_mels] / [1, S] (or without the batch dim), lengths [1] (or None).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from .decode import greedy_decode
+from .evaluate import make_masks
+from .flops import active_mask
+from .inference import featurize
+from .metrics import error_counts, error_rate
+from .model import DynamicCTCModel, padding_mask
+from .tokenizer import CharTokenizer
+
+
+def kl_per_frame(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last (vocab) dim from log-probs: sum p * (log p - log q). Shape [..., T]."""
+    return (p_log.exp() * (p_log - q_log)).sum(-1)
+
+
+def _one(model: DynamicCTCModel, features: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor]:
+    unbatched = 2 if model.config.family == "conformer" else 1
+    if features.dim() == unbatched:
+        features = features.unsqueeze(0)
+    if features.shape[0] != 1:
+        raise ValueError("layer views take one utterance (batch size 1)")
+    if lengths is None:
+        lengths = torch.tensor([features.shape[1]])
+    return features, torch.as_tensor(lengths, device=features.device).reshape(1)
+
+
+def _teacher_log_probs(teacher, features, lengths, frames: Optional[int] = None) -> torch.Tensor:
+    if isinstance(teacher, torch.nn.Module):
+        out = teacher(features, lengths)
+        lp = out.log_probs[0, : int(out.lengths[0])]
+    else:
+        lp = torch.as_tensor(teacher)
+        lp = lp[0] if lp.dim() == 3 else lp
+    if frames is not None and lp.shape[0] != frames:
+        raise ValueError(f"teacher has {lp.shape[0]} frames but the student {frames}: "
+                         "they need the same front end (model family and frame rate)")
+    return lp.float()
+
+
+class _Encoder:
+    """The student's encoder split into front end / one module / head, mirroring DynamicCTCModel.forward,
+    so module stacks can be run from any depth on a batch of R rows of the same utterance."""
+
+    def __init__(self, model: DynamicCTCModel, features: torch.Tensor, lengths: torch.Tensor):
+        self.model, enc = model, model.encoder
+        self.conformer = model.config.family == "conformer"
+        if self.conformer:
+            x, lengths = enc.subsampling(features, lengths)
+        else:
+            x, lengths = enc.feature_extractor(features, lengths)
+            x = enc.encoder.transformer._preprocess(enc.encoder.feature_projection(x))
+            self.bias = enc.layers[0].attention.compute_bias(x.shape[1], x.shape[1])   # [H, T, T]
+        self.x0, self.lengths = x, lengths                                            # [1, T', D]
+        self.pad = padding_mask(lengths, x.shape[1])
+        self.frames = int(lengths[0])
+
+    def layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        rows, layer = x.shape[0], self.model.encoder.layers[i]
+        pad = self.pad.expand(rows, -1)
+        if self.conformer:
+            return layer(x.transpose(0, 1), pad).transpose(0, 1)
+        return layer(x, key_padding_mask=pad, position_bias=self.bias.expand(rows, -1, -1, -1))[0]
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        transformer = None if self.conformer else self.model.encoder.encoder.transformer
+        if transformer is not None and transformer.layer_norm_first:
+            x = transformer.layer_norm(x)
+        return self.model.log_probs(x)[:, : self.frames]                              # [R, T', V]
+
+
+def drop_one_log_probs(student: DynamicCTCModel, features, lengths=None, base_active=None
+                       ) -> tuple[torch.Tensor, list[int]]:
+    """Log-probs of the base mask and of the base mask with each active module removed: [1 + A, T', V]
+    and the A removed module indices (row 1 + r removes module removed[r]).
+
+    The prefix is shared: at depth j every variant that has already skipped its module (plus the base
+    path) runs module j together in one batch, and variant j starts as a copy of the base state before
+    module j. Work is N + N(N-1)/2 module-rows instead of N^2, in N batched calls.
+    """
+    features, lengths = _one(student, features, lengths)
+    base = active_mask(base_active, student.num_layers)
+    with torch.inference_mode():
+        enc = _Encoder(student, features, lengths)
+        rows, removed = enc.x0, []
+        for j, on in enumerate(base):
+            if not on:
+                continue
+            skip = rows[:1]
+            rows = torch.cat([enc.layer(j, rows), skip])
+            removed.append(j)
+        return enc.head(rows), removed
+
+
+def drop_one_kl(student: DynamicCTCModel, teacher, features, lengths=None, base_active=None,
+                dropped: str = "base") -> torch.Tensor:
+    """[N, T'] KL(teacher || student with module i removed from base_active), one row per module.
+
+    Rows of modules already dropped in base_active hold the KL of base_active itself (dropped="base")
+    or NaN (dropped="nan")."""
+    features, lengths = _one(student, features, lengths)
+    lp, removed = drop_one_log_probs(student, features, lengths, base_active)
+    with torch.inference_mode():
+        kl = kl_per_frame(_teacher_log_probs(teacher, features, lengths, lp.shape[1]), lp)   # [1 + A, T']
+    fill = kl[0] if dropped == "base" else torch.full_like(kl[0], math.nan)
+    out = fill.expand(student.num_layers, -1).clone()
+    out[removed] = kl[1:]
+    return out
+
+
+def depth_kl(student: DynamicCTCModel, teacher, features, lengths=None, active=None) -> torch.Tensor:
+    """[N, T'] logit lens: KL(teacher || CTC head on the hidden state after module i) per frame.
+    Dropped modules pass their input through, so their row repeats the previous one."""
+    features, lengths = _one(student, features, lengths)
+    with torch.inference_mode():
+        out = student(features, lengths, active=active_mask(active, student.num_layers), return_hidden=True)
+        frames = int(out.lengths[0])
+        lp = student.log_probs(torch.cat(out.hidden))[:, :frames]                    # [N, T', V]
+        return kl_per_frame(_teacher_log_probs(teacher, features, lengths, frames), lp)
+
+
+# --------------------------------------------------------------------------------------------
+# many clips: layer importance, greedy drop path, best mask for a budget
+
+def _clips(student: DynamicCTCModel, teacher, clips) -> list[tuple]:
+    """(features, lengths, teacher log-probs or None, reference or None) per clip.
+    A clip is a waveform, an (waveform, text) pair or an object with .samples (AudioClip)."""
+    prepared = []
+    for clip in clips:
+        wav, text = clip if isinstance(clip, (tuple, list)) and len(clip) == 2 else (clip, None)
+        wav = getattr(wav, "samples", wav)
+        feats, lengths = featurize(student, [np.asarray(wav, dtype=np.float32)])
+        with torch.inference_mode():
+            t_lp = _teacher_log_probs(teacher, feats, lengths) if teacher is not None else None
+        prepared.append((feats, lengths, t_lp, text))
+    if teacher is None and all(c[3] is None for c in prepared):
+        raise ValueError("need a teacher (for KL) or reference texts (for WER)")
+    return prepared
+
+
+def _score(prepared, per_clip_log_probs, tokenizer) -> tuple[list, list]:
+    """WER and frame-weighted mean KL for each of R variants; per_clip_log_probs[c] is [R, T', V]."""
+    rows = per_clip_log_probs[0].shape[0]
+    kl_sum, frames = torch.zeros(rows), 0
+    refs, hyps = [], [[] for _ in range(rows)]
+    for (_, _, t_lp, text), lp in zip(prepared, per_clip_log_probs):
+        if t_lp is not None:
+            if t_lp.shape[0] != lp.shape[1]:
+                raise ValueError(f"teacher has {t_lp.shape[0]} frames but the student {lp.shape[1]}: "
+                                 "they need the same front end (model family and frame rate)")
+            kl_sum += kl_per_frame(t_lp, lp).sum(-1)
+            frames += lp.shape[1]
+        if text is not None:
+            refs.append(text)
+            for r, h in enumerate(greedy_decode(lp, None, tokenizer)):
+                hyps[r].append(h)
+    wers = [error_rate(error_counts(refs, h)) if refs else None for h in hyps]
+    kls = [float(k) / frames if frames else None for k in kl_sum]
+    return wers, kls
+
+
+def _importance(student, prepared, base) -> dict:
+    tokenizer = CharTokenizer(student.config.vocab)
+    per_clip, removed = [], []
+    for feats, lengths, _, _ in prepared:
+        lp, removed = drop_one_log_probs(student, feats, lengths, base)
+        per_clip.append(lp)
+    wers, kls = _score(prepared, per_clip, tokenizer)
+    n = student.num_layers
+    out = {"base_active": [i for i in range(n) if base[i]], "base_wer": wers[0], "base_kl": kls[0],
+           "wer": [None] * n, "kl": [None] * n, "delta_wer": [None] * n, "delta_kl": [None] * n}
+    for r, i in enumerate(removed, start=1):
+        out["wer"][i], out["kl"][i] = wers[r], kls[r]
+        out["delta_wer"][i] = None if wers[r] is None else wers[r] - wers[0]
+        out["delta_kl"][i] = None if kls[r] is None else kls[r] - kls[0]
+    return out
+
+
+def layer_importance(student: DynamicCTCModel, teacher, clips, base_active=None) -> dict:
+    """Effect of removing each active module from base_active, over clips.
+
+    Returns {"base_active": kept indices, "base_wer", "base_kl", "wer", "kl", "delta_wer", "delta_kl"}:
+    per-module lists (None for modules already dropped, or when there is no teacher / no references).
+    WER is corpus-level over the clips with a reference; KL is the mean over all frames."""
+    return _importance(student, _clips(student, teacher, clips), active_mask(base_active, student.num_layers))
+
+
+def _key(result: dict, i: int, criterion: str):
+    kl = result["kl"][i] if result["kl"][i] is not None else math.inf
+    wer = result["wer"][i] if result["wer"][i] is not None else math.inf
+    return (wer, kl) if criterion == "wer" else (kl, wer)
+
+
+def greedy_drop_path(student: DynamicCTCModel, teacher, clips, start_active=None, criterion: str = "kl",
+                     min_kept: int = 1) -> list[dict]:
+    """Drop modules one at a time, each time the one whose removal gives the lowest KL (criterion="kl")
+    or WER (criterion="wer", ties broken by KL). Returns the steps, the start mask first:
+    [{"kept": k, "dropped": i or None, "active": kept indices, "wer": w, "kl": kl}, ...]."""
+    if criterion not in ("kl", "wer"):
+        raise ValueError("criterion must be 'kl' or 'wer'")
+    prepared = _clips(student, teacher, clips)
+    mask = active_mask(start_active, student.num_layers)
+    result = _importance(student, prepared, mask)
+    steps = [{"kept": sum(mask), "dropped": None, "active": result["base_active"],
+              "wer": result["base_wer"], "kl": result["base_kl"]}]
+    while sum(mask) > min_kept:
+        i = min((j for j in range(len(mask)) if mask[j]), key=lambda j: _key(result, j, criterion))
+        wer, kl = result["wer"][i], result["kl"][i]
+        mask[i] = False
+        steps.append({"kept": sum(mask), "dropped": i, "active": [j for j, on in enumerate(mask) if on],
+                      "wer": wer, "kl": kl})
+        if sum(mask) > min_kept:
+            result = _importance(student, prepared, mask)
+    return steps
+
+
+def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, num_candidates: int = 8,
+                         seed: int = 0, criterion: str = "kl", path: Optional[Sequence[dict]] = None) -> dict:
+    """Best of a few candidate masks keeping `kept` modules: the greedy path's mask (if `path` is given),
+    every_other, first_k and `num_candidates` random ones. Returns {"active", "wer", "kl", "candidates"}."""
+    n = student.num_layers
+    candidates = [s["active"] for s in path or [] if s["kept"] == kept]
+    for policy in ("every_other", "first_k", "random"):
+        candidates += make_masks(n, kept, policy, num_candidates, seed)
+    candidates = [list(c) for c in dict.fromkeys(tuple(c) for c in candidates)]
+    prepared = _clips(student, teacher, clips)
+    per_clip = []
+    with torch.inference_mode():
+        for feats, lengths, _, _ in prepared:
+            lps = []
+            for mask in candidates:
+                out = student(feats, lengths, active=active_mask(mask, n))
+                lps.append(out.log_probs[0, : int(out.lengths[0])])
+            per_clip.append(torch.stack(lps))
+    wers, kls = _score(prepared, per_clip, CharTokenizer(student.config.vocab))
+    scored = [{"active": m, "wer": w, "kl": k} for m, w, k in zip(candidates, wers, kls)]
+    inf = math.inf
+
+    def key(s):
+        kl, wer = (s["kl"] if s["kl"] is not None else inf), (s["wer"] if s["wer"] is not None else inf)
+        return (wer, kl) if criterion == "wer" else (kl, wer)
+
+    best = min(scored, key=key)
+    return {**best, "candidates": scored}

@@ -1,0 +1,67 @@
+"""Tiny random checkpoints, sample clips and evaluation results for the app tests."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+SR = 16000
+
+
+def tone_wav(seconds: float = 2.0, seed: int = 0, freq: float = 220.0) -> bytes:
+    """A deterministic voiced-ish signal (harmonics + noise bursts) as 16-bit WAV bytes."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = freq * (1 + 0.2 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 6))
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+    x = 0.3 * x * env + 0.02 * rng.standard_normal(t.size)
+    buf = io.BytesIO()
+    sf.write(buf, (x / np.max(np.abs(x)) * 0.8).astype(np.float32), SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def make_checkpoints(root: Path, n_layers: int = 4) -> dict[str, Path]:
+    """checkpoints/{dld,ld,teacher} with tiny random conformers (seeded, so transcripts are stable)."""
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.config import ModelConfig
+    from dld_core.model import DynamicCTCModel
+
+    out = {}
+    for seed, recipe in enumerate(("dld", "ld", "teacher")):
+        torch.manual_seed(seed)
+        model = DynamicCTCModel(ModelConfig(d_model=32, n_layers=n_layers, ffn_dim=64, n_heads=2, dropout=0.0))
+        # Scale the head so random posteriors are peaky: transcripts are non-empty and move with the mask.
+        with torch.no_grad():
+            model.head.weight.mul_(8.0)
+        out[recipe] = save_checkpoint(root / recipe, model, recipe=recipe, dtype=torch.float32)
+    return out
+
+
+def make_samples(root: Path, count: int = 3) -> Path:
+    """data_samples-like folder: clips/*.wav + manifest.jsonl (paths relative to the folder)."""
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    rows = []
+    texts = ["the quick brown fox", "seven two nine", "hello studio world"]
+    for i in range(count):
+        name = f"clips/sample_{i}.wav"
+        (root / name).write_bytes(tone_wav(1.5 + 0.5 * i, seed=i, freq=180 + 40 * i))
+        rows.append({"audio_filepath": name, "text": texts[i % len(texts)], "duration": 1.5 + 0.5 * i,
+                     "source": "test"})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def make_eval_results(checkpoints: dict[str, Path], manifest: Path) -> None:
+    """Evaluation JSONs as `python -m dld_core evaluate --json` writes them, in each checkpoint folder."""
+    from dld_core.evaluate import evaluate
+
+    for recipe, folder in checkpoints.items():
+        result = evaluate(folder, manifest, num_masks=2, progress=False)
+        (folder / "eval_samples.json").write_text(json.dumps(result, indent=2))

@@ -1,0 +1,249 @@
+"""Streamlit AppTest coverage of every page, against tiny random checkpoints made in a temp folder."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import app_fixtures as fx  # noqa: E402
+
+APP = str(REPO / "app" / "streamlit_app.py")
+TIMEOUT = 120
+ENV_KEYS = ("DLD_CHECKPOINTS_DIR", "DLD_SAMPLES_DIR", "DLD_JOBS_DIR", "DLD_RESULTS_DIR")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studio")
+    ckpts = fx.make_checkpoints(root / "checkpoints")
+    manifest = fx.make_samples(root / "samples")
+    fx.make_eval_results(ckpts, manifest)
+    return {"root": root, "ckpts": ckpts, "manifest": manifest}
+
+
+@pytest.fixture
+def env(world, tmp_path, monkeypatch):
+    """Point the app at the test world (jobs and results in a fresh folder per test)."""
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(world["root"] / "checkpoints"))
+    monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
+    monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
+    return world
+
+
+def run_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def transcripts(at: AppTest) -> list[str]:
+    return [c.value for c in at.code]
+
+
+def plotly_count(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+# ------------------------------------------------------------------------------------------------ Inspect
+def test_inspect_sample_shows_transcripts_and_views(env):
+    at = run_app()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    student, teacher = transcripts(at)[:2]
+    assert student and student != "(empty transcript)"
+    assert teacher
+    assert float(metric(at, "GFLOPs (mask)")) > 0
+    assert metric(at, "Modules on") == "4/4"
+    assert metric(at, "WER").endswith("%")                 # reference prefilled from the sample
+    assert at.text_input(key="reference").value == "the quick brown fox"
+    assert plotly_count(at) == 3                            # spectrogram+posteriorgram, depth KL, drop-one KL
+    assert any("dld-diff" in h.proto.body for h in at.html)  # the coloured word diff
+
+
+def test_toggle_changes_gflops_and_transcript(env):
+    at = run_app()
+    g_full, text_full = float(metric(at, "GFLOPs (mask)")), transcripts(at)[0]
+    at.toggle(key="layer_1").set_value(False).run()
+    no_exceptions(at)
+    assert metric(at, "Modules on") == "3/4"
+    assert float(metric(at, "GFLOPs (mask)")) < g_full
+    assert transcripts(at)[0] != text_full
+    assert at.session_state["mask"] == (True, False, True, True)
+    at.toggle(key="layer_1").set_value(True).run()
+    assert float(metric(at, "GFLOPs (mask)")) == pytest.approx(g_full)
+    assert transcripts(at)[0] == text_full                 # cached by (audio, mask): same answer
+
+
+def test_presets(env):
+    at = run_app()
+    at.button(key="preset_every_other").click().run()
+    assert at.session_state["mask"] == (True, False, True, False)
+    at.number_input(key="preset_k").set_value(2).run()
+    at.button(key="preset_first_k").click().run()
+    assert at.session_state["mask"] == (True, True, False, False)
+    at.button(key="preset_only_k").click().run()
+    assert at.session_state["mask"] == (False, True, False, False)
+    at.button(key="preset_best_k").click().run()
+    no_exceptions(at)
+    assert sum(at.session_state["mask"]) == 2
+    at.button(key="preset_all").click().run()
+    assert at.session_state["mask"] == (True,) * 4
+
+
+def test_upload_and_record(env):
+    at = run_app()
+    at.segmented_control(key="audio_source").set_value("Upload").run()
+    assert at.file_uploader(key="upload").allowed_type == [".wav", ".flac", ".mp3", ".ogg"]
+    at.file_uploader(key="upload").upload("clip.wav", fx.tone_wav(2.0, seed=7), "audio/wav").run()
+    no_exceptions(at)
+    assert not at.error
+    assert transcripts(at)[0]
+    assert at.text_input(key="reference").value == ""      # no reference for an upload
+    assert metric(at, "WER") == "—"
+
+    at.file_uploader(key="upload").set_value(("notes.wav", b"this is text, not audio", "audio/wav")).run()
+    no_exceptions(at)
+    assert len(at.error) == 1 and "text, not audio" in at.error[0].value
+    assert "\n" not in at.error[0].value
+
+    at.segmented_control(key="audio_source").set_value("Record").run()
+    at.audio_input(key="recording").set_value(("rec.wav", fx.tone_wav(1.0, seed=3), "audio/wav")).run()
+    no_exceptions(at)
+    assert not at.error
+    assert transcripts(at)[0]
+
+
+def test_no_checkpoints_is_one_clear_error(env, tmp_path, monkeypatch):
+    empty = tmp_path / "none"
+    empty.mkdir()
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(empty))
+    for page in (None, "budgets", "importance"):
+        at = run_app(page)
+        no_exceptions(at)
+        assert any("No checkpoints found" in e.value for e in at.error)
+
+
+def test_corrupt_student_and_missing_teacher(env, tmp_path, monkeypatch):
+    root = tmp_path / "ckpts"
+    shutil.copytree(env["root"] / "checkpoints" / "dld", root / "dld")
+    weights = root / "dld" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10:] = b"\x00" * 10
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(root))
+    at = run_app()
+    no_exceptions(at)
+    messages = " ".join(e.value for e in at.error)
+    assert "checksum" in messages
+    assert "No teacher checkpoint" in messages
+
+    shutil.copytree(env["root"] / "checkpoints" / "ld", root / "ld")       # a good student, still no teacher
+    at = run_app()
+    no_exceptions(at)
+    assert any("No teacher checkpoint" in e.value for e in at.error)
+
+
+# ------------------------------------------------------------------------------------------------ Budgets
+def test_budgets_chart_table_and_recommendation(env):
+    at = run_app("budgets")
+    no_exceptions(at)
+    assert not at.error
+    assert plotly_count(at) == 1
+    table = at.dataframe[0].value
+    assert len(table) == 12 and {"model", "modules kept", "GFLOPs", "WER %", "on Pareto front"} <= set(table.columns)
+    assert table["on Pareto front"].any()
+    assert at.get("download_button")
+    assert metric(at, "Recommended depth").endswith("modules")
+    at.slider(key="budget_gflops").set_value(at.slider(key="budget_gflops").min).run()
+    no_exceptions(at)
+    assert metric(at, "Recommended depth").startswith("1/")
+
+
+def test_budgets_background_evaluation(env, tmp_path, monkeypatch):
+    root = tmp_path / "ckpts"
+    shutil.copytree(env["root"] / "checkpoints" / "dld", root / "dld", ignore=shutil.ignore_patterns("eval_*"))
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(root))
+    at = run_app("budgets")
+    no_exceptions(at)
+    assert any("No evaluation results" in w.value for w in at.warning)
+    at.button(key=f"eval_{root / 'dld'}").click().run()
+    no_exceptions(at)
+    deadline = time.time() + 90
+    while time.time() < deadline and not list((tmp_path / "results").glob("*.json")):
+        time.sleep(1)
+    assert list((tmp_path / "results").glob("*.json")), "background evaluation wrote no results"
+    at = run_app("budgets")
+    no_exceptions(at)
+    assert plotly_count(at) == 1 and len(at.dataframe[0].value) == 4
+
+
+# ------------------------------------------------------------------------------------------ Importance
+def test_importance(env):
+    at = run_app("importance")
+    no_exceptions(at)
+    at.button(key="importance_go").click().run()
+    no_exceptions(at)
+    assert not at.error
+    assert plotly_count(at) == 3                           # ΔWER bars, ΔKL bars, greedy path
+    path = at.dataframe[0].value
+    assert list(path["kept"]) == [4, 3, 2, 1]
+
+
+# ------------------------------------------------------------------------------------------------- Train
+def test_train_start_refuse_stop(env, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    at = run_app("train")
+    no_exceptions(at)
+    assert any("No training yet" in i.value for i in at.info)
+    at.segmented_control(key="train_recipe").set_value("teacher").run()
+    at.radio(key="train_data").set_value("manifest").run()
+    at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
+    at.number_input(key="train_epochs").set_value(50).run()
+    at.number_input(key="train_threads").set_value(1).run()
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    from dld_core import jobs
+    job = jobs.latest_job(jobs_dir)
+    assert job is not None
+    try:
+        deadline = time.time() + 90                        # wait until the trainer has started (signal handlers on)
+        while time.time() < deadline and not any(e.get("event") == "step" for e in jobs.read_events(job.events_path)):
+            assert jobs.job_status(job)["state"] == "running", jobs.tail(job.log_path)
+            time.sleep(0.5)
+        at = run_app("train")                              # a fresh session re-attaches to the running job
+        no_exceptions(at)
+        assert any(b.key == "job_stop" for b in at.button)
+        at.segmented_control(key="train_recipe").set_value("teacher").run()
+        at.radio(key="train_data").set_value("manifest").run()
+        at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
+        at.button(key="train_start").click().run()         # a second training is refused
+        assert any("already running" in e.value for e in at.error)
+        at.button(key="job_stop").click().run()
+        no_exceptions(at)
+        assert jobs.job_status(job)["state"] == "stopped"
+        assert any(b.key == "job_resume" for b in at.button)
+    finally:
+        jobs.stop_job(job, timeout=30)

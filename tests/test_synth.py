@@ -1,0 +1,210 @@
+"""Synthetic corpus: determinism, split hygiene, engines, augmentation, FSDD, text."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dld_core.audio import load_audio, load_manifest
+from dld_core.synth import augment, build_corpus, engines, fsdd
+from dld_core.synth import text as textsrc
+from dld_core.synth.corpus import make_plan
+from dld_core.text import normalize_text
+
+REAL_FSDD = Path(__file__).resolve().parents[2] / "shared/data/fsdd"
+ANY_ENGINE = any(engines.engine_available(e) for e in ("espeak", "flite", "festival"))
+needs_tts = pytest.mark.skipif(not ANY_ENGINE, reason="no TTS engine installed")
+
+
+def _fake_fsdd(root: Path) -> Path:
+    rec = root / "recordings"
+    rec.mkdir(parents=True)
+    t = np.arange(3000) / 8000
+    for spk_i, spk in enumerate(["amy", "bob", "cat", "dan"]):
+        for d in range(3):
+            x = 0.2 * np.sin(2 * np.pi * (200 + 50 * d + 10 * spk_i) * t)
+            sf.write(rec / f"{d}_{spk}_0.wav", x.astype(np.float32), 8000)
+    return root
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.suffix in (".wav", ".jsonl"):
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    fake = _fake_fsdd(root / "fsdd_src")
+    a = build_corpus(str(root / "a"), hours=0.01, seed=3, fsdd_dir=str(fake), progress=False)
+    b = build_corpus(str(root / "b"), hours=0.01, seed=3, fsdd_dir=str(fake), progress=False)
+    return root, a, b, fake
+
+
+@needs_tts
+def test_same_seed_same_bytes(tiny):
+    root, a, b, _ = tiny
+    ha, hb = _hashes(root / "a"), _hashes(root / "b")
+    assert len(ha) > 10 and ha == hb
+    assert a["key"] == b["key"] and a["splits"] == b["splits"]
+
+
+@needs_tts
+def test_corpus_layout_and_recipe(tiny):
+    root, info, _, _ = tiny
+    out = root / "a"
+    for name in ("train", "valid", "test", "fsdd_train", "fsdd_valid", "fsdd_test"):
+        assert (out / f"{name}.jsonl").exists()
+    meta = json.loads((out / "corpus.json").read_text())
+    assert meta == info and meta["complete"] and meta["seed"] == 3
+    for key in ("engines", "voices", "splits", "text", "augmentation", "hours", "version", "key"):
+        assert key in meta
+    assert "CC BY-SA 4.0" in meta["text"]["sources"]["wordfreq"]["licence"]
+    assert "public domain" in meta["text"]["sources"]["kjv"]["licence"]
+    for line in (out / "train.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert not Path(row["audio_filepath"]).is_absolute()
+    rows = load_manifest(out / "train.jsonl")
+    assert any(r["source"] == "fsdd" for r in rows) and any(r["source"] != "fsdd" for r in rows)
+    for r in rows[:5]:
+        clip = load_audio(r["audio_filepath"])
+        assert clip.duration == pytest.approx(r["duration"], abs=0.01) and not clip.silent
+        assert r["text"] == normalize_text(r["text"])
+    assert not (root / "a.building").exists()
+
+
+@needs_tts
+def test_cache_reuse(tiny):
+    root, info, _, fake = tiny
+    wav = next((root / "a" / "audio").rglob("*.wav"))
+    mtime = wav.stat().st_mtime_ns
+    again = build_corpus(str(root / "a"), hours=0.01, seed=3, fsdd_dir=str(fake), progress=False)
+    assert again == info and wav.stat().st_mtime_ns == mtime
+
+
+def test_refuses_foreign_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        build_corpus(str(tmp_path), hours=0.01, progress=False)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@needs_tts
+def test_fsdd_in_corpus_speaker_disjoint(tiny):
+    root, info, _, fake = tiny
+    spk = {s: {r["speaker"] for r in load_manifest(root / "a" / f"fsdd_{s}.jsonl")} for s in ("train", "valid", "test")}
+    assert all(spk.values())
+    assert not (spk["train"] & spk["valid"]) and not (spk["train"] & spk["test"]) and not (spk["valid"] & spk["test"])
+    r = load_manifest(root / "a" / "fsdd_test.jsonl")[0]
+    assert sf.info(r["audio_filepath"]).samplerate == 16000 and r["text"] in fsdd.DIGITS
+
+
+@pytest.mark.skipif(not (REAL_FSDD / "recordings").is_dir(), reason="shared FSDD copy not present")
+def test_real_fsdd_split_by_speaker():
+    split = fsdd.fsdd_speaker_split(REAL_FSDD, seed=0)
+    all_spk = {s for _, _, s in fsdd.fsdd_files(REAL_FSDD)}
+    assert set().union(*split.values()) == all_spk
+    assert sum(len(v) for v in split.values()) == len(all_spk)
+    assert split == fsdd.fsdd_speaker_split(REAL_FSDD, seed=0)
+
+
+def test_plan_splits_disjoint_and_held_out_voices_test_only():
+    plan = make_plan(hours=0.6, seed=1)
+    texts = {s: {u["text"] for u in plan["utts"] if u["split"] == s} for s in ("train", "valid", "test")}
+    assert not (texts["train"] & texts["test"]) and not (texts["valid"] & texts["test"])
+    assert not (texts["train"] & texts["valid"])
+    babble = {u["text"] for u in plan["babble"]}
+    assert not (babble & texts["test"])
+    for u in plan["utts"]:
+        if u["voice"].held_out:
+            assert u["split"] == "test"
+    held = {u["voice"].engine for u in plan["utts"] if u["voice"].held_out}
+    avail = {v.engine for v in engines.all_voices() if engines.engine_available(v.engine)}
+    assert held == avail                                       # >= 1 held-out voice per engine
+    counts = {}
+    for u in plan["utts"]:
+        counts[u["voice"].engine] = counts.get(u["voice"].engine, 0) + 1
+    if avail == {"espeak", "flite", "festival"}:
+        assert (counts["flite"] + counts["festival"]) / len(plan["utts"]) > 0.6
+    assert make_plan(hours=0.6, seed=1)["utts"] == plan["utts"]
+
+
+@pytest.mark.parametrize("voice", [v for v in engines.all_voices()
+                                   if v.name in ("en-us+m3", "en-029+f2", "kal16", "slt", "awb",
+                                                 "kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")],
+                         ids=lambda v: v.speaker)
+def test_engine_produces_speech(voice):
+    if not engines.engine_available(voice.engine):
+        pytest.skip(f"{voice.engine} not installed")
+    sentence = "the quick brown fox jumps over the lazy dog near the river."
+    n = len(sentence.split())
+    out = engines.synthesize(voice, [(sentence, 1.0, 1.0), (sentence, 1.2, 0.9)])
+    for x in out:
+        assert x is not None and x.dtype == np.float32
+        x = augment.trim_silence(x)
+        assert augment.rms(x) > 0.01
+        assert n * 0.2 <= x.size / 16000 <= n * 1.5
+    assert out[1].size < out[0].size                         # faster speech is shorter
+
+
+def test_augmentation_seeded_and_snr():
+    rng = random.Random(0)
+    x = (0.3 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32)
+    pool = [np.random.default_rng(i).standard_normal(8000).astype(np.float32) for i in range(4)]
+    for kind in augment.NOISE_KINDS:
+        aug = {"gain_dbfs": -20.0, "seed": 5, "noise": kind, "snr_db": 10.0}
+        y1, y2 = augment.apply_augmentation(x, aug, pool), augment.apply_augmentation(x, aug, pool)
+        assert np.array_equal(y1, y2) and y1.shape == x.shape
+        assert 20 * np.log10(augment.rms(y1)) == pytest.approx(-20.0, abs=0.5)
+        scale = augment.rms(y1) / augment.rms(x + 0)          # recover the noise part
+        noise = y1 - x * (np.dot(y1, x) / np.dot(x, x))
+        snr = 20 * np.log10(augment.rms(y1 - noise) / augment.rms(noise))
+        assert snr == pytest.approx(10.0, abs=1.5), (kind, scale)
+    rev = augment.apply_augmentation(x, {"gain_dbfs": -20.0, "seed": 1, "reverb_rt60": 0.5, "reverb_wet": 0.7})
+    assert rev.shape == x.shape and np.all(np.isfinite(rev))
+    tel = augment.apply_augmentation(x + 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32),
+                                     {"gain_dbfs": -20.0, "seed": 1, "telephone": True})
+    spec = np.abs(np.fft.rfft(tel)) ** 2
+    freqs = np.fft.rfftfreq(tel.size, 1 / 16000)
+    assert spec[freqs > 4200].sum() < 1e-3 * spec.sum()
+    plans = [augment.plan_augmentation(rng, "train") for _ in range(400)]
+    frac = sum(augment.describe(p) != "clean" for p in plans) / len(plans)
+    assert 0.35 < frac < 0.65
+    light = [augment.plan_augmentation(rng, "test") for _ in range(400)]
+    assert sum(augment.describe(p) != "clean" for p in light) < frac * len(light)
+
+
+def test_numbers_to_words():
+    assert textsrc.number_to_words(0) == "zero"
+    assert textsrc.number_to_words(23) == "twenty three"
+    assert textsrc.number_to_words(1905) == "one thousand nine hundred five"
+    assert textsrc.number_to_words(2_000_017) == "two million seventeen"
+    assert textsrc.ordinal_to_words(21) == "twenty first" and textsrc.ordinal_to_words(40) == "fortieth"
+    assert textsrc.year_to_words(1984) == "nineteen eighty four" and textsrc.year_to_words(2005) == "two thousand five"
+    assert textsrc.expand_numbers("in 1984 we had 3 cats") == "in nineteen eighty four we had three cats"
+    rng = random.Random(0)
+    for _ in range(200):
+        s = textsrc.number_sentence(rng)
+        assert not any(c.isdigit() for c in s)
+        assert normalize_text(s)
+
+
+def test_text_sources():
+    k = textsrc.kjv_sentences()
+    assert len(k) > 20000
+    for s in k[:2000]:
+        assert textsrc.MIN_WORDS <= len(normalize_text(s).split()) <= textsrc.MAX_WORDS
+    vocab = textsrc.wordfreq_vocab()
+    assert len(vocab) > 20000 and "mr" not in vocab and "the" in vocab
+    rng = random.Random(0)
+    words = {w for _ in range(3000) for w in normalize_text(textsrc.wordfreq_sentence(rng)).split()}
+    words |= {w for s in k for w in normalize_text(s).split()}
+    assert len(words) >= 5000
