@@ -9,7 +9,7 @@ import io
 import json
 import os
 import re
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,7 +214,8 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
         else:
             row["audio_filepath"] = audio.as_posix()
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=False))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=base)
+    tmp = base / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # normal umask permissions
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + ("\n" if lines else ""))

@@ -5,9 +5,11 @@ Thin over the library. Errors a user can cause print one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     b.add_argument("--seconds", type=float, default=10.0)
     b.add_argument("--json", default=None)
+
+    x = sub.add_parser("export", help="copy a training run's best model into a shippable checkpoint folder")
+    x.add_argument("--run", required=True)
+    x.add_argument("--out", required=True)
+
+    rp = sub.add_parser("report", help="results table (markdown) + WER-vs-GFLOPs figure from evaluate JSONs")
+    rp.add_argument("--results", default="results")
+    rp.add_argument("--out", default="results")
 
     li = sub.add_parser("import-librispeech", help="LibriSpeech-layout folder -> manifest")
     li.add_argument("root")
@@ -160,6 +170,41 @@ def transcribe_mask(n_layers: int, keep, drop) -> list[bool]:
     return [True] * n_layers
 
 
+MIN_TRANSCRIBE_SECONDS = 0.1     # the models' front ends need a few frames (conformer ~60 ms, wavlm 25 ms)
+
+
+def one_line(text, limit: int = 500) -> str:
+    """Text safe to print as exactly one line: newlines and other control characters (a file name may
+    hold them) are escaped, and very long text is cut."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Native decoders (libmpg123 inside libsndfile) print diagnostics straight to file descriptor 2; while
+    decoding one file, send them to a scratch file so the user sees only our one line per bad file. Only
+    used by the single-threaded CLI. DLD_DEBUG=1 leaves them visible."""
+    if os.environ.get("DLD_DEBUG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def cmd_transcribe(args) -> int:
     from .audio import AudioError, load_audio
     from .checkpoint import load_checkpoint
@@ -168,19 +213,32 @@ def cmd_transcribe(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     active = transcribe_mask(ckpt.config.n_layers, args.keep, args.drop)
     failed = 0
+
+    def fail(path, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        print(f"{one_line(path)}: error: {one_line(message)}", file=sys.stderr, flush=True)
+
     for path in args.audio:
         try:
-            clip = load_audio(path)
+            with native_stderr_silenced():
+                clip = load_audio(path)
         except AudioError as exc:
-            print(f"{path}: error: {exc}", file=sys.stderr)
-            failed += 1
+            fail(path, exc)
             continue
         except OSError as exc:
-            print(f"{path}: error: cannot read file ({exc.strerror or exc})", file=sys.stderr)
-            failed += 1
+            fail(path, f"cannot read file ({exc.strerror or exc})")
             continue
-        text = transcribe_clips(ckpt.model, [clip.samples], active)[0]
-        print(f"{path}\t{text}", flush=True)
+        if clip.duration < MIN_TRANSCRIBE_SECONDS:
+            fail(path, f"audio is too short to transcribe ({1000 * clip.duration:.0f} ms; at least "
+                       f"{1000 * MIN_TRANSCRIBE_SECONDS:.0f} ms is needed)")
+            continue
+        try:
+            text = transcribe_clips(ckpt.model, [clip.samples], active)[0]
+        except (RuntimeError, ValueError, MemoryError) as exc:     # one bad file must not end the batch
+            fail(path, f"cannot transcribe ({type(exc).__name__}: {one_line(exc, 160)})")
+            continue
+        print(f"{one_line(path)}\t{text}", flush=True)
     return 1 if failed else 0
 
 
@@ -196,6 +254,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .checkpoint import export_checkpoint
+    print(export_checkpoint(args.run, args.out))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    for kind, path in write_report(args.results, args.out).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def cmd_import_librispeech(args) -> int:
     from .librispeech import import_librispeech
     n = import_librispeech(args.root, args.out)
@@ -203,8 +274,17 @@ def cmd_import_librispeech(args) -> int:
     return 0
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: an OSError says what failed on which file (e.g. a full disk while writing a
+    checkpoint), anything else its own first line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return one_line(f"{exc.strerror}{where}")
+    return one_line(str(exc).strip()) if str(exc).strip() else exc.__class__.__name__
+
+
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "transcribe": cmd_transcribe,
-            "bench": cmd_bench, "import-librispeech": cmd_import_librispeech}
+            "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "import-librispeech": cmd_import_librispeech}
 
 
 def main(argv=None) -> int:
@@ -217,8 +297,14 @@ def main(argv=None) -> int:
         print("interrupted: a resumable checkpoint was written; continue with --resume", file=sys.stderr)
         return 130
     except (CheckpointError, TrainingBusyError, ValueError, FileNotFoundError, PermissionError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}", file=sys.stderr)
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (a resumable checkpoint was written where training was running)", file=sys.stderr)
         return 130
+    except Exception as exc:           # a bug, not a user error: still one line unless asked for more
+        if os.environ.get("DLD_DEBUG"):
+            raise
+        print(f"error: unexpected {exc.__class__.__name__}: {describe_error(exc)[:300]} "
+              f"(set DLD_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

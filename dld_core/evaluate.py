@@ -29,6 +29,14 @@ POLICIES = ("random", "every_other", "first_k", "custom")
 FLOPS_SECONDS = 10.0
 
 
+def _custom_list(custom) -> list:
+    """custom: a list of masks, or one mask (a flat list of kept indices or bools)."""
+    custom = list(custom or [])
+    if custom and all(isinstance(x, (bool, int, np.integer, np.bool_)) for x in custom):
+        return [custom]
+    return custom
+
+
 def make_masks(n_layers: int, kept: int, policy: str = "random", num_masks: int = 4, seed: int = 0,
                custom: Optional[Sequence] = None) -> list[list[int]]:
     """Masks as sorted lists of kept module indices, each with exactly `kept` modules.
@@ -37,7 +45,8 @@ def make_masks(n_layers: int, kept: int, policy: str = "random", num_masks: int 
     C(n, kept) masks in lexicographic order when there are no more than `num_masks` of them.
     every_other: one mask, kept modules spread evenly, always keeping the last one
     (kept = n/2 keeps 1, 3, 5, ...). first_k: one mask, modules 0..k-1.
-    custom: the masks in `custom` (index lists or one bool per module) that keep exactly `kept`.
+    custom: the masks in `custom` (index lists or one bool per module; a single flat mask is allowed)
+    that keep exactly `kept`.
     """
     if not 0 <= kept <= n_layers:
         raise ValueError(f"cannot keep {kept} of {n_layers} modules")
@@ -59,7 +68,7 @@ def make_masks(n_layers: int, kept: int, policy: str = "random", num_masks: int 
         return [list(range(kept))]
     if policy == "custom":
         masks = []
-        for mask in custom or []:
+        for mask in _custom_list(custom):
             bools = active_mask(mask, n_layers)
             idx = [i for i, on in enumerate(bools) if on]
             if len(idx) == kept and idx not in masks:
@@ -100,7 +109,7 @@ def _levels(n_layers: int, keep: Optional[Sequence[int]], policy: str, custom) -
     if keep is not None:
         levels = [int(k) for k in keep]
     elif policy == "custom":
-        levels = sorted({sum(active_mask(m, n_layers)) for m in custom or []}, reverse=True)
+        levels = sorted({sum(active_mask(m, n_layers)) for m in _custom_list(custom)}, reverse=True)
     else:
         levels = list(range(n_layers, 0, -1))
     bad = [k for k in levels if not 0 <= k <= n_layers]

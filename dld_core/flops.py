@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Optional, Sequence, Union
+from typing import Union
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .config import ModelConfig, to_dict
-from .features import HOP_LENGTH, SAMPLE_RATE
+from .features import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH
 from .model import DynamicCTCModel, resolve_active
 
 aten = torch.ops.aten
@@ -62,8 +63,8 @@ def _num_samples(num_samples_or_seconds: Union[int, float]) -> int:
     if isinstance(num_samples_or_seconds, float):
         return int(round(num_samples_or_seconds * SAMPLE_RATE))
     n = int(num_samples_or_seconds)
-    if n < SAMPLE_RATE // 10:
-        raise ValueError(f"{n} samples is under 0.1 s; pass a float to give seconds (e.g. 10.0)")
+    if n < WIN_LENGTH:
+        raise ValueError(f"{n} samples is shorter than one 25 ms window; pass a float to give seconds (e.g. 10.0)")
     return n
 
 
@@ -110,7 +111,7 @@ def active_mask(active, n_layers: int) -> list[bool]:
     if active is None:
         return [True] * n_layers
     active = list(torch.as_tensor(active).tolist()) if isinstance(active, torch.Tensor) else list(active)
-    if len(active) == n_layers and all(isinstance(a, bool) or type(a).__name__ == "bool_" for a in active):
+    if len(active) == n_layers and all(isinstance(a, (bool, np.bool_)) for a in active):
         return resolve_active(active, n_layers)
     idx = [int(i) for i in active]
     if any(i < 0 or i >= n_layers for i in idx) or len(set(idx)) != len(idx):

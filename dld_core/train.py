@@ -20,11 +20,13 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json, load_checkpoint,
-                         save_checkpoint)
+from .checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json, clean_interrupted_writes,
+                         commit_tensors_and_json, finish_commit, load_checkpoint, pending_path,
+                         read_regular_file, recover_checkpoint_folder, save_checkpoint, sha256_file)
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .data import SpeechDataset, bucket_batches
 from .decode import greedy_decode
@@ -35,6 +37,8 @@ from .model import DynamicCTCModel
 from .tokenizer import CharTokenizer
 
 RESUME_DIR = "resume"
+RESUME_TENSORS = "state.safetensors"
+RESUME_META = "state.json"
 LOCK_FILE = ".train.lock"
 
 
@@ -129,7 +133,6 @@ def save_resume(folder: Path, model, optimizer, state: TrainState, model_cfg: Mo
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    atomic_save_tensors(folder / "state.safetensors", tensors)
     np_state = np.random.get_state()
     meta = {
         "train_state": to_dict(state), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
@@ -138,14 +141,56 @@ def save_resume(folder: Path, model, optimizer, state: TrainState, model_cfg: Mo
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         **extra,
     }
-    atomic_write_json(folder / "state.json", meta)   # written last: its presence means the pair is complete
+    # state.json records the tensors' sha256 and the pair is committed so that a kill at any instant
+    # leaves the previous pair or the new one, never new tensors with old metadata
+    commit_tensors_and_json(folder / RESUME_TENSORS, tensors, folder / RESUME_META,
+                            lambda digest: {**meta, "tensors_sha256": digest})
 
 
 def load_resume(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    meta_path, tensor_path = folder / "state.json", folder / "state.safetensors"
-    if not meta_path.is_file() or not tensor_path.is_file():
+    meta_path, tensor_path = folder / RESUME_META, folder / RESUME_TENSORS
+    if not meta_path.is_file() or not (tensor_path.is_file() or pending_path(tensor_path).is_file()):
         raise CheckpointError(f"nothing to resume in {folder.parent} (no complete {RESUME_DIR}/ state)")
-    return json.loads(meta_path.read_text()), load_file(tensor_path)
+    try:
+        meta = json.loads(read_regular_file(meta_path, 64 << 20, f"{RESUME_DIR}/{RESUME_META}").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or not {"train_state", "model", "train", "param_groups"} <= set(meta):
+        raise CheckpointError(f"{RESUME_DIR}/{RESUME_META} in {folder.parent} is not a valid resume state")
+    expected = meta.get("tensors_sha256")     # absent in states written before checksums were recorded
+    if expected is not None:
+        finish_commit(tensor_path, expected)   # a kill between the two renames of a commit: complete it
+        if not tensor_path.is_file() or sha256_file(tensor_path) != expected:
+            raise CheckpointError(f"{RESUME_DIR}/{RESUME_TENSORS} in {folder.parent} does not match the checksum "
+                                  f"in {RESUME_META} (corrupt or altered)")
+    try:
+        tensors = load_file(tensor_path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{RESUME_DIR}/{RESUME_TENSORS} in {folder.parent} is not a valid safetensors file "
+                              f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+    return meta, tensors
+
+
+def recover_output_folder(out_dir: Path) -> None:
+    """At training start, holding the lock: clear what a killed run may have left half-done (temp files,
+    a commit interrupted between its two renames, a partial last line in train_log.jsonl). Never touches
+    a complete file."""
+    recover_checkpoint_folder(out_dir)
+    resume_dir = out_dir / RESUME_DIR
+    if resume_dir.is_dir():
+        clean_interrupted_writes(resume_dir, (RESUME_TENSORS, RESUME_META))
+        try:
+            meta = json.loads((resume_dir / RESUME_META).read_text())
+            expected = meta.get("tensors_sha256") if isinstance(meta, dict) else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            expected = None
+        finish_commit(resume_dir / RESUME_TENSORS, expected)
+    log_path = out_dir / "train_log.jsonl"
+    if log_path.is_file() and not log_path.is_symlink():
+        data = log_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(log_path, "r+b") as fh:        # drop the partial last line a kill left
+                fh.truncate(data.rfind(b"\n") + 1)
 
 
 def restore_optimizer(optimizer, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -200,6 +245,8 @@ def train(train_manifest: str, valid_manifest: str, out: str, *, train_cfg: Trai
     world = dist.get_world_size() if distributed else 1
     lock = OutputLock(out_dir) if rank == 0 else None
     try:
+        if rank == 0:
+            recover_output_folder(out_dir)
         return _train(train_manifest, valid_manifest, out_dir, train_cfg, model_cfg, teacher, resume,
                       device, stop_after_epochs, progress and rank == 0, log_every, rank, world)
     finally:
@@ -354,6 +401,14 @@ def _train(train_manifest, valid_manifest, out_dir: Path, train_cfg: TrainConfig
             log_event({"event": "interrupted", "step": state.step, "epoch": state.epoch,
                        "signal": stop["signal"]})
         bar.close()
+        raise
+    except Exception as exc:      # e.g. a failing checkpoint write (disk full): say so in the log the app reads
+        bar.close()
+        try:
+            log_event({"event": "error", "step": state.step, "epoch": state.epoch,
+                       "message": (str(exc).splitlines() or [type(exc).__name__])[0][:300]})
+        except OSError:
+            pass
         raise
     finally:
         for s, h in old_handlers.items():

@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from dld_core.bench import bench
 from dld_core.checkpoint import load_checkpoint, save_checkpoint
 from dld_core.config import ModelConfig
 from dld_core.evaluate import evaluate, length_batches, make_masks, transcribe_batch
@@ -53,6 +54,7 @@ def test_deterministic_policies():
     custom = [[0, 2], [True, True, False, False], [1, 3, 0]]
     assert make_masks(4, 2, "custom", custom=custom) == [[0, 2], [0, 1]]
     assert make_masks(4, 3, "custom", custom=custom) == [[0, 1, 3]]
+    assert make_masks(4, 2, "custom", custom=[3, 1]) == [[1, 3]]                  # one flat mask (CLI --custom)
     with pytest.raises(ValueError):
         make_masks(4, 1, "custom", custom=custom)
     with pytest.raises(ValueError):
@@ -62,8 +64,9 @@ def test_deterministic_policies():
 
 
 def test_length_batches():
-    batches = length_batches([3.0, 1.0, 2.0, 10.0], batch_seconds=6.0)
-    assert batches == [[1, 2, 0], [3]]
+    durations = [3.0, 1.0, 2.0, 10.0]
+    assert length_batches(durations, batch_seconds=9.0) == [[1, 2, 0], [3]]     # padded: 3 x 3 s
+    assert length_batches(durations, batch_seconds=6.0) == [[1, 2], [0], [3]]
 
 
 def test_transcribe_batch_reuses_features(setup):
@@ -104,3 +107,15 @@ def test_evaluate_defaults_every_level(setup):
     result = evaluate(load_checkpoint(ckpt), manifest, policy="first_k", progress=False)
     assert [lv["kept"] for lv in result["levels"]] == [4, 3, 2, 1]
     assert [lv["masks"] for lv in result["levels"]] == [[[0, 1, 2, 3]], [[0, 1, 2]], [[0, 1]], [[0]]]
+
+
+def test_bench(setup):
+    ckpt, _, _ = setup
+    result = bench(ckpt, seconds=1.0, repeats=1, warmup=0, policy="every_other")
+    assert result["seconds"] == 1.0 and [lv["kept"] for lv in result["levels"]] == [4, 3, 2, 1]
+    full, *rest = result["levels"]
+    assert full["latency_ratio"] == 1.0 and full["flops_ratio"] == 1.0
+    assert all(lv["latency_ms"] > 0 for lv in result["levels"])
+    ratios = [lv["flops_ratio"] for lv in result["levels"]]
+    assert ratios == sorted(ratios, reverse=True) and ratios[-1] > 0
+    assert rest[-1]["mask"] == [3]

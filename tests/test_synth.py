@@ -74,6 +74,8 @@ def test_corpus_layout_and_recipe(tiny):
         assert not Path(row["audio_filepath"]).is_absolute()
     rows = load_manifest(out / "train.jsonl")
     assert any(r["source"] == "fsdd" for r in rows) and any(r["source"] != "fsdd" for r in rows)
+    for name in ("train", "valid", "test", "fsdd_train", "fsdd_valid", "fsdd_test"):
+        assert all(Path(r["audio_filepath"]).is_file() for r in load_manifest(out / f"{name}.jsonl")), name
     for r in rows[:5]:
         clip = load_audio(r["audio_filepath"])
         assert clip.duration == pytest.approx(r["duration"], abs=0.01) and not clip.silent

@@ -66,7 +66,7 @@ def background_panel(missing_entries):
                     st.error(f"Cannot evaluate: no sample manifest at {manifest}.", icon=":material/error:")
                 else:
                     background.start_eval(entry.path, manifest)
-                    st.rerun(scope="fragment")
+                    st.rerun()
     if not any_running:
         st.caption(f"Results are read from <checkpoint>/eval_*.json and {state.results_dir()}/*.json.")
 
@@ -120,8 +120,9 @@ else:
         a, b, c = st.columns(3)
         a.metric("Recommended depth", f"{int(best['kept'])}/{n} modules")
         b.metric("Expected WER", f"{100 * best['wer']:.1f}%")
-        c.metric("GFLOPs", f"{best['gflops']:.3f}", delta=f"{100 * (best['gflops'] / budget - 1):.0f}% of budget left"
-                 if budget else None, delta_color="off")
+        c.metric("GFLOPs", f"{best['gflops']:.3f}",
+                 delta=f"{100 * (1 - best['gflops'] / budget):.0f}% under the budget" if budget else None,
+                 delta_color="off", delta_arrow="off")
         st.markdown(f"Mask ({how}): {strip}", unsafe_allow_html=True)
         if st.button("Open this mask in Inspect", icon=":material/graphic_eq:", key="use_mask"):
             path_s = str(best["path"])

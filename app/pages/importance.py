@@ -46,10 +46,15 @@ teacher_key = state.checkpoint_key(teacher.path) if teacher is not None else Non
 samples_key = state.samples_key(samples)
 args = (ckpt_key, teacher_key, samples_key, criterion)
 done = state.computed_registry()
+seconds = sum(float(r.get("duration") or 0) for r in samples)
 with c2:
-    seconds = sum(float(r.get("duration") or 0) for r in samples)
-    go = st.button(f"Compute over {len(samples)} clips ({seconds:.0f} s of audio)", type="primary",
-                   icon=":material/play_arrow:", key="importance_go", disabled=args in done)
+    slot = st.empty()
+    go = False
+    if args in done:
+        slot.caption(f"Computed over {len(samples)} clips ({seconds:.0f} s of audio); cached for every session.")
+    else:
+        go = slot.button(f"Compute over {len(samples)} clips ({seconds:.0f} s of audio)", type="primary",
+                         icon=":material/play_arrow:", key="importance_go")
 if args not in done and not go:
     st.info("Press the button to measure every module (a few seconds per clip on a CPU). "
             "Results are cached and shared by every session.", icon=":material/info:")
@@ -62,6 +67,7 @@ with st.spinner("Dropping modules one at a time…"):
         st.error(f"Cannot compute layer importance — {str(exc).splitlines()[0]}", icon=":material/error:")
         st.stop()
 done.add(args)
+slot.caption(f"Computed over {len(samples)} clips ({seconds:.0f} s of audio); cached for every session.")
 
 imp, path = result["importance"], result["path"]
 n = student.config.n_layers

@@ -148,12 +148,14 @@ saved = 100 * (1 - res["gflops"] / res["gflops_full"]) if res["gflops_full"] els
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}",
           delta=f"-{saved:.0f}% vs {res['gflops_full']:.3f} at full depth" if saved >= 0.5 else "full depth",
-          delta_color="inverse" if saved >= 0.5 else "off", help="Compute of one forward pass on this clip")
+          delta_color="inverse" if saved >= 0.5 else "off", delta_arrow="auto" if saved >= 0.5 else "off",
+          help="Compute of one forward pass on this clip")
 m2.metric("Modules on", f"{sum(mask)}/{n_layers}")
 m3.metric("Latency", f"{res['latency_ms']:.0f} ms", help="Measured student forward + decode on this server")
 m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
           delta=(f"{100 * (s_score['wer'] - t_score['wer']):+.1f} pts vs teacher" if s_score and t_score else None),
-          delta_color="inverse", help="Word error rate of the student against the reference")
+          delta_color="inverse" if s_score and t_score and s_score["wer"] != t_score["wer"] else "off",
+          help="Word error rate of the student against the reference")
 m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
           help="Character error rate of the student against the reference")
 

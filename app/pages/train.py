@@ -14,9 +14,9 @@ from app.views import plots
 from dld_core import jobs
 
 SIZES = {
-    "tiny": {"layers": 4, "d_model": 64, "heads": 2, "label": "Tiny · 4 × 64"},
-    "small": {"layers": 6, "d_model": 96, "heads": 4, "label": "Small · 6 × 96"},
-    "base": {"layers": 12, "d_model": 144, "heads": 4, "label": "Base · 12 × 144 (shipped size)"},
+    "tiny": {"layers": 4, "d_model": 64, "heads": 2, "label": "Tiny 4×64"},
+    "small": {"layers": 6, "d_model": 96, "heads": 4, "label": "Small 6×96"},
+    "base": {"layers": 12, "d_model": 144, "heads": 4, "label": "Base 12×144"},
 }
 HOURS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
 RECIPES = {"teacher": "Teacher", "ld": "LD", "dld": "DLD"}
@@ -108,7 +108,8 @@ with left, st.container(border=True):
                                 placeholder="/path/to/train.jsonl")
         valid_m = st.text_input("Validation manifest (optional: defaults to the training one)", key="valid_manifest")
     size = st.segmented_control("Model size", list(SIZES), format_func=lambda s: SIZES[s]["label"], default="tiny",
-                                required=True, key="train_size")
+                                required=True, key="train_size",
+                                help="Modules × width. Base is the size of the shipped models.")
     epochs = st.number_input("Epochs", min_value=1, max_value=500, value=3, step=1, key="train_epochs")
     with st.expander("Advanced"):
         max_steps = st.number_input("Max steps (0 = no limit)", min_value=0, value=0, step=50, key="train_max_steps")

@@ -84,26 +84,31 @@ def layer_strip(n_layers: int, best_k: Optional[Callable[[int], Optional[Sequenc
             cols = st.columns(per_row, gap="small")
             for j, i in enumerate(range(start, min(n_layers, start + per_row))):
                 with cols[j]:
-                    st.toggle(f"L{i + 1}", key=toggle_key(i), help=f"Encoder module {i + 1}")
-        c_k, c1, c2, c3, c4, c5 = st.columns([1.4, 1, 1.2, 1.2, 1.3, 1.6], vertical_alignment="bottom")
+                    st.toggle(f"L{i + 1}", key=toggle_key(i))
         st.session_state.setdefault("preset_k", max(1, n_layers // 2))
         if st.session_state["preset_k"] > n_layers:
             st.session_state["preset_k"] = n_layers
-        budget = ""
+        c_k, c1, c2, c3, c4, c5 = st.columns([1.1, 0.8, 1.15, 1, 1, 1], vertical_alignment="bottom")
+        c_k.number_input("k", min_value=1, max_value=n_layers, step=1, key="preset_k",
+                         help="Modules kept by “First k”, “Only k” (keeps module k alone) and “Best k”.")
+        c1.button("All", on_click=apply, args=("all",), key="preset_all", width="stretch",
+                  help="Every module on (full depth)")
+        c2.button("Every 2nd", on_click=apply, args=("every_other",), key="preset_every_other", width="stretch",
+                  help="Modules 1, 3, 5, … on")
+        c3.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="stretch",
+                  help="Modules 1 … k on")
+        c4.button("Only k", on_click=apply, args=("only_k",), key="preset_only_k", width="stretch",
+                  help="None but one: module k alone")
+        c5.button("Best k", on_click=apply, args=("best_k",), key="preset_best_k", width="stretch",
+                  type="primary", help="Best k for this budget: the k-module mask with the lowest KL to the "
+                                       "teacher on this clip (dld_core.layers.best_mask_for_budget)")
         if kept_gflops is not None:
             try:
-                budget = f" ≈ {kept_gflops(int(st.session_state['preset_k'])):.2f} GFLOPs"
-            except Exception:  # noqa: BLE001 - a label must never break the page
-                budget = ""
-        c_k.number_input("k" + budget, min_value=1, max_value=n_layers, step=1, key="preset_k",
-                         help="Used by “first k”, “only layer k” and “best k for this budget”.")
-        c1.button("All", on_click=apply, args=("all",), key="preset_all", width="stretch")
-        c2.button("Every other", on_click=apply, args=("every_other",), key="preset_every_other", width="stretch")
-        c3.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="stretch")
-        c4.button("Only layer k", on_click=apply, args=("only_k",), key="preset_only_k", width="stretch",
-                  help="None but one: keep module k only")
-        c5.button("Best k for budget", on_click=apply, args=("best_k",), key="preset_best_k", width="stretch",
-                  type="primary", help="The k modules whose removal hurts least (greedy drop path)")
+                k_now = int(st.session_state["preset_k"])
+                st.caption(f"Budget for k = {k_now}: {kept_gflops(k_now):.3f} GFLOPs on this clip "
+                           f"(full depth {kept_gflops(n_layers):.3f}).")
+            except Exception:  # noqa: BLE001 - a caption must never break the page
+                pass
         if st.session_state.get("_preset_msg"):
             st.caption(st.session_state["_preset_msg"])
     mask = current_mask(n_layers)

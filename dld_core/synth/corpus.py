@@ -13,6 +13,7 @@ manifests and byte-identical audio regardless of worker scheduling.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -95,7 +96,7 @@ def make_plan(hours: float, seed: int) -> dict:
         raise RuntimeError("could not draw a new sentence")
 
     babble = []
-    for i in range(BABBLE_POOL):
+    for i in range(BABBLE_POOL if hours >= 0.1 else 6):    # tiny (test) corpora need only a small pool
         src, spoken, key = next_sentence()
         voice = _pick_voice(rng, [v for v in seen_voices if v.engine in ("flite", "espeak")] or seen_voices)
         babble.append({"index": i, "id": f"babble_{i:03d}", "split": "babble", "voice": voice, "spoken": spoken,
@@ -240,7 +241,7 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
     if hours <= 0:
         raise ValueError("hours must be positive")
     t0 = time.time()
-    out_p = Path(out)
+    out_p = Path(out).resolve()
     fsdd_fp = fsdd.fsdd_fingerprint(fsdd_dir) if fsdd_dir else None
     if fsdd_dir and not fsdd.fsdd_files(fsdd_dir):
         raise FileNotFoundError(f"no FSDD recordings found under {fsdd_dir}")
@@ -251,10 +252,19 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
         if progress:
             print(f"corpus {out} is complete (key {key}); reusing it", file=sys.stderr)
         return cached
+    out_p.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_p.with_name(out_p.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # one builder per corpus folder; others wait, then reuse
+        cached = _cached(out_p, key)
+        if cached is not None:
+            return cached
+        return _build(out_p, hours, seed, fsdd_dir, progress, key, t0)
 
+
+def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress: bool, key: str, t0: float) -> dict:
     final_p = out_p
     if final_p.exists() and any(final_p.iterdir()) and not (final_p / "corpus.json").exists():
-        raise FileExistsError(f"{out} exists, is not empty and holds no corpus.json; refusing to overwrite it")
+        raise FileExistsError(f"{final_p} exists, is not empty and holds no corpus.json; refusing to overwrite it")
     # build in a sibling staging folder and swap at the end: a reader of an older corpus in ``out``
     # never sees a half-written one, and an interrupted build leaves ``out`` untouched
     out_p = final_p.with_name(final_p.name + ".building")

@@ -71,7 +71,7 @@ def convert_fsdd(fsdd_dir: str | os.PathLike, out: str | os.PathLike, seed: int 
         dst = out / "fsdd" / path.name
         sf.write(dst, x, SR, subtype="PCM_16")
         rows[split_of[spk]].append({
-            "audio_filepath": str(dst), "text": word, "duration": round(x.size / SR, 4),
+            "audio_filepath": str(dst.resolve()), "text": word, "duration": round(x.size / SR, 4),
             "speaker": f"fsdd:{spk}", "engine": "human", "source": "fsdd",
         })
     return rows
