@@ -16,14 +16,10 @@ from .decode import greedy_decode
 from .evaluate import make_masks
 from .flops import active_mask
 from .inference import featurize
+from .losses import kl_per_frame
 from .metrics import error_counts, error_rate
-from .model import DynamicCTCModel, padding_mask
+from .model import DynamicCTCModel
 from .tokenizer import CharTokenizer
-
-
-def kl_per_frame(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) over the last (vocab) dim from log-probs: sum p * (log p - log q). Shape [..., T]."""
-    return (p_log.exp() * (p_log - q_log)).sum(-1)
 
 
 def _one(model: DynamicCTCModel, features: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,34 +47,19 @@ def _teacher_log_probs(teacher, features, lengths, frames: Optional[int] = None)
 
 
 class _Encoder:
-    """The student's encoder split into front end / one module / head, mirroring DynamicCTCModel.forward,
-    so module stacks can be run from any depth on a batch of R rows of the same utterance."""
+    """One utterance's front end, run once; then modules from any depth on R rows of it (the model's
+    own embed / layer / finish API, so this never re-implements the encoder)."""
 
     def __init__(self, model: DynamicCTCModel, features: torch.Tensor, lengths: torch.Tensor):
-        self.model, enc = model, model.encoder
-        self.conformer = model.config.family == "conformer"
-        if self.conformer:
-            x, lengths = enc.subsampling(features, lengths)
-        else:
-            x, lengths = enc.feature_extractor(features, lengths)
-            x = enc.encoder.transformer._preprocess(enc.encoder.feature_projection(x))
-            self.bias = enc.layers[0].attention.compute_bias(x.shape[1], x.shape[1])   # [H, T, T]
-        self.x0, self.lengths = x, lengths                                            # [1, T', D]
-        self.pad = padding_mask(lengths, x.shape[1])
-        self.frames = int(lengths[0])
+        self.model = model
+        self.x0, self.lengths, self.context = model.encoder.embed(features, lengths)   # [1, T', D]
+        self.frames = int(self.lengths[0])
 
     def layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        rows, layer = x.shape[0], self.model.encoder.layers[i]
-        pad = self.pad.expand(rows, -1)
-        if self.conformer:
-            return layer(x.transpose(0, 1), pad).transpose(0, 1)
-        return layer(x, key_padding_mask=pad, position_bias=self.bias.expand(rows, -1, -1, -1))[0]
+        return self.model.encoder.layer(i, x, self.context)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        transformer = None if self.conformer else self.model.encoder.encoder.transformer
-        if transformer is not None and transformer.layer_norm_first:
-            x = transformer.layer_norm(x)
-        return self.model.log_probs(x)[:, : self.frames]                              # [R, T', V]
+        return self.model.log_probs(self.model.encoder.finish(x))[:, : self.frames]    # [R, T', V]
 
 
 def drop_one_log_probs(student: DynamicCTCModel, features, lengths=None, base_active=None

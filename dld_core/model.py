@@ -56,7 +56,8 @@ class Conv2dSubsampling(nn.Module):
 
 
 class ConformerEncoder(nn.Module):
-    """torchaudio ConformerLayers behind gates. Works on [B, T, D]."""
+    """Conv2d subsampling, then torchaudio ConformerLayers. The encoder API shared by both families:
+    embed() -> (x [B, T', D], lengths, context); layer(i, x, context) -> x; finish(x) -> x."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -65,16 +66,16 @@ class ConformerEncoder(nn.Module):
             ConformerLayer(cfg.d_model, cfg.ffn_dim, cfg.n_heads, cfg.conv_kernel, dropout=cfg.dropout)
             for _ in range(cfg.n_layers))
 
-    def forward(self, feats, lengths, active, hidden):
+    def embed(self, feats, lengths):
         x, lengths = self.subsampling(feats, lengths)
-        pad = padding_mask(lengths, x.shape[1])
-        x = x.transpose(0, 1)                                      # ConformerLayer wants [T, B, D]
-        for layer, on in zip(self.layers, active):
-            if on:
-                x = layer(x, pad)
-            if hidden is not None:
-                hidden.append(x.transpose(0, 1))
-        return x.transpose(0, 1), lengths
+        return x, lengths, padding_mask(lengths, x.shape[1])
+
+    def layer(self, i: int, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        pad = pad.expand(x.shape[0], -1)                           # one utterance may run as several rows
+        return self.layers[i](x.transpose(0, 1), pad).transpose(0, 1)   # ConformerLayer wants [T, B, D]
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 class WavLMEncoder(nn.Module):
@@ -102,24 +103,23 @@ class WavLMEncoder(nn.Module):
     def layers(self) -> nn.ModuleList:
         return self.encoder.transformer.layers
 
-    def forward(self, wavs, lengths, active, hidden):
+    def embed(self, wavs, lengths):
         x, lengths = self.feature_extractor(wavs, lengths)
-        x = self.encoder.feature_projection(x)
-        transformer = self.encoder.transformer
-        x = transformer._preprocess(x)
+        x = self.encoder.transformer._preprocess(self.encoder.feature_projection(x))
         pad = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
         pad = pad.masked_fill(padding_mask(lengths, x.shape[1]), float("-inf"))  # additive, as WavLM expects
-        attention = self.layers[0].attention
-        bsz, seq = x.shape[:2]
-        bias = attention.compute_bias(seq, seq).unsqueeze(0).expand(bsz, -1, -1, -1)   # [B, H, T, T]
-        for layer, on in zip(self.layers, active):
-            if on:
-                x, _ = layer(x, key_padding_mask=pad, position_bias=bias)
-            if hidden is not None:
-                hidden.append(x)
-        if transformer.layer_norm_first:
-            x = transformer.layer_norm(x)
-        return x, lengths
+        bias = self.layers[0].attention.compute_bias(x.shape[1], x.shape[1]).unsqueeze(0)   # [1, H, T, T]
+        return x, lengths, (pad, bias)
+
+    def layer(self, i: int, x: torch.Tensor, context) -> torch.Tensor:
+        pad, bias = context
+        rows = x.shape[0]
+        return self.layers[i](x, key_padding_mask=pad.expand(rows, -1),
+                              position_bias=bias.expand(rows, -1, -1, -1))[0]
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        transformer = self.encoder.transformer
+        return transformer.layer_norm(x) if transformer.layer_norm_first else x
 
 
 class DynamicCTCModel(nn.Module):
@@ -138,9 +138,14 @@ class DynamicCTCModel(nn.Module):
                 active: Optional[Sequence[bool]] = None, return_hidden: bool = False) -> ModelOutput:
         """features: [B, T, n_mels] log-mel (conformer) or [B, S] waveform (wavlm); lengths: [B]."""
         mask = resolve_active(active, self.config.n_layers)
+        x, out_lengths, context = self.encoder.embed(features, lengths)
         hidden: Optional[list[torch.Tensor]] = [] if return_hidden else None
-        x, out_lengths = self.encoder(features, lengths, mask, hidden)
-        return ModelOutput(self.log_probs(x), out_lengths, hidden)
+        for i, on in enumerate(mask):
+            if on:                                   # y_{i+1} = y_i + g_i * f_i(y_i): g_i = 0 skips module i
+                x = self.encoder.layer(i, x, context)
+            if hidden is not None:
+                hidden.append(x)
+        return ModelOutput(self.log_probs(self.encoder.finish(x)), out_lengths, hidden)
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """The CTC head on any hidden state (also used for the logit-lens view)."""
