@@ -79,19 +79,32 @@ def main() -> int:
     ap.add_argument("--checkpoints", type=Path, default=None)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: the app's, DLD_TORCH_THREADS or 1)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import numpy as np
     import torch
     if args.threads:
-        torch.set_num_threads(args.threads)
+        os.environ["DLD_TORCH_THREADS"] = str(args.threads)
     root = ensure_checkpoints(args.checkpoints)
     os.environ["DLD_CHECKPOINTS_DIR"] = str(root)
+
+    # Cold first render: a fresh session of the Inspect page with the default sample clip; models are
+    # loaded (st.cache_resource) and every view computed, drop-one heatmap included.
+    from streamlit.testing.v1 import AppTest
+    cold = None
+    if (REPO / "data_samples" / "manifest.jsonl").is_file():
+        at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=120)
+        t0 = time.perf_counter()
+        at.run()
+        cold = (time.perf_counter() - t0) * 1000
+        assert not at.exception, at.exception
+        print(f"cold first render of Inspect (model load + sample clip + all views): {cold:.0f} ms")
 
     from app import state
     from app.views import plots
 
+    state.configure_torch()
     student = state.get_checkpoint(root / "dld")
     teacher = state.get_checkpoint(root / "teacher")
     clip = state.load_clip_bytes(clip_of(args.seconds), "bench.wav")
@@ -127,13 +140,21 @@ def main() -> int:
         drop = state.drop_one_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
         plots.kl_heatmap(drop, res["frame_sec"], "drop-one", active=mask).to_json()
         drops.append((time.perf_counter() - t0) * 1000)
+    full_rows = []
+    for k in range(max(1, args.repeats // 2)):
+        # all modules on: the full n-row drop-one heatmap; vary the reference digest so each is a cache miss
+        t0 = time.perf_counter()
+        drop = state.drop_one_result(skey, f"{clip.digest}-{k}", (True,) * n, tkey, student, clip.samples,
+                                     t_res["log_probs"])
+        plots.kl_heatmap(drop, 0.04, "drop-one", active=(True,) * n).to_json()
+        full_rows.append((time.perf_counter() - t0) * 1000)
     print(f"first clip (teacher + spectrogram + full-depth student): {first:.0f} ms")
     print(f"toggle -> transcript + GFLOPs + posteriorgram + depth heatmap: {ms(toggles)}")
     print(f"   of which figure JSON serialisation:                      {ms(fig_ms)}")
-    print(f"drop-one heatmap ({n} rows):                                  {ms(drops)}")
+    print(f"drop-one heatmap, random masks (as many rows as modules on): {ms(drops)}")
+    print(f"drop-one heatmap, all {n} modules on ({n} rows):               {ms(full_rows)}")
 
     # A full script rerun after a toggle, through Streamlit's AppTest (server-side, no browser).
-    from streamlit.testing.v1 import AppTest
     at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=120)
     at.run()
     at.segmented_control(key="audio_source").set_value("Upload").run()
@@ -148,8 +169,8 @@ def main() -> int:
         assert not at.exception, at.exception
     print(f"AppTest: first run with the clip {first_run:.0f} ms; rerun after a toggle (all views incl. drop-one): {ms(reruns)}")
     if args.json:
-        args.json.write_text(json.dumps({"toggle_ms": toggles, "drop_one_ms": drops, "apptest_rerun_ms": reruns,
-                                         "first_ms": first, "model": str(student.path), "seconds": clip.duration}))
+        args.json.write_text(json.dumps({"toggle_ms": toggles, "drop_one_ms": drops, "drop_one_full_ms": full_rows, "apptest_rerun_ms": reruns,
+                                         "first_ms": first, "cold_first_render_ms": cold, "model": str(student.path), "seconds": clip.duration}))
     return 0
 
 

@@ -13,7 +13,14 @@ if str(REPO_ROOT) not in sys.path:
 st.set_page_config(page_title="DLD Studio", page_icon=":material/layers:", layout="wide",
                    initial_sidebar_state="expanded")
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# The page scripts live in app/app_pages/, not app/pages/: a folder named "pages" next to the entry script
+# switches Streamlit to its legacy multipage mode (every file there becomes a page that can be opened
+# directly, bypassing this script and st.navigation).
+from app import state  # noqa: E402  (after the sys.path fix)
+
+state.configure_torch()
+
+PAGES = Path(__file__).resolve().parent / "app_pages"
 nav = st.navigation([
     st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/graphic_eq:", url_path="inspect", default=True),
     st.Page(PAGES / "budgets.py", title="Budgets", icon=":material/speed:", url_path="budgets"),

@@ -26,7 +26,7 @@ from typing import Any, Optional
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import ModelConfig, from_dict, to_dict
 from .model import DynamicCTCModel
@@ -368,10 +368,15 @@ def _read_verified(folder: Path) -> tuple[dict, bytes]:
         expected = info.get("weights_sha256")
         if not isinstance(expected, str):
             raise CheckpointError(f"{folder.name}: {CONFIG_FILE} records no weights checksum")
-        data = read_regular_file(folder / WEIGHTS_FILE, MAX_WEIGHTS_BYTES, what)
+        pending = pending_path(folder / WEIGHTS_FILE)
+        try:
+            data = read_regular_file(folder / WEIGHTS_FILE, MAX_WEIGHTS_BYTES, what)
+        except CheckpointError:
+            if not (pending.is_file() and not pending.is_symlink()):    # the first save, killed before its rename
+                raise
+            data = b""
         if hashlib.sha256(data).hexdigest() == expected:
             return info, data
-        pending = pending_path(folder / WEIGHTS_FILE)
         if pending.is_file() and not pending.is_symlink():
             try:
                 data = read_regular_file(pending, MAX_WEIGHTS_BYTES, what)
@@ -455,6 +460,7 @@ def export_checkpoint(run_dir: str | os.PathLike, out_dir: str | os.PathLike, **
                 shutil.copy2(run_dir / name, tmp / name)
         info = {**read_config(run_dir), **extra_info}
         atomic_write_json(tmp / CONFIG_FILE, info)
+        load_checkpoint(tmp)                                   # the copy itself must verify
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")

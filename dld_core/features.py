@@ -53,8 +53,12 @@ class FeatureExtractor(torch.nn.Module):
         return normalize_waveform(wavs.float(), wav_lengths)
 
 
+MIN_SAMPLES = 1600     # 0.1 s: shorter clips are padded with silence (the front ends need a few frames)
+
+
 def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([w.shape[-1] for w in wavs], dtype=torch.long)
+    """A padded batch [B, S] and the lengths; every clip counts as at least MIN_SAMPLES long."""
+    lengths = torch.tensor([max(w.shape[-1], MIN_SAMPLES) for w in wavs], dtype=torch.long)
     batch = torch.zeros(len(wavs), int(lengths.max()) if len(wavs) else 0)
     for i, w in enumerate(wavs):
         batch[i, : w.shape[-1]] = torch.as_tensor(w, dtype=torch.float32)

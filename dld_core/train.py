@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, atomic_save_tensors, atomic_write_json, clean_interrupted_writes,
+from .checkpoint import (CheckpointError, atomic_write_json, clean_interrupted_writes,
                          commit_tensors_and_json, finish_commit, load_checkpoint, pending_path,
                          read_regular_file, recover_checkpoint_folder, save_checkpoint, sha256_file)
 from .config import ModelConfig, TrainConfig, from_dict, to_dict

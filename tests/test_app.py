@@ -46,7 +46,7 @@ def run_app(page: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     if page:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"app_pages/{page}.py").run()
     return at
 
 
@@ -179,17 +179,19 @@ def test_budgets_chart_table_and_recommendation(env):
     at.slider(key="budget_gflops").set_value(at.slider(key="budget_gflops").min).run()
     no_exceptions(at)
     assert metric(at, "Recommended depth").startswith("1/")
+    at.button(key="use_mask").click().run()                # opens the recommended mask in Inspect
+    no_exceptions(at)
+    assert sum(at.session_state["mask"]) == 1
+    assert metric(at, "Modules on") == "1/4"
 
 
 def test_budgets_background_evaluation(env, tmp_path, monkeypatch):
     root = tmp_path / "ckpts"
     shutil.copytree(env["root"] / "checkpoints" / "dld", root / "dld", ignore=shutil.ignore_patterns("eval_*"))
     monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(root))
-    at = run_app("budgets")
+    at = run_app("budgets")                                # missing results start computing on their own
     no_exceptions(at)
-    assert any("No evaluation results" in w.value for w in at.warning)
-    at.button(key=f"eval_{root / 'dld'}").click().run()
-    no_exceptions(at)
+    assert any("in the background" in i.value for i in at.info)
     deadline = time.time() + 90
     while time.time() < deadline and not list((tmp_path / "results").glob("*.json")):
         time.sleep(1)
@@ -244,6 +246,23 @@ def test_train_start_refuse_stop(env, tmp_path):
         at.button(key="job_stop").click().run()
         no_exceptions(at)
         assert jobs.job_status(job)["state"] == "stopped"
-        assert any(b.key == "job_resume" for b in at.button)
+        at.button(key="job_resume").click().run()          # resume: a new job continuing from OUT/resume
+        no_exceptions(at)
+        resumed = jobs.latest_job(jobs_dir)
+        assert resumed.id != job.id and "--resume" in resumed.args and resumed.out == job.out
+        assert jobs.job_status(resumed)["state"] == "running"
     finally:
-        jobs.stop_job(job, timeout=30)
+        for j in jobs.list_jobs(jobs_dir):
+            jobs.stop_job(j, timeout=30)
+
+
+def test_trained_models_appear_in_the_picker(env, tmp_path):
+    out = tmp_path / "jobs" / "models" / "dld-tiny-x"
+    shutil.copytree(env["root"] / "checkpoints" / "ld", out)
+    at = run_app()
+    no_exceptions(at)
+    options = at.selectbox(key="student_ckpt").options
+    assert any(o.startswith("trained/models/dld-tiny-x") for o in options), options
+    at.selectbox(key="student_ckpt").set_value(str(out)).run()
+    no_exceptions(at)
+    assert transcripts(at)[0]

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dld_core import cli
-from dld_core.audio import AudioClip, AudioError, AudioTooLongError, EmptyAudioError, InvalidSamplesError, load_audio
+from dld_core.audio import AudioClip, AudioError, AudioTooLongError, InvalidSamplesError, load_audio
 from dld_core.checkpoint import save_checkpoint
 from dld_core.model import DynamicCTCModel
 from tests.conftest import REPO, tiny_config
@@ -119,32 +119,43 @@ def check_outcome(source, max_seconds: float = 60.0) -> str:
 
 # ----------------------------------------------------------------------------------------- strategies
 u32 = st.integers(0, 0xFFFFFFFF)
-payloads = st.one_of(
-    st.binary(max_size=4096),
-    st.integers(0, 4096).map(lambda n: b"\0" * n),
-    st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0, -1.0, 3e38, 1e-45]), max_size=256)
-      .map(lambda v: np.array(v, np.float32).tobytes()),
-    st.lists(st.sampled_from([np.nan, np.inf, 1e308, 0.5]), max_size=128).map(lambda v: np.array(v, np.float64).tobytes()),
-)
+
+
+LIES = {     # header field -> values that lie about the payload or are simply invalid
+    "fmt_tag": st.sampled_from([0xFFFE, 6, 7, 2, 0x11, 0x31, 0x55, 0]) | st.integers(0, 0xFFFF),
+    "channels": st.sampled_from([0, 3, 8, 255, 1024, 65535]) | st.integers(0, 0xFFFF),
+    "rate": st.sampled_from([0, 1, 2, 100, 192000, 2**31 - 1, 2**32 - 1]) | u32,
+    "bits": st.sampled_from([0, 1, 4, 7, 12, 20, 33, 64, 0xFFFF]),
+    "data_size": st.sampled_from([0, 1, 2, 0x7FFFFFFF, 0xFFFFFFFF, 16000 * 2 * 600]) | u32,
+    "riff_size": st.sampled_from([0, 4, 0xFFFFFFFF]) | u32,
+    "fmt_size": st.sampled_from([0, 2, 14, 18, 20, 40, 0xFFFF]),
+    "block_align": st.sampled_from([0, 1, 3, 0xFFFF]),
+    "byte_rate": st.sampled_from([0, 0xFFFFFFFF]),
+    "extra_chunk": st.sampled_from([b"LIST\xff\xff\xff\xff", b"junk\x04\x00\x00\x00abcd",
+                                    b"fact\x04\x00\x00\x00\xff\xff\xff\xff"]),
+    "data_first": st.just(True),
+}
 
 
 @st.composite
 def crafted_wavs(draw) -> bytes:
-    data = riff_wav(
-        fmt_tag=draw(st.sampled_from([1, 3, 0xFFFE, 6, 7, 2, 0x11, 0x31, 0x55, 0]) | st.integers(0, 0xFFFF)),
-        channels=draw(st.sampled_from([0, 1, 2, 3, 8, 255, 1024, 65535]) | st.integers(0, 0xFFFF)),
-        rate=draw(st.sampled_from([0, 1, 2, 100, 8000, 16000, 44100, 192000, 2**31 - 1, 2**32 - 1]) | u32),
-        bits=draw(st.sampled_from([0, 1, 4, 7, 8, 12, 16, 20, 24, 32, 33, 64, 0xFFFF])),
-        payload=draw(payloads),
-        data_size=draw(st.none() | st.sampled_from([0, 1, 2, 0x7FFFFFFF, 0xFFFFFFFF, 16000 * 2 * 600]) | u32),
-        riff_size=draw(st.none() | st.sampled_from([0, 4, 0xFFFFFFFF]) | u32),
-        fmt_size=draw(st.sampled_from([0, 2, 14, 16, 18, 20, 40, 0xFFFF])),
-        block_align=draw(st.none() | st.sampled_from([0, 1, 3, 0xFFFF])),
-        byte_rate=draw(st.none() | st.sampled_from([0, 0xFFFFFFFF])),
-        extra_chunk=draw(st.none() | st.sampled_from([b"LIST\xff\xff\xff\xff", b"junk\x04\x00\x00\x00abcd",
-                                                      b"fact\x04\x00\x00\x00\xff\xff\xff\xff"])),
-        data_first=draw(st.booleans()),
-    )
+    """A plausible WAV (PCM or float, honest header) with zero to three header fields turned into lies,
+    and maybe cut short: exercises both the decoders' error paths and the checks after decoding."""
+    fmt_tag, bits = draw(st.sampled_from([(1, 8), (1, 16), (1, 24), (1, 32), (3, 32), (3, 64)]))
+    channels = draw(st.sampled_from([1, 2]))
+    fields = dict(fmt_tag=fmt_tag, bits=bits, channels=channels, rate=draw(st.sampled_from([8000, 16000, 44100, 22050])))
+    frames = draw(st.integers(0, 1500))
+    width = bits // 8 * channels
+    if fmt_tag == 3:      # float samples, sometimes NaN / Inf / enormous
+        values = draw(st.lists(st.sampled_from([0.0, 0.25, -0.5, 1.0, np.nan, np.inf, -np.inf, 3e38]),
+                               min_size=1, max_size=8))
+        reps = -(-frames * channels // len(values))
+        payload = np.array((values * reps)[:frames * channels], np.float32 if bits == 32 else np.float64).tobytes()
+    else:
+        payload = draw(st.binary(min_size=frames * width, max_size=frames * width) | st.just(b"\0" * (frames * width)))
+    for name in draw(st.lists(st.sampled_from(sorted(LIES)), max_size=3, unique=True)):
+        fields[name] = draw(LIES[name])
+    data = riff_wav(payload=payload, **fields)
     cut = draw(st.none() | st.integers(0, len(data)))
     return data if cut is None else data[:cut]
 

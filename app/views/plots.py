@@ -53,7 +53,7 @@ def spectrogram_posteriorgram(logmel: np.ndarray, mel_frame_sec: float, posterio
     """logmel [T, n_mels] on top; the CTC posteriorgram [T', V] (probabilities) under it, same time axis."""
     spec, spec_sec = _decimate(np.asarray(logmel, dtype=np.float32).T, mel_frame_sec, 800)
     post = np.asarray(posteriors, dtype=np.float32).T                              # [V, T']
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.45, 0.55],
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.32, 0.68],
                         subplot_titles=("Log-mel spectrogram", "CTC posteriorgram (student, current mask)"))
     fig.add_trace(go.Heatmap(
         z=spec, x=_time_axis(spec.shape[1], spec_sec), y=np.arange(spec.shape[0]), colorscale="Magma",
@@ -61,12 +61,12 @@ def spectrogram_posteriorgram(logmel: np.ndarray, mel_frame_sec: float, posterio
     labels = [token_label(t) for t in vocab]
     fig.add_trace(go.Heatmap(
         z=post, x=_time_axis(post.shape[1], post_frame_sec), y=labels, colorscale="Blues", zmin=0, zmax=1,
-        colorbar=dict(title="p", len=0.5, y=0.27, thickness=10),
+        colorbar=dict(title="p", len=0.6, y=0.32, thickness=10),
         hovertemplate="t = %{x:.2f} s<br>token '%{y}'<br>p = %{z:.3f}<extra></extra>"), row=2, col=1)
     fig.update_yaxes(title_text="mel", showticklabels=False, row=1, col=1)
     fig.update_yaxes(title_text="token", autorange="reversed", tickfont=dict(size=9), dtick=1, row=2, col=1)
     fig.update_xaxes(title_text="time (s)", row=2, col=1)
-    return _layout(fig, title, 520)
+    return _layout(fig, title, 700)
 
 
 def kl_heatmap(matrix: np.ndarray, frame_sec: float, title: str, active: Optional[Sequence[bool]] = None,
@@ -78,7 +78,8 @@ def kl_heatmap(matrix: np.ndarray, frame_sec: float, title: str, active: Optiona
         z=z, x=_time_axis(z.shape[1], frame_sec), y=labels, colorscale="YlOrRd", zmin=0,
         colorbar=dict(title="KL", thickness=10),
         hovertemplate="Layer %{y}<br>t = %{x:.2f} s<br>KL = %{z:.4f} nats<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", title_text="layer", type="category")
+    fig.update_yaxes(autorange="reversed", title_text="layer", type="category", tickmode="array",
+                     tickvals=labels, ticktext=labels)   # keep labels of all-blank (NaN) rows
     fig.update_xaxes(title_text="time (s)")
     return _layout(fig, title, height or max(240, 60 + 22 * z.shape[0]))
 

@@ -103,30 +103,24 @@ with left:
     clip, reference = audio_section()
 
 
-def reference_lp():
-    """Teacher log-probs for this clip (None without a teacher)."""
-    if clip is None or teacher is None:
-        return None
-    return state.teacher_result(teacher_key, clip.digest, teacher, clip.samples)["log_probs"]
-
-
 def best_k(k: int):
+    """The best k-module mask for this clip: lowest KL to the teacher (or, without a usable teacher, to
+    the student's own full-depth output)."""
     if clip is None:
         return None
-    ref = reference_lp()
-    if ref is None or ref.shape[0] != full_frames():
-        ref = state.student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"]
-    return state.best_mask(ckpt_key, clip.digest, k, teacher_key, st.session_state.get("reference", ""),
+    own = state.student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"]
+    ref, ref_key = own, None
+    if teacher is not None:
+        t_lp = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples)["log_probs"]
+        if t_lp.shape[0] == own.shape[0]:
+            ref, ref_key = t_lp, teacher_key
+    return state.best_mask(ckpt_key, clip.digest, k, ref_key, st.session_state.get("reference", ""),
                            student, clip.samples, ref)
 
 
-def full_frames() -> int:
-    return state.student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"].shape[0]
-
-
 def kept_gflops(k: int) -> float:
-    seconds = clip.duration if clip is not None else 10.0
-    return state.gflops_for(student, float(seconds), tuple(i < k for i in range(n_layers)))
+    length = len(clip.samples) if clip is not None else 10.0      # samples (int) or seconds (float)
+    return state.gflops_for(student, length, tuple(i < k for i in range(n_layers)))
 
 
 with right:
@@ -138,9 +132,23 @@ if clip is None:
     st.stop()
 
 # ---------------------------------------------------------------------------------------------- results
-t_res = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples) if teacher is not None else None
-res = state.student_result(ckpt_key, clip.digest, mask, teacher_key, student, clip.samples,
-                           t_res["log_probs"] if t_res else None)
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+t_res = None
+if teacher is not None:
+    try:
+        t_res = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples)
+    except (RuntimeError, ValueError) as exc:
+        st.error(f"The teacher cannot run on this clip — {one_line(exc)}", icon=":material/error:")
+try:
+    res = state.student_result(ckpt_key, clip.digest, mask, teacher_key, student, clip.samples,
+                               t_res["log_probs"] if t_res else None)
+except (RuntimeError, ValueError) as exc:
+    st.error(f"The student cannot run on this clip — {one_line(exc)}", icon=":material/error:")
+    st.stop()
 s_score = state.score(reference, res["text"])
 t_score = state.score(reference, t_res["text"]) if t_res else None
 
@@ -151,10 +159,14 @@ m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}",
           delta_color="inverse" if saved >= 0.5 else "off", delta_arrow="auto" if saved >= 0.5 else "off",
           help="Compute of one forward pass on this clip")
 m2.metric("Modules on", f"{sum(mask)}/{n_layers}")
-m3.metric("Latency", f"{res['latency_ms']:.0f} ms", help="Measured student forward + decode on this server")
+m3.metric("Latency", f"{res['latency_ms']:.0f} ms",
+          help="Measured on this server: student forward with this mask + greedy decode (features cached per clip)")
+wer_gap = 100 * (s_score["wer"] - t_score["wer"]) if s_score and t_score else None
 m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
-          delta=(f"{100 * (s_score['wer'] - t_score['wer']):+.1f} pts vs teacher" if s_score and t_score else None),
-          delta_color="inverse" if s_score and t_score and s_score["wer"] != t_score["wer"] else "off",
+          delta=None if wer_gap is None else ("same as teacher" if abs(wer_gap) < 0.05 else
+                                              f"{wer_gap:+.1f} pts vs teacher"),
+          delta_color="inverse" if wer_gap and abs(wer_gap) >= 0.05 else "off",
+          delta_arrow="auto" if wer_gap and abs(wer_gap) >= 0.05 else "off",
           help="Word error rate of the student against the reference")
 m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
           help="Character error rate of the student against the reference")
@@ -191,11 +203,17 @@ with k1:
 with k2:
     with st.spinner("Drop-one view…"):
         ref = t_res["log_probs"] if res["reference"] == "teacher" else res["log_probs"]
-        drop = state.drop_one_result(ckpt_key, clip.digest, mask, teacher_key if res["reference"] == "teacher" else None,
-                                     student, clip.samples, ref)
-    st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
-                                     f"Drop-one view: KL({ref_name} ‖ current mask without module i)",
-                                     active=mask), key="drop_plot", config={"displaylogo": False})
+        try:
+            drop = state.drop_one_result(ckpt_key, clip.digest, mask,
+                                         teacher_key if res["reference"] == "teacher" else None,
+                                         student, clip.samples, ref)
+        except (RuntimeError, ValueError) as exc:
+            drop = None
+            st.error(f"Drop-one view unavailable — {one_line(exc)}", icon=":material/error:")
+    if drop is not None:
+        st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
+                                         f"Drop-one view: KL({ref_name} ‖ current mask without module i)",
+                                         active=mask), key="drop_plot", config={"displaylogo": False})
 st.caption("Hover a heatmap cell for layer, time and KL (nats). Modules that are off are marked “(off)”: "
            "their drop-one row is blank, and in the depth view they pass the previous state through."
            + ("" if res["reference"] == "teacher" else " Without a usable teacher the KL reference is the "

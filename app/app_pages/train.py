@@ -235,7 +235,7 @@ def job_view(job: jobs.JobInfo) -> None:
         st.plotly_chart(plots.training_curves(pd.DataFrame(steps), pd.DataFrame(epochs)), key="train_curves",
                         config={"displaylogo": False})
     st.markdown("**Log**")
-    st.code(jobs.tail(job.log_path, 14) or "(no output yet)", language=None)
+    st.code(jobs.tail(job.log_path, 14) or "(no output yet)", language=None, wrap_lines=True)
 
 
 busy_now = busy_reason() is not None

@@ -44,12 +44,18 @@ for path_s in chosen:
             continue
 
 
-@st.fragment(run_every=3)
+@st.fragment(run_every=2)
 def background_panel(missing_entries):
     """Evaluation results that are missing: start them in the background and watch them finish."""
     any_running = False
+    manifest = state.samples_manifest()
     for entry in missing_entries:
         status = background.eval_status(entry.path)
+        if status["state"] == "none" and manifest.is_file():
+            # Missing results are computed in the background on the sample set, once; a failed attempt
+            # waits for the retry button.
+            background.start_eval(entry.path, manifest)
+            status = background.eval_status(entry.path)
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         if status["state"] == "running":
             any_running = True
@@ -61,14 +67,14 @@ def background_panel(missing_entries):
             msg = f" — last attempt failed: {status['message']}" if status["state"] == "failed" else ""
             c1.warning(f"No evaluation results for **{entry.label}**{msg}", icon=":material/warning:")
             if c2.button("Compute in background", key=f"eval_{entry.path}", width="stretch"):
-                manifest = state.samples_manifest()
                 if not manifest.is_file():
                     st.error(f"Cannot evaluate: no sample manifest at {manifest}.", icon=":material/error:")
                 else:
                     background.start_eval(entry.path, manifest)
                     st.rerun()
     if not any_running:
-        st.caption(f"Results are read from <checkpoint>/eval_*.json and {state.results_dir()}/*.json.")
+        st.caption(f"Results are read from <checkpoint>/eval_*.json, {state.results_dir()}/*.json and "
+                   f"{state.app_results_dir()}/*.json.")
 
 
 if missing:
