@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,10 +26,13 @@ def start_eval(checkpoint: Path, manifest: Path, masks: int = 4) -> int:
         return -1
     log_path = out.with_name(out.name + ".log")
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "dld_core", "evaluate", "--checkpoint", str(checkpoint),
+    # Low priority and one thread: the app's interactive requests come first.
+    nice = [shutil.which("nice"), "-n", "10"] if shutil.which("nice") else []
+    proc = subprocess.Popen([*nice, sys.executable, "-m", "dld_core", "evaluate", "--checkpoint", str(checkpoint),
                              "--manifest", str(manifest), "--masks", str(masks), "--json", str(out)],
                             cwd=state.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
     log.close()
     _status_path(checkpoint).write_text(json.dumps({"pid": proc.pid, "started": time.time(), "log": str(log_path)}))
     return proc.pid

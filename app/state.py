@@ -50,6 +50,24 @@ def configure_torch() -> None:
 configure_torch()
 
 
+@st.cache_resource(show_spinner=False)
+def warm_up_flop_counter() -> bool:
+    """The first FLOP count in a process pays ~1 s of one-off setup (torch's FlopCounterMode on a meta
+    model). Pay it once per server, on a background thread, while the first session loads its models."""
+    import threading
+
+    def work() -> None:
+        try:
+            from dld_core.config import ModelConfig
+            from dld_core.flops import gflops
+            gflops(ModelConfig(d_model=16, n_layers=1, n_heads=2, ffn_dim=16), 0.5, None)
+        except Exception:  # noqa: BLE001 - a warm-up must never break the app
+            pass
+
+    threading.Thread(target=work, name="dld-flops-warmup", daemon=True).start()
+    return True
+
+
 # ----------------------------------------------------------------------------------------------- paths
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name, "").strip()

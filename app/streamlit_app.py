@@ -19,6 +19,7 @@ st.set_page_config(page_title="DLD Studio", page_icon=":material/layers:", layou
 from app import state  # noqa: E402  (after the sys.path fix)
 
 state.configure_torch()
+state.warm_up_flop_counter()
 
 PAGES = Path(__file__).resolve().parent / "app_pages"
 nav = st.navigation([

@@ -47,15 +47,17 @@ for path_s in chosen:
 @st.fragment(run_every=2)
 def background_panel(missing_entries):
     """Evaluation results that are missing: start them in the background and watch them finish."""
-    any_running = False
     manifest = state.samples_manifest()
+    statuses = {str(e.path): background.eval_status(e.path) for e in missing_entries}
+    any_running = any(s["state"] == "running" for s in statuses.values())
     for entry in missing_entries:
-        status = background.eval_status(entry.path)
-        if status["state"] == "none" and manifest.is_file():
-            # Missing results are computed in the background on the sample set, once; a failed attempt
-            # waits for the retry button.
+        status = statuses[str(entry.path)]
+        if status["state"] == "none" and manifest.is_file() and not any_running:
+            # Missing results are computed in the background on the sample set, one model at a time
+            # (the others queue); a failed attempt waits for the retry button.
             background.start_eval(entry.path, manifest)
             status = background.eval_status(entry.path)
+            any_running = True
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         if status["state"] == "running":
             any_running = True
@@ -63,6 +65,9 @@ def background_panel(missing_entries):
                     icon=":material/hourglass_top:")
         elif status["state"] == "done" and state.read_eval_results(entry.path) is not None:
             st.rerun()
+        elif status["state"] == "none" and manifest.is_file():
+            c1.info(f"Queued: **{entry.label}** is evaluated after the one running now.",
+                    icon=":material/schedule:")
         else:
             msg = f" — last attempt failed: {status['message']}" if status["state"] == "failed" else ""
             c1.warning(f"No evaluation results for **{entry.label}**{msg}", icon=":material/warning:")
