@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--results", default="results")
     rp.add_argument("--out", default="results")
 
+    ra = sub.add_parser("report-ablation", help="markdown table of ablation evaluate JSONs")
+    ra.add_argument("--results", required=True)
+    ra.add_argument("--out", required=True)
+
     li = sub.add_parser("import-librispeech", help="LibriSpeech-layout folder -> manifest")
     li.add_argument("root")
     li.add_argument("--out", required=True)
@@ -267,6 +271,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_report_ablation(args) -> int:
+    from .checkpoint import atomic_write_bytes
+    from .report import ablation_table
+    table = ablation_table(args.results)
+    atomic_write_bytes(Path(args.out), (table + "\n").encode())
+    print(table)
+    return 0
+
+
 def cmd_import_librispeech(args) -> int:
     from .librispeech import import_librispeech
     n = import_librispeech(args.root, args.out)
@@ -284,7 +297,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "transcribe": cmd_transcribe,
-            "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "import-librispeech": cmd_import_librispeech}
+            "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "report-ablation": cmd_report_ablation, "import-librispeech": cmd_import_librispeech}
 
 
 def main(argv=None) -> int:

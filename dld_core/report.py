@@ -67,3 +67,20 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path
     (out_dir / "results.md").write_text("\n".join(md))
     png = plot_wer_vs_gflops(loaded, out_dir / "wer_vs_gflops.png")
     return {"markdown": out_dir / "results.md", "figure": png}
+
+
+def ablation_table(results_dir: str | Path) -> str:
+    """One row per ablation run (<name>.json from evaluate): WER at each kept level, and their mean."""
+    rows = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        res = json.loads(path.read_text())
+        rows.append((path.stem, {lv["kept"]: lv["wer"] for lv in res["levels"]}))
+    if not rows:
+        raise FileNotFoundError(f"no evaluate results in {results_dir}")
+    levels = sorted({k for _, by in rows for k in by}, reverse=True)
+    out = ["| run | " + " | ".join(f"WER % kept={k}" for k in levels) + " | mean |", "|" + "---|" * (len(levels) + 2)]
+    for name, by in rows:
+        cells = [f"{100 * by[k]:.1f}" if k in by else "-" for k in levels]
+        mean = 100 * sum(by.values()) / len(by)
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.1f} |")
+    return "\n".join(out)

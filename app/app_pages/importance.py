@@ -108,4 +108,4 @@ with g2:
     table = steps.assign(wer=lambda d: (d["wer"] * 100).round(2), kl=lambda d: d["kl"].round(4))
     table = table[["kept", "dropped", "wer", "kl"]].rename(columns={"kept": "kept", "dropped": "dropped",
                                                                      "wer": "WER %", "kl": "KL"})
-    st.dataframe(table, hide_index=True, width="stretch", key="imp_table")
+    st.dataframe(table, hide_index=True, width="stretch", key="imp_table", height=35 * (len(table) + 1) + 3)

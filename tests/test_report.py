@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from dld_core.report import ablation_table, write_report
+
+
+def fake_eval(path, wers):
+    levels = [{"kept": k, "wer": w, "cer": w / 2, "gflops": 0.1 * k, "masks": [[0]]} for k, w in wers.items()]
+    path.write_text(json.dumps({"checkpoint": "x", "num_layers": 3, "levels": levels}))
+
+
+def test_report_table_and_figure(tmp_path):
+    fake_eval(tmp_path / "teacher.synthetic_test.json", {3: 0.2, 2: 0.9, 1: 1.0})
+    fake_eval(tmp_path / "ld.synthetic_test.json", {3: 0.4, 2: 0.5, 1: 0.8})
+    fake_eval(tmp_path / "dld.synthetic_test.json", {3: 0.3, 2: 0.45, 1: 0.7})
+    out = write_report(tmp_path, tmp_path / "out")
+    md = out["markdown"].read_text()
+    assert "| 3 | 0.30 | 20.0 | 40.0 | 30.0 |" in md and "| 1 | 0.10 | 100.0 | 80.0 | 70.0 |" in md
+    png = out["figure"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_report_needs_results(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path, tmp_path / "out")
+
+
+def test_ablation_table(tmp_path):
+    fake_eval(tmp_path / "a.json", {2: 0.5, 1: 0.7})
+    table = ablation_table(tmp_path)
+    assert "| a | 50.0 | 70.0 | 60.0 |" in table
