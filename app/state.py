@@ -52,8 +52,9 @@ configure_torch()
 
 @st.cache_resource(show_spinner=False)
 def warm_up_flop_counter() -> bool:
-    """The first FLOP count in a process pays ~1 s of one-off setup (torch's FlopCounterMode on a meta
-    model). Pay it once per server, on a background thread, while the first session loads its models."""
+    """The first FLOP count in a process pays ~1 s of one-off setup (torch imports torch._dynamo the first
+    time FlopCounterMode is used). Pay it once per server, on a background thread, while the first
+    session loads its models."""
     import threading
 
     def work() -> None:
@@ -318,12 +319,9 @@ def _reference_log_probs(teacher_lp: Optional[np.ndarray], own_lp: np.ndarray, f
 
 
 def gflops_for(ckpt: Checkpoint, seconds_or_samples, mask: Sequence[bool]) -> float:
-    """dld_core.flops.gflops of a mask. The encoder modules of a DynamicCTCModel are identical, so the count
-    depends on how many are kept, not which: ask for the equivalent "first k" mask, which dld_core caches
-    (a fresh count takes a few hundred ms; a toggle must not wait for it)."""
+    """dld_core.flops.gflops of a mask (counted once per clip length; any mask is then a cache lookup)."""
     from dld_core.flops import gflops
-    kept = sum(bool(m) for m in mask)
-    return float(gflops(ckpt.model, seconds_or_samples, [i < kept for i in range(len(mask))]))
+    return float(gflops(ckpt.model, seconds_or_samples, _mask_list(mask)))
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -341,13 +339,13 @@ def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], tea
     t0 = time.perf_counter()
     with torch.inference_mode():
         feats, lengths = _features(model, _samples, audio_digest)
-        out = model(feats, lengths, active=active)
+        out = model(feats, lengths, active=active, return_hidden=True)     # hidden states: the depth view
         text = greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))[0]
     latency_ms = (time.perf_counter() - t0) * 1000
     n_frames = int(out.lengths[0])
     log_probs = out.log_probs[0, :n_frames].float().numpy()
     ref_lp, ref_name = _reference_log_probs(_teacher_lp, log_probs, n_frames)
-    depth = depth_kl(model, ref_lp, feats, lengths, active=active)
+    depth = depth_kl(model, ref_lp, feats, lengths, output=out)
     num_samples = len(_samples)
     return {"text": text, "latency_ms": latency_ms,
             "gflops": gflops_for(_ckpt, num_samples, active),

@@ -8,10 +8,14 @@ utterance of the given length, not feature extraction (log-mel / waveform normal
 On CPU, PyTorch dispatches attention to `_scaled_dot_product_flash_attention_for_cpu`, which has no
 formula in FlopCounterMode (it would count 0): we register one, and disable nn.MultiheadAttention's
 fused fast path while counting so its projections are counted too. Counting runs on the meta device
-(no arithmetic is done), and results are cached: they depend only on (config, length, mask).
+(no arithmetic is done). The front end + CTC head and each encoder module are counted once per (config,
+length), separately, through the encoder API (embed / layer / finish); a mask's count is then the front
+end + head plus the sum over kept modules, so any mask is a cache lookup. The first count in a process
+still pays ~1 s of torch setup: any TorchDispatchMode imports torch._dynamo on first use.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from typing import Union
@@ -44,17 +48,24 @@ EXTRA_FORMULAS = {
 }
 
 
-def count_flops(fn, *args, **kwargs) -> int:
-    """Total FLOPs of fn(*args, **kwargs), attention on CPU included."""
+@contextlib.contextmanager
+def _flop_counter():
+    """FlopCounterMode with the CPU attention formulas and MHA's fast path off (see the module docstring)."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         # no_grad, not inference_mode: FlopCounterMode's module tracker breaks weight-norm
         # parametrisations (WavLM's positional conv) under inference_mode.
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS) as counter:
-            fn(*args, **kwargs)
+            yield counter
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def count_flops(fn, *args, **kwargs) -> int:
+    """Total FLOPs of fn(*args, **kwargs), attention on CPU included."""
+    with _flop_counter() as counter:
+        fn(*args, **kwargs)
     return counter.get_total_flops()
 
 
@@ -83,16 +94,29 @@ def _dummy_input(cfg: ModelConfig, samples: int, device) -> tuple[torch.Tensor, 
     return torch.zeros(1, samples, device=device), torch.tensor([samples], device=device)
 
 
-@functools.lru_cache(maxsize=4096)
-def _cached_flops(config_json: str, samples: int, mask: tuple[bool, ...]) -> int:
+def _count_parts(model: DynamicCTCModel, samples: int, device) -> tuple[int, tuple[int, ...]]:
+    """FLOPs of (front end + finish + CTC head, (module 0, ..., module N-1)): one full-depth forward
+    through the encoder API, the running total read before and after each module."""
+    enc = model.encoder
+    feats, lengths = _dummy_input(model.config, samples, device)
+    with _flop_counter() as counter:
+        x, _, context = enc.embed(feats, lengths)
+        marks = [counter.get_total_flops()]
+        for i in range(model.num_layers):
+            x = enc.layer(i, x, context)
+            marks.append(counter.get_total_flops())
+        model.log_probs(enc.finish(x))
+        total = counter.get_total_flops()
+    return total - (marks[-1] - marks[0]), tuple(b - a for a, b in zip(marks, marks[1:]))
+
+
+@functools.lru_cache(maxsize=256)
+def _parts(config_json: str, samples: int) -> tuple[int, tuple[int, ...]]:
     model = _meta_model(config_json)
     try:
-        feats, lengths = _dummy_input(model.config, samples, "meta")
-        return count_flops(model, feats, lengths, list(mask))
+        return _count_parts(model, samples, "meta")
     except (NotImplementedError, RuntimeError):        # an op without a meta kernel: count on CPU
-        model = DynamicCTCModel(model.config).eval()
-        feats, lengths = _dummy_input(model.config, samples, "cpu")
-        return count_flops(model, feats, lengths, list(mask))
+        return _count_parts(DynamicCTCModel(model.config).eval(), samples, "cpu")
 
 
 def _config(model_or_config) -> ModelConfig:
@@ -121,8 +145,9 @@ def active_mask(active, n_layers: int) -> list[bool]:
 
 def flops(model_or_config, num_samples_or_seconds: Union[int, float], active=None) -> int:
     cfg = _config(model_or_config)
-    mask = tuple(active_mask(active, cfg.n_layers))
-    return _cached_flops(json.dumps(to_dict(cfg), sort_keys=True), _num_samples(num_samples_or_seconds), mask)
+    mask = active_mask(active, cfg.n_layers)
+    front, modules = _parts(json.dumps(to_dict(cfg), sort_keys=True), _num_samples(num_samples_or_seconds))
+    return front + sum(m for m, on in zip(modules, mask) if on)
 
 
 def gflops(model_or_config, num_samples_or_seconds: Union[int, float], active=None) -> float:

@@ -18,7 +18,7 @@ from .flops import active_mask
 from .inference import featurize
 from .losses import kl_per_frame
 from .metrics import error_counts, error_rate
-from .model import DynamicCTCModel
+from .model import DynamicCTCModel, ModelOutput
 from .tokenizer import CharTokenizer
 
 
@@ -101,14 +101,20 @@ def drop_one_kl(student: DynamicCTCModel, teacher, features, lengths=None, base_
     return out
 
 
-def depth_kl(student: DynamicCTCModel, teacher, features, lengths=None, active=None) -> torch.Tensor:
+def depth_kl(student: DynamicCTCModel, teacher, features, lengths=None, active=None,
+             output: Optional[ModelOutput] = None) -> torch.Tensor:
     """[N, T'] logit lens: KL(teacher || CTC head on the hidden state after module i) per frame.
-    Dropped modules pass their input through, so their row repeats the previous one."""
+    Dropped modules pass their input through, so their row repeats the previous one.
+    output: this utterance's student(features, lengths, active, return_hidden=True), to reuse instead of
+    running the student again (then `active` is not used)."""
     features, lengths = _one(student, features, lengths)
     with torch.inference_mode():
-        out = student(features, lengths, active=active_mask(active, student.num_layers), return_hidden=True)
-        frames = int(out.lengths[0])
-        lp = student.log_probs(torch.cat(out.hidden))[:, :frames]                    # [N, T', V]
+        if output is None:
+            output = student(features, lengths, active=active_mask(active, student.num_layers), return_hidden=True)
+        elif output.hidden is None:
+            raise ValueError("depth_kl needs an output computed with return_hidden=True")
+        frames = int(output.lengths[0])
+        lp = student.log_probs(torch.cat(output.hidden))[:, :frames]                 # [N, T', V]
         return kl_per_frame(_teacher_log_probs(teacher, features, lengths, frames), lp)
 
 

@@ -5,13 +5,9 @@ and checks that the transcript and the GFLOPs change. Screenshots go to test-art
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,20 +17,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import app_fixtures as fx  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts"
+from app_fixtures.server import CHROMIUM, CHROMIUM_ARGS, serve_app, shot, wait_idle  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def speech_wav(path: Path, text: str = "seven two nine, hello studio") -> Path:
@@ -59,38 +47,8 @@ def speech_wav(path: Path, text: str = "seven two nine, hello studio") -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    ckpts = fx.make_checkpoints(root / "checkpoints")
-    manifest = fx.make_samples(root / "samples")
-    fx.make_eval_results(ckpts, manifest)
-    port = free_port()
-    env = {**os.environ, "DLD_CHECKPOINTS_DIR": str(root / "checkpoints"), "DLD_SAMPLES_DIR": str(root / "samples"),
-           "DLD_JOBS_DIR": str(root / "jobs"), "DLD_RESULTS_DIR": str(root / "results")}
-    log = open(root / "streamlit.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "streamlit_app.py"),
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (root / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.3)
-        yield {"url": url, "root": root}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with serve_app(tmp_path_factory.mktemp("browser")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -99,25 +57,10 @@ def browser(server):
     mic = speech_wav(server["root"] / "mic.wav")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
             f"--use-file-for-fake-audio-capture={mic}"])
         yield b
         b.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def wait_idle(page, timeout: float = 60_000) -> None:
-    """Streamlit shows a 'running' status widget while the script runs; wait until it is gone."""
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
-    page.wait_for_timeout(200)
 
 
 def student_text(page) -> str:

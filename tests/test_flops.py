@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from dld_core.config import ModelConfig
-from dld_core.flops import (analytic_conformer_layer_flops, conformer_frames, count_flops, flops, gflops,
+from dld_core.flops import (_parts, analytic_conformer_layer_flops, conformer_frames, count_flops, flops, gflops,
                             gflops_for_seconds)
 from dld_core.model import DynamicCTCModel
+from tests.test_model import wavlm_config
 
 CONFORMER = ModelConfig(family="conformer", d_model=32, n_layers=4, n_heads=4, ffn_dim=64, conv_kernel=7)
 WAVLM = ModelConfig(family="wavlm", d_model=32, n_layers=3, n_heads=4, ffn_dim=64)
@@ -30,6 +31,30 @@ def test_flops_fall_linearly_with_kept_modules():
     feats, lengths = torch.zeros(1, 101, 80), torch.tensor([101])
     front_and_head = count_flops(lambda: model.head(model.encoder.subsampling(feats, lengths)[0]))
     assert totals[0] == front_and_head
+
+
+@pytest.mark.parametrize("cfg", [CONFORMER, wavlm_config()], ids=["conformer", "wavlm"])
+def test_module_sum_equals_full_forward(cfg):
+    """front end + head + sum of kept modules (counted once, separately) == FlopCounterMode on the whole
+    forward of a real CPU model with that mask."""
+    model = DynamicCTCModel(cfg).eval()
+    samples = 16000
+    feats = torch.zeros(1, samples // 160 + 1, cfg.n_mels) if cfg.family == "conformer" else torch.zeros(1, samples)
+    lengths = torch.tensor([feats.shape[1]])
+    per_module = [flops(cfg, samples, [i]) - flops(cfg, samples, []) for i in range(cfg.n_layers)]
+    assert len(set(per_module)) == 1 and per_module[0] > 0          # identical modules
+    for mask in ([True] * 4, [False] * 4, [True, False, False, False], [False, True, False, True],
+                 [True, True, False, True]):
+        assert flops(cfg, samples, mask) == count_flops(model, feats, lengths, mask)
+        assert flops(cfg, samples, mask) == flops(cfg, samples, []) + sum(p for p, on in zip(per_module, mask) if on)
+
+
+def test_new_masks_do_not_count_again():
+    flops(CONFORMER, 3.0)
+    misses = _parts.cache_info().misses
+    for bits in range(2 ** CONFORMER.n_layers):
+        flops(CONFORMER, 3.0, [bool(bits >> i & 1) for i in range(CONFORMER.n_layers)])
+    assert _parts.cache_info().misses == misses
 
 
 def test_wavlm_counts_attention():

@@ -81,6 +81,19 @@ def test_depth_kl_logit_lens(models):
     assert torch.allclose(depth[-1], direct_kl(student, teacher, feats, lengths, mask), atol=1e-5)
 
 
+def test_depth_kl_reuses_a_passed_output(models):
+    student, teacher, (feats, lengths) = models
+    mask = [True, False, True, True]
+    with torch.inference_mode():
+        out = student(feats, lengths, active=mask, return_hidden=True)
+        t_lp = teacher(feats, lengths).log_probs
+    for ref in (teacher, t_lp):
+        reused = depth_kl(student, ref, feats, lengths, output=out)
+        assert torch.equal(reused, depth_kl(student, ref, feats, lengths, mask))
+    with pytest.raises(ValueError, match="return_hidden"):
+        depth_kl(student, teacher, feats, lengths, output=out._replace(hidden=None))
+
+
 def test_importance_path_and_budget(tmp_path):
     student, teacher = tiny("conformer", 0, tmp_path), tiny("conformer", 1, tmp_path)
     rng = np.random.default_rng(1)

@@ -28,6 +28,13 @@ with st.sidebar:
 
 
 # ------------------------------------------------------------------------------------------------ audio
+def audio_problem(exc: BaseException) -> str:
+    """One line for st.error. Uploads and recordings are decoded from bytes, which dld_core names "<bytes>":
+    drop that prefix (the user knows which clip they gave)."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__).removeprefix("<bytes>: ")
+
+
 def audio_section():
     """Returns (clip or None, reference text)."""
     try:
@@ -63,7 +70,7 @@ def audio_section():
             try:
                 clip = state.load_clip_bytes(rec.getvalue(), rec.name or "recording.wav")
             except (ValueError, OSError) as exc:
-                error = str(exc).splitlines()[0]
+                error = audio_problem(exc)
     else:
         up = st.file_uploader("Upload a clip (wav, flac, mp3, ogg; up to 60 s)",
                               type=["wav", "flac", "mp3", "ogg"], key="upload")
@@ -72,7 +79,7 @@ def audio_section():
             try:
                 clip = state.load_clip_bytes(data, up.name)
             except (ValueError, OSError) as exc:
-                error = str(exc).splitlines()[0]
+                error = audio_problem(exc)
             else:
                 st.audio(data)
     # Reference: prefilled from the sample, editable, optional. Re-prefill when the clip changes.

@@ -1,0 +1,94 @@
+"""A real `streamlit run` server for the browser tests (test_browser.py, test_app_load.py), plus the
+Chromium launch settings and page helpers they share.
+
+`serve_app(root)` seeds tiny checkpoints / sample clips / evaluation results under `root`, starts the app
+on a free localhost port with the DLD_* folders pointed there, waits for /_stcore/health and yields
+{"url", "root", "pid", "ckpts", "manifest"}; the server is stopped on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Optional
+
+from . import make_checkpoints, make_eval_results, make_samples
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "app" / "streamlit_app.py"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MB (VmRSS of /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.contextmanager
+def serve_app(root: Path, extra_env: Optional[dict] = None, start_timeout: float = 60) -> Iterator[dict]:
+    root = Path(root)
+    ckpts = make_checkpoints(root / "checkpoints")
+    manifest = make_samples(root / "samples")
+    make_eval_results(ckpts, manifest)
+    port = free_port()
+    env = {**os.environ, "DLD_CHECKPOINTS_DIR": str(root / "checkpoints"), "DLD_SAMPLES_DIR": str(root / "samples"),
+           "DLD_JOBS_DIR": str(root / "jobs"), "DLD_RESULTS_DIR": str(root / "results"), **(extra_env or {})}
+    log_path = root / "streamlit.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP),
+                                 "--server.port", str(port), "--server.address", "127.0.0.1"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + start_timeout
+            while not health_ok(url):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("streamlit did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.3)
+            yield {"url": url, "root": root, "pid": proc.pid, "proc": proc, "log": log_path,
+                   "ckpts": ckpts, "manifest": manifest}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_idle(page, timeout: float = 60_000) -> None:
+    """Streamlit shows a 'running' status widget while the script runs; wait until it is gone."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    page.wait_for_timeout(200)
