@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from app import state
-from app.train_launcher import _alive
+from dld_core.jobs import process_alive
 
 
 def _status_path(checkpoint: Path) -> Path:
@@ -46,7 +46,7 @@ def eval_status(checkpoint: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {"state": "done" if out.is_file() else "none", "elapsed": 0.0, "message": ""}
     elapsed = time.time() - float(info.get("started", time.time()))
-    if _alive(int(info.get("pid", 0) or 0)):
+    if process_alive(int(info.get("pid", 0) or 0)):
         return {"state": "running", "elapsed": elapsed, "message": ""}
     if out.is_file() and out.stat().st_mtime >= float(info.get("started", 0)) - 1:
         _status_path(checkpoint).unlink(missing_ok=True)

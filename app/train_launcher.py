@@ -20,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from dld_core.checkpoint import atomic_write_json  # noqa: E402
+from dld_core.jobs import process_alive  # noqa: E402
+
 PREPARING = "preparing.json"
 PREPARING_LOG = "preparing.log"
 
@@ -27,31 +30,6 @@ PREPARING_LOG = "preparing.log"
 def corpus_ready(corpus: Path) -> bool:
     corpus = Path(corpus)
     return all((corpus / name).is_file() for name in ("corpus.json", "train.jsonl", "valid.jsonl"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def _write(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def preparing(jobs_dir: Path) -> Optional[dict]:
@@ -63,7 +41,7 @@ def preparing(jobs_dir: Path) -> Optional[dict]:
         return None
     pid = int(data.get("pid") or 0)
     starting = pid <= 0 and time.time() - float(data.get("started", 0)) < 60
-    if data.get("state") == "running" and not starting and not (pid > 0 and _alive(pid)):
+    if data.get("state") == "running" and not starting and not (pid > 0 and process_alive(pid)):
         data["state"] = "failed"
         data.setdefault("message", "corpus building ended unexpectedly")
     return data
@@ -78,7 +56,7 @@ def launch(jobs_dir: Path, corpus: Path, hours: float, train_args: list[str]) ->
     jobs_dir = Path(jobs_dir)
     jobs_dir.mkdir(parents=True, exist_ok=True)
     # Written before the process starts (the process rewrites it with its pid): no window for a double start.
-    _write(jobs_dir / PREPARING, {"state": "running", "pid": 0, "hours": hours, "corpus": str(corpus),
+    atomic_write_json(jobs_dir / PREPARING, {"state": "running", "pid": 0, "hours": hours, "corpus": str(corpus),
                                   "started": time.time(), "args": train_args})
     log = open(jobs_dir / PREPARING_LOG, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "app.train_launcher", str(jobs_dir), str(corpus), str(hours),
@@ -98,12 +76,12 @@ def _main(argv: list[str]) -> int:
     status_path = jobs_dir / PREPARING
     status = {"state": "running", "pid": os.getpid(), "hours": hours, "corpus": str(corpus),
               "started": time.time(), "args": train_args}
-    _write(status_path, status)
+    atomic_write_json(status_path, status)
     if not corpus_ready(corpus):
         code = subprocess.call([sys.executable, "-m", "dld_core", "synth", "--out", str(corpus),
                                 "--hours", str(hours)], cwd=REPO_ROOT)
         if code != 0 or not corpus_ready(corpus):
-            _write(status_path, {**status, "state": "failed",
+            atomic_write_json(status_path, {**status, "state": "failed",
                                  "message": f"building the synthetic corpus failed (exit code {code}); see the log"})
             return 1
     from dld_core.jobs import JobBusyError, JobError, start_job
@@ -111,7 +89,7 @@ def _main(argv: list[str]) -> int:
         start_job([*train_args, "--train", str(corpus / "train.jsonl"), "--valid", str(corpus / "valid.jsonl")],
                   jobs_dir)
     except (JobBusyError, JobError, OSError) as exc:
-        _write(status_path, {**status, "state": "failed", "message": str(exc).splitlines()[0]})
+        atomic_write_json(status_path, {**status, "state": "failed", "message": str(exc).splitlines()[0]})
         return 1
     status_path.unlink(missing_ok=True)
     return 0

@@ -51,7 +51,7 @@ class JobInfo:
         return Path(self.out) / "train_log.jsonl"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (reaping it if it is our child)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
@@ -92,7 +92,7 @@ def latest_job(jobs_dir: str | os.PathLike) -> Optional[JobInfo]:
 def job_status(job: JobInfo) -> dict:
     """state: running | finished | stopped | failed, plus exit code and the last error line."""
     result_path = Path(job.dir) / "result.json"
-    if _alive(job.pid) and not result_path.exists():
+    if process_alive(job.pid) and not result_path.exists():
         return {"state": "running", "returncode": None, "message": ""}
     try:
         result = json.loads(result_path.read_text())
@@ -133,10 +133,10 @@ def start_job(args: list[str], jobs_dir: str | os.PathLike) -> JobInfo:
 
 def stop_job(job: JobInfo, timeout: float = 30.0) -> dict:
     """SIGTERM: the trainer writes a resumable checkpoint, then exits."""
-    if _alive(job.pid):
+    if process_alive(job.pid):
         os.killpg(job.pid, signal.SIGTERM)
         deadline = time.time() + timeout
-        while _alive(job.pid) and time.time() < deadline:
+        while process_alive(job.pid) and time.time() < deadline:
             time.sleep(0.1)
     return job_status(job)
 

@@ -11,13 +11,7 @@ st.title("Layer importance")
 st.caption("Over the sample clips: what removing each module alone does to WER and to the KL from the "
            "teacher (drop-one, from full depth), and the greedy path — which module to drop next.")
 
-student_path, teacher_path = pickers.model_pickers(need_teacher=True)
-if student_path is None:
-    st.stop()
-student = pickers.load_or_error(student_path, "Student")
-if student is None:
-    st.stop()
-teacher = pickers.load_or_error(teacher_path, "Teacher") if teacher_path is not None else None
+student, teacher = pickers.load_models(need_teacher=True)
 if teacher is not None and (teacher.config.family, teacher.config.n_mels) != (student.config.family, student.config.n_mels):
     st.warning("The teacher has another front end than the student: KL views are off, WER only.",
                icon=":material/warning:")

@@ -13,13 +13,7 @@ st.title("Inspect")
 st.caption("Pick a model, a clip and a layer mask. The mask is yours alone (per browser session) and is "
            "passed to the model on every call; the model itself is loaded once and shared.")
 
-student_path, teacher_path = pickers.model_pickers(need_teacher=True)
-if student_path is None:
-    st.stop()
-student = pickers.load_or_error(student_path, "Student")
-if student is None:
-    st.stop()
-teacher = pickers.load_or_error(teacher_path, "Teacher") if teacher_path is not None else None
+student, teacher = pickers.load_models(need_teacher=True)
 with st.sidebar:
     info = state.checkpoint_summary(student)
     wer_txt = f" · valid WER {100 * info['valid_wer']:.1f}%" if isinstance(info["valid_wer"], (int, float)) else ""

@@ -83,3 +83,14 @@ def load_or_error(path: Optional[Path], role: str):
         st.error(f"{role} checkpoint cannot be loaded — {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                  icon=":material/error:")
     return None
+
+
+def load_models(need_teacher: bool = True):
+    """Sidebar pickers + cached loading for a page: (student, teacher) checkpoints. Stops the page (after a
+    one-line message) when no usable student exists; teacher is None when missing or unloadable."""
+    student_path, teacher_path = model_pickers(need_teacher=need_teacher)
+    student = load_or_error(student_path, "Student") if student_path is not None else None
+    if student is None:
+        st.stop()
+    teacher = load_or_error(teacher_path, "Teacher") if teacher_path is not None else None
+    return student, teacher
