@@ -19,6 +19,7 @@ class ModelConfig:
     ffn_dim: int = 576
     conv_kernel: int = 15               # conformer depthwise kernel
     dropout: float = 0.1
+    pos_enc: str = "none"               # conformer: "none" or "sinusoidal" (absolute, added after subsampling)
     vocab: list[str] = field(default_factory=lambda: list(CHAR_VOCAB))
     # wavlm family only: CNN feature extractor (channels, kernel, stride) and relative position buckets
     extractor_layers: list[list[int]] = field(
@@ -39,6 +40,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"model config field {name} must be a positive integer, got {value!r}")
+        if self.pos_enc not in ("none", "sinusoidal"):
+            raise ValueError(f"unknown pos_enc {self.pos_enc!r} (expected none or sinusoidal)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if len(self.vocab) < 2 or self.vocab[0] != "<blank>" or len(set(self.vocab)) != len(self.vocab):

@@ -7,6 +7,7 @@ it costs no compute.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -55,6 +56,16 @@ class Conv2dSubsampling(nn.Module):
         return x, lengths.clamp(min=1, max=x.shape[1])
 
 
+def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
+    """The Transformer's absolute position encoding, [length, dim]."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
 class ConformerEncoder(nn.Module):
     """Conv2d subsampling, then torchaudio ConformerLayers. The encoder API shared by both families:
     embed() -> (x [B, T', D], lengths, context); layer(i, x, context) -> x; finish(x) -> x."""
@@ -62,12 +73,15 @@ class ConformerEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(cfg.n_mels, cfg.d_model)
+        self.pos_enc = cfg.pos_enc
         self.layers = nn.ModuleList(
             ConformerLayer(cfg.d_model, cfg.ffn_dim, cfg.n_heads, cfg.conv_kernel, dropout=cfg.dropout)
             for _ in range(cfg.n_layers))
 
     def embed(self, feats, lengths):
         x, lengths = self.subsampling(feats, lengths)
+        if self.pos_enc == "sinusoidal":
+            x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype)
         return x, lengths, padding_mask(lengths, x.shape[1])
 
     def layer(self, i: int, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:

@@ -114,3 +114,19 @@ def test_very_short_clips_are_padded_not_crashing(tiny_model):
     from dld_core.inference import transcribe_clips
     texts = transcribe_clips(tiny_model, [np.zeros(10, dtype=np.float32), np.zeros(1, dtype=np.float32)])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_sinusoidal_position_encoding_changes_output_and_keeps_gates():
+    torch.manual_seed(0)
+    model = DynamicCTCModel(tiny_config(pos_enc="sinusoidal")).eval()
+    torch.manual_seed(0)
+    plain = DynamicCTCModel(tiny_config()).eval()
+    x, l = features()
+    with torch.no_grad():
+        a = model(x, l)
+        b = plain(x, l)
+        c = model(x, l, active=[True] * 4)
+    assert a.log_probs.shape == b.log_probs.shape and not torch.allclose(a.log_probs, b.log_probs)
+    assert torch.equal(a.log_probs, c.log_probs)
+    with pytest.raises(ValueError, match="pos_enc"):
+        tiny_config(pos_enc="learned").validate()
