@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ffn", type=int, default=None, help="FFN width (default 4 x d-model)")
     t.add_argument("--kernel", type=int, default=15)
     t.add_argument("--dropout", type=float, default=0.1)
+    t.add_argument("--subsampling", type=int, choices=[2, 4], default=4)
     t.add_argument("--pos-enc", choices=["none", "sinusoidal"], default="none")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--warmup", type=int, default=200)
@@ -132,7 +133,7 @@ def cmd_train(args) -> int:
         raise SystemExit("error: --device cuda but no CUDA device is available")
     model_cfg = ModelConfig(family=args.family, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
                             ffn_dim=args.ffn or 4 * args.d_model, conv_kernel=args.kernel, dropout=args.dropout,
-                            pos_enc=args.pos_enc)
+                            pos_enc=args.pos_enc, subsampling=args.subsampling)
     train_cfg = TrainConfig(recipe=args.recipe, epochs=args.epochs, lr=args.lr, warmup_steps=args.warmup,
                             batch_seconds=args.batch_seconds, keep_prob=args.keep_prob, kd_lambda=args.kd_lambda,
                             kd_tau=args.tau, init_from_teacher=args.init_from_teacher,

@@ -19,6 +19,7 @@ class ModelConfig:
     ffn_dim: int = 576
     conv_kernel: int = 15               # conformer depthwise kernel
     dropout: float = 0.1
+    subsampling: int = 4                # conformer: 4 (40 ms frames) or 2 (20 ms; for dense character CTC)
     pos_enc: str = "none"               # conformer: "none" or "sinusoidal" (absolute, added after subsampling)
     vocab: list[str] = field(default_factory=lambda: list(CHAR_VOCAB))
     # wavlm family only: CNN feature extractor (channels, kernel, stride) and relative position buckets
@@ -40,6 +41,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"model config field {name} must be a positive integer, got {value!r}")
+        if self.subsampling not in (2, 4):
+            raise ValueError(f"subsampling must be 2 or 4, got {self.subsampling!r}")
         if self.pos_enc not in ("none", "sinusoidal"):
             raise ValueError(f"unknown pos_enc {self.pos_enc!r} (expected none or sinusoidal)")
         if self.d_model % self.n_heads:

@@ -159,10 +159,10 @@ def gflops_for_seconds(model_or_config, seconds: float = 10.0, active=None) -> f
     return gflops(model_or_config, float(seconds), active)
 
 
-def conformer_frames(samples: int) -> int:
-    """Encoder frames of the conformer family for a clip (10 ms log-mel, then 4x subsampling)."""
+def conformer_frames(samples: int, subsampling: int = 4) -> int:
+    """Encoder frames of the conformer family for a clip (10 ms log-mel, then 4x or 2x subsampling)."""
     t = samples // HOP_LENGTH + 1
-    return ((t - 1) // 2 - 1) // 2
+    return ((t - 1) // 2 - 3) // (2 if subsampling == 4 else 1) + 1
 
 
 def analytic_conformer_layer_flops(d_model: int, ffn_dim: int, n_heads: int, conv_kernel: int, frames: int) -> int:

@@ -39,21 +39,26 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class Conv2dSubsampling(nn.Module):
-    """Two 3x3 stride-2 convolutions (4x fewer frames), then a linear map to d_model."""
+    """Two 3x3 convolutions (stride 2 then stride 2, or 2 then 1: 4x or 2x fewer frames), then a linear
+    map to d_model."""
 
-    def __init__(self, n_mels: int, d_model: int, channels: int = 32):
+    def __init__(self, n_mels: int, d_model: int, factor: int = 4, channels: int = 32):
         super().__init__()
+        self.second_stride = 2 if factor == 4 else 1
         self.conv = nn.Sequential(
             nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU())
-        freq = ((n_mels - 1) // 2 - 1) // 2
+            nn.Conv2d(channels, channels, 3, stride=self.second_stride), nn.ReLU())
+        freq = ((n_mels - 1) // 2 - 3) // self.second_stride + 1
         self.out = nn.Linear(channels * freq, d_model)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        first = torch.div(lengths - 1, 2, rounding_mode="floor")
+        return torch.div(first - 3, self.second_stride, rounding_mode="floor") + 1
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv(x.unsqueeze(1))                              # [B, C, T', F']
         x = self.out(x.transpose(1, 2).flatten(2))                 # [B, T', D]
-        lengths = torch.div(torch.div(lengths - 1, 2, rounding_mode="floor") - 1, 2, rounding_mode="floor")
-        return x, lengths.clamp(min=1, max=x.shape[1])
+        return x, self.output_lengths(lengths).clamp(min=1, max=x.shape[1])
 
 
 def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
@@ -72,7 +77,7 @@ class ConformerEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.subsampling = Conv2dSubsampling(cfg.n_mels, cfg.d_model)
+        self.subsampling = Conv2dSubsampling(cfg.n_mels, cfg.d_model, cfg.subsampling)
         self.pos_enc = cfg.pos_enc
         self.layers = nn.ModuleList(
             ConformerLayer(cfg.d_model, cfg.ffn_dim, cfg.n_heads, cfg.conv_kernel, dropout=cfg.dropout)

@@ -13,8 +13,10 @@ RUNS=${RUNS:-runs}
 ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --batch-seconds 120 --seed 0 --device $DEVICE"
 
 $PY -m dld_core synth --out "$CORPUS" --hours 2.5 --seed 0
+# The shipped teacher was started with a 10-epoch schedule and extended to 25 epochs at step 675 with
+# `--resume --epochs 25` (see checkpoints/teacher/train_log.jsonl); this runs the 25-epoch schedule directly.
 $PY -m dld_core train --recipe teacher --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/teacher" --epochs 10 --lr 2e-3 --warmup 150 --threads "$THREADS" $ARCH
+    --out "$RUNS/teacher" --epochs ${TEACHER_EPOCHS:-25} --lr 2e-3 --warmup 150 --threads "$THREADS" $ARCH
 # LD and DLD: same architecture, data and initialisation (the teacher); DLD gets fewer epochs so that
 # its wall time stays at or below LD's. They run side by side, one thread each.
 $PY -m dld_core train --recipe ld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \

@@ -130,3 +130,16 @@ def test_sinusoidal_position_encoding_changes_output_and_keeps_gates():
     assert torch.equal(a.log_probs, c.log_probs)
     with pytest.raises(ValueError, match="pos_enc"):
         tiny_config(pos_enc="learned").validate()
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_subsampling_factor_sets_the_frame_rate(factor):
+    from dld_core.flops import conformer_frames
+    torch.manual_seed(0)
+    model = DynamicCTCModel(tiny_config(subsampling=factor)).eval()
+    for t in (9, 57, 1001):
+        x = torch.randn(1, t, 80)
+        with torch.no_grad():
+            out = model(x, torch.tensor([t]))
+        assert out.log_probs.shape[1] == int(out.lengths[0]) == conformer_frames((t - 1) * 160, factor)
+    assert out.log_probs.shape[1] in range(1001 // factor - 3, 1001 // factor + 1)
