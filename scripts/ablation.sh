@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 TEACHER=${1:-checkpoints/teacher}
 CORPUS=${2:-corpus/main}
-EPOCHS=${EPOCHS:-3}
+EPOCHS=${EPOCHS:-1}
 OUT=${OUT:-runs/ablation}
-BATCH=${BATCH:-40}
+BATCH=${BATCH:-60}
 mkdir -p "$OUT" results/ablation
-ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --batch-seconds $BATCH --seed 0 --threads 1 --quiet"
+ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 --no-spec-augment --batch-seconds $BATCH --seed 0 --threads 1 --quiet"
 
 run() {   # name, extra train args...
   local name=$1; shift
