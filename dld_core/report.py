@@ -22,11 +22,11 @@ def markdown_table(results: dict[str, dict]) -> str:
     models = [m for m in MODELS if m in results]
     levels = sorted({lv["kept"] for r in results.values() for lv in r["levels"]}, reverse=True)
     by = {m: {lv["kept"]: lv for lv in results[m]["levels"]} for m in models}
-    head = "| kept | GFLOPs (10 s) | " + " | ".join(f"{m.upper() if m != 'teacher' else 'teacher'} WER %" for m in models) + " |"
+    head = "| kept | GFLOPs (10 s) | " + " | ".join(f"{m.upper() if m != 'teacher' else 'teacher'} WER % (CER %)" for m in models) + " |"
     rows = [head, "|" + "---|" * (2 + len(models))]
     for k in levels:
         gf = next((by[m][k]["gflops"] for m in models if k in by[m]), float("nan"))
-        cells = [f"{100 * by[m][k]['wer']:.1f}" if k in by[m] else "-" for m in models]
+        cells = [f"{100 * by[m][k]['wer']:.1f} ({100 * by[m][k]['cer']:.1f})" if k in by[m] else "-" for m in models]
         rows.append(f"| {k} | {gf:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -70,17 +70,19 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path
 
 
 def ablation_table(results_dir: str | Path) -> str:
-    """One row per ablation run (<name>.json from evaluate): WER at each kept level, and their mean."""
+    """One row per ablation run (<name>.json from evaluate): WER / CER at each kept level, and their means."""
     rows = []
     for path in sorted(Path(results_dir).glob("*.json")):
         res = json.loads(path.read_text())
-        rows.append((path.stem, {lv["kept"]: lv["wer"] for lv in res["levels"]}))
+        rows.append((path.stem, {lv["kept"]: (lv["wer"], lv["cer"]) for lv in res["levels"]}))
     if not rows:
         raise FileNotFoundError(f"no evaluate results in {results_dir}")
     levels = sorted({k for _, by in rows for k in by}, reverse=True)
-    out = ["| run | " + " | ".join(f"WER % kept={k}" for k in levels) + " | mean |", "|" + "---|" * (len(levels) + 2)]
+    out = ["| run | " + " | ".join(f"kept={k} WER / CER %" for k in levels) + " | mean WER / CER % |",
+           "|" + "---|" * (len(levels) + 2)]
     for name, by in rows:
-        cells = [f"{100 * by[k]:.1f}" if k in by else "-" for k in levels]
-        mean = 100 * sum(by.values()) / len(by)
-        out.append(f"| {name} | " + " | ".join(cells) + f" | {mean:.1f} |")
+        cells = [f"{100 * by[k][0]:.1f} / {100 * by[k][1]:.1f}" if k in by else "-" for k in levels]
+        mean_w = 100 * sum(w for w, _ in by.values()) / len(by)
+        mean_c = 100 * sum(c for _, c in by.values()) / len(by)
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {mean_w:.1f} / {mean_c:.1f} |")
     return "\n".join(out)

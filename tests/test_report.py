@@ -16,7 +16,7 @@ def test_report_table_and_figure(tmp_path):
     fake_eval(tmp_path / "dld.synthetic_test.json", {3: 0.3, 2: 0.45, 1: 0.7})
     out = write_report(tmp_path, tmp_path / "out")
     md = out["markdown"].read_text()
-    assert "| 3 | 0.30 | 20.0 | 40.0 | 30.0 |" in md and "| 1 | 0.10 | 100.0 | 80.0 | 70.0 |" in md
+    assert "| 3 | 0.30 | 20.0 (10.0) | 40.0 (20.0) | 30.0 (15.0) |" in md and "| 1 | 0.10 | 100.0 (50.0) | 80.0 (40.0) | 70.0 (35.0) |" in md
     png = out["figure"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -29,4 +29,4 @@ def test_report_needs_results(tmp_path):
 def test_ablation_table(tmp_path):
     fake_eval(tmp_path / "a.json", {2: 0.5, 1: 0.7})
     table = ablation_table(tmp_path)
-    assert "| a | 50.0 | 70.0 | 60.0 |" in table
+    assert "| a | 50.0 / 25.0 | 70.0 / 35.0 | 60.0 / 30.0 |" in table
