@@ -177,7 +177,6 @@ def transcribe_mask(n_layers: int, keep, drop) -> list[bool]:
     return [True] * n_layers
 
 
-MIN_TRANSCRIBE_SECONDS = 0.1     # the models' front ends need a few frames (conformer ~60 ms, wavlm 25 ms)
 
 
 def one_line(text, limit: int = 500) -> str:
@@ -215,6 +214,7 @@ def native_stderr_silenced():
 def cmd_transcribe(args) -> int:
     from .audio import AudioError, load_audio
     from .checkpoint import load_checkpoint
+    from .features import MIN_SECONDS
     from .inference import transcribe_clips
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -236,9 +236,9 @@ def cmd_transcribe(args) -> int:
         except OSError as exc:
             fail(path, f"cannot read file ({exc.strerror or exc})")
             continue
-        if clip.duration < MIN_TRANSCRIBE_SECONDS:
+        if clip.duration < MIN_SECONDS:
             fail(path, f"audio is too short to transcribe ({1000 * clip.duration:.0f} ms; at least "
-                       f"{1000 * MIN_TRANSCRIBE_SECONDS:.0f} ms is needed)")
+                       f"{1000 * MIN_SECONDS:.0f} ms is needed)")
             continue
         try:
             text = transcribe_clips(ckpt.model, [clip.samples], active)[0]

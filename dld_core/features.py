@@ -53,7 +53,8 @@ class FeatureExtractor(torch.nn.Module):
         return normalize_waveform(wavs.float(), wav_lengths)
 
 
-MIN_SAMPLES = 1600     # 0.1 s: shorter clips are padded with silence (the front ends need a few frames)
+MIN_SECONDS = 0.1      # the front ends need a few frames (conformer ~60 ms, wavlm 25 ms)
+MIN_SAMPLES = int(MIN_SECONDS * SAMPLE_RATE)   # shorter clips are padded with silence
 
 
 def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

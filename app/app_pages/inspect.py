@@ -6,8 +6,7 @@ import streamlit as st
 
 from app import state
 from app.views import diff, layer_strip, pickers, plots
-
-MIN_SECONDS = 0.1
+from dld_core.features import MIN_SECONDS
 
 st.title("Inspect")
 st.caption("Pick a model, a clip and a layer mask. The mask is yours alone (per browser session) and is "
