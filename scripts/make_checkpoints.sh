@@ -16,19 +16,21 @@ ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 -
       --no-spec-augment --seed 0 --device $DEVICE"
 
 $PY -m dld_core synth --out "$CORPUS" --hours 2.5 --seed 0
-# The shipped teacher ran an 8-epoch schedule extended to 10 at step 638 (`--resume --epochs 10`, see
-# checkpoints/teacher/train_log.jsonl); this runs the 10-epoch schedule directly.
+# The shipped teacher ran an 8-epoch schedule, extended with `--resume --epochs N` to 10 (step 638), 28
+# (step 1560: a warm restart of the cosine schedule) and 36 (step 1620); see checkpoints/teacher/train_log.jsonl.
+# This runs the 36-epoch schedule directly (no restarts), so its numbers will differ somewhat.
 $PY -m dld_core train --recipe teacher --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/teacher" --epochs ${TEACHER_EPOCHS:-10} --lr 2e-3 --warmup 150 --threads "$THREADS" $ARCH
+    --out "$RUNS/teacher" --epochs ${TEACHER_EPOCHS:-36} --lr 2e-3 --warmup 150 --threads "$THREADS" $ARCH
 # LD and DLD: same architecture, data and initialisation (the teacher's weights); DLD gets fewer epochs
-# so that its wall time stays at or below LD's. They run side by side, one thread each.
+# so that its wall time stays at or below LD's. lambda 1, tau 2: chosen on valid (scripts/ablation.sh).
+# They run side by side, one thread each.
 $PY -m dld_core train --recipe ld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/ld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${LD_EPOCHS:-3} --lr 1e-3 \
+    --out "$RUNS/ld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${LD_EPOCHS:-6} --lr 1e-3 \
     --warmup 50 --threads 1 --quiet $ARCH > "$RUNS/ld.log" 2>&1 &
 LD_PID=$!
 $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/dld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${DLD_EPOCHS:-2} --lr 1e-3 \
-    --warmup 50 --threads 1 --quiet $ARCH > "$RUNS/dld.log" 2>&1
+    --out "$RUNS/dld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${DLD_EPOCHS:-4} --lr 1e-3 \
+    --warmup 50 --lambda 1 --tau 2 --threads 1 --quiet $ARCH > "$RUNS/dld.log" 2>&1
 wait $LD_PID
 
 mkdir -p results
