@@ -57,7 +57,7 @@ def launch(jobs_dir: Path, corpus: Path, hours: float, train_args: list[str]) ->
     jobs_dir.mkdir(parents=True, exist_ok=True)
     # Written before the process starts (the process rewrites it with its pid): no window for a double start.
     atomic_write_json(jobs_dir / PREPARING, {"state": "running", "pid": 0, "hours": hours, "corpus": str(corpus),
-                                  "started": time.time(), "args": train_args})
+                                             "started": time.time(), "args": train_args})
     log = open(jobs_dir / PREPARING_LOG, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "app.train_launcher", str(jobs_dir), str(corpus), str(hours),
                              "--", *train_args], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -82,7 +82,7 @@ def _main(argv: list[str]) -> int:
                                 "--hours", str(hours)], cwd=REPO_ROOT)
         if code != 0 or not corpus_ready(corpus):
             atomic_write_json(status_path, {**status, "state": "failed",
-                                 "message": f"building the synthetic corpus failed (exit code {code}); see the log"})
+                                            "message": f"building the synthetic corpus failed (exit code {code}); see the log"})
             return 1
     from dld_core.jobs import JobBusyError, JobError, start_job
     try:

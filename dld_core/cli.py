@@ -177,8 +177,6 @@ def transcribe_mask(n_layers: int, keep, drop) -> list[bool]:
     return [True] * n_layers
 
 
-
-
 def one_line(text, limit: int = 500) -> str:
     """Text safe to print as exactly one line: newlines and other control characters (a file name may
     hold them) are escaped, and very long text is cut."""

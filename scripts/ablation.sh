@@ -9,14 +9,15 @@ TEACHER=${1:-checkpoints/teacher}
 CORPUS=${2:-corpus/main}
 EPOCHS=${EPOCHS:-1}
 OUT=${OUT:-runs/ablation}
-BATCH=${BATCH:-60}
+source scripts/recipe.sh
+BATCH=${BATCH:-$BATCH_SECONDS}
 mkdir -p "$OUT" results/ablation
-ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 --no-spec-augment --batch-seconds $BATCH --seed 0 --threads 1 --quiet"
+ARCH="$ARCH --batch-seconds $BATCH --threads 1 --quiet"
 
 run() {   # name, extra train args...
   local name=$1; shift
   $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-      --out "$OUT/$name" --teacher "$TEACHER" --epochs "$EPOCHS" --lr 1e-3 --warmup 50 $ARCH "$@" \
+      --out "$OUT/$name" --teacher "$TEACHER" --epochs "$EPOCHS" $STUDENT_LR $ARCH "$@" \
       > "$OUT/$name.log" 2>&1
   $PY -m dld_core evaluate --checkpoint "$OUT/$name" --manifest "$CORPUS/valid.jsonl" --keep 12,9,6,3 \
       --masks 4 --seed 0 --json "results/ablation/$name.json" > /dev/null

@@ -10,10 +10,8 @@ DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-2}
 CORPUS=${CORPUS:-corpus/main}
 RUNS=${RUNS:-runs}
-# 12 conformer modules, d=96; 2x subsampling (20 ms frames: the synthetic speech averages ~15 characters
-# per second, too dense for character CTC at 40 ms frames on this budget); no SpecAugment on this budget.
-ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 --batch-seconds 60
-      --no-spec-augment --seed 0 --device $DEVICE"
+source scripts/recipe.sh
+ARCH="$ARCH --batch-seconds $BATCH_SECONDS --device $DEVICE"
 
 $PY -m dld_core synth --out "$CORPUS" --hours 2.5 --seed 0
 # The shipped teacher ran an 8-epoch schedule, extended with `--resume --epochs N` to 10 (step 638), 28
@@ -25,12 +23,12 @@ $PY -m dld_core train --recipe teacher --train "$CORPUS/train.jsonl" --valid "$C
 # so that its wall time stays at or below LD's. lambda 1, tau 2: chosen on valid (scripts/ablation.sh).
 # They run side by side, one thread each.
 $PY -m dld_core train --recipe ld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/ld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${LD_EPOCHS:-6} --lr 1e-3 \
-    --warmup 50 --threads 1 --quiet $ARCH > "$RUNS/ld.log" 2>&1 &
+    --out "$RUNS/ld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${LD_EPOCHS:-6} $STUDENT_LR \
+    --threads 1 --quiet $ARCH > "$RUNS/ld.log" 2>&1 &
 LD_PID=$!
 $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/dld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${DLD_EPOCHS:-4} --lr 1e-3 \
-    --warmup 50 --lambda 1 --tau 2 --threads 1 --quiet $ARCH > "$RUNS/dld.log" 2>&1
+    --out "$RUNS/dld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${DLD_EPOCHS:-4} $STUDENT_LR \
+    --lambda 1 --tau 2 --threads 1 --quiet $ARCH > "$RUNS/dld.log" 2>&1
 wait $LD_PID
 
 mkdir -p results
