@@ -31,7 +31,7 @@ def clip_of(seconds: float) -> bytes:
     """A 10 s speech-like clip: the sample clips tiled, or a voiced tone."""
     import numpy as np
     import soundfile as sf
-    from dld_core.audio import load_audio, load_manifest
+    from dld_core.audio import SAMPLE_RATE, load_audio, load_manifest
     manifest = REPO / "data_samples" / "manifest.jsonl"
     parts, total = [], 0
     if manifest.is_file():
@@ -39,16 +39,16 @@ def clip_of(seconds: float) -> bytes:
             x = load_audio(row["audio_filepath"]).samples
             parts.append(x)
             total += len(x)
-            if total >= seconds * 16000:
+            if total >= seconds * SAMPLE_RATE:
                 break
     if not parts:
-        t = np.arange(int(seconds * 16000)) / 16000
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
         parts = [0.3 * np.sin(2 * np.pi * 150 * t * (1 + 0.1 * np.sin(2 * np.pi * t)))]
     x = np.concatenate(parts)
-    while len(x) < seconds * 16000:
+    while len(x) < seconds * SAMPLE_RATE:
         x = np.concatenate([x, x])
     buf = io.BytesIO()
-    sf.write(buf, x[: int(seconds * 16000)].astype("float32"), 16000, format="WAV", subtype="PCM_16")
+    sf.write(buf, x[: int(seconds * SAMPLE_RATE)].astype("float32"), SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 
@@ -108,7 +108,7 @@ def main() -> int:
     student = state.get_checkpoint(root / "dld")
     teacher = state.get_checkpoint(root / "teacher")
     clip = state.load_clip_bytes(clip_of(args.seconds), "bench.wav")
-    n = student.config.n_layers
+    n = student.model.num_modules
     skey, tkey = state.checkpoint_key(student.path), state.checkpoint_key(teacher.path)
     print(f"model: {student.path} ({n} modules, d={student.config.d_model}), clip {clip.duration:.1f} s, "
           f"torch threads {torch.get_num_threads()}")
@@ -131,14 +131,14 @@ def main() -> int:
         t0 = time.perf_counter()
         res = state.student_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
         f1 = plots.spectrogram_posteriorgram(spec, 0.01, res["posteriors"], res["frame_sec"], student.config.vocab)
-        f2 = plots.kl_heatmap(res["depth_kl"], res["frame_sec"], "depth", active=mask)
+        f2 = plots.kl_heatmap(res["depth_kl"], res["frame_sec"], "depth", student.model.module_names, active=mask)
         t_fig = time.perf_counter()
         f1.to_json(), f2.to_json()
         toggles.append((time.perf_counter() - t0) * 1000)
         fig_ms.append((time.perf_counter() - t_fig) * 1000)
         t0 = time.perf_counter()
         drop = state.drop_one_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
-        plots.kl_heatmap(drop, res["frame_sec"], "drop-one", active=mask).to_json()
+        plots.kl_heatmap(drop, res["frame_sec"], "drop-one", student.model.module_names, active=mask).to_json()
         drops.append((time.perf_counter() - t0) * 1000)
     full_rows = []
     for k in range(max(1, args.repeats // 2)):
@@ -146,7 +146,7 @@ def main() -> int:
         t0 = time.perf_counter()
         drop = state.drop_one_result(skey, f"{clip.digest}-{k}", (True,) * n, tkey, student, clip.samples,
                                      t_res["log_probs"])
-        plots.kl_heatmap(drop, 0.04, "drop-one", active=(True,) * n).to_json()
+        plots.kl_heatmap(drop, 0.04, "drop-one", student.model.module_names, active=(True,) * n).to_json()
         full_rows.append((time.perf_counter() - t0) * 1000)
     print(f"first clip (teacher + spectrogram + full-depth student): {first:.0f} ms")
     print(f"toggle -> transcript + GFLOPs + posteriorgram + depth heatmap: {ms(toggles)}")

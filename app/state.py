@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from dld_core.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, Checkpoint, CheckpointError,  # noqa: E402
                                  list_checkpoints, load_checkpoint, read_config, read_metrics)
 
-RECIPE_NAMES = {"teacher": "Teacher", "ld": "LD", "dld": "DLD"}
+from dld_core.config import RECIPE_LABELS as RECIPE_NAMES  # noqa: E402
 
 # One intra-op thread per request by default: the server runs several sessions (and maybe a training job)
 # on few cores, and multi-threaded kernels slow down many-fold when their threads are descheduled
@@ -81,6 +81,39 @@ def checkpoints_dir() -> Path:
 
 def jobs_dir() -> Path:
     return _env_path("DLD_JOBS_DIR", REPO_ROOT / "runs" / "jobs")
+
+
+# ------------------------------------------------------------------------------ who can reach the app
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def served_to_network() -> bool:
+    """True when the server listens beyond this machine (server.address is not a loopback address)."""
+    return str(st.get_option("server.address") or "0.0.0.0") not in LOCAL_ADDRESSES
+
+
+def training_enabled() -> bool:
+    """The operator's switch: DLD_TRAINING=off hides training (the Train page only shows past jobs)."""
+    return os.environ.get("DLD_TRAINING", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def data_dirs() -> list[Path]:
+    """Folders whose manifests the Train page may read when the app is served to a network
+    (DLD_DATA_DIRS, separated by ':'); none by default, so visitors can use only the built-in corpus."""
+    return [Path(p).expanduser().resolve() for p in os.environ.get("DLD_DATA_DIRS", "").split(":") if p.strip()]
+
+
+def manifest_problem(text: str, what: str) -> Optional[str]:
+    """Why a typed manifest path cannot be used, or None. Served to a network, a path outside the allowed
+    data folders is refused before the file system is asked anything, so the message never reveals which
+    files exist."""
+    path = Path(text.strip()).expanduser()
+    if served_to_network():
+        resolved = path.resolve()                  # links resolved: a link cannot point outside
+        if not any(resolved.is_relative_to(d) for d in data_dirs()):
+            return (f"The {what} must be inside a data folder the operator allows (DLD_DATA_DIRS)."
+                    if data_dirs() else "This server accepts no manifest paths: use the built-in corpus.")
+    return None if path.is_file() else f"The {what} is not a readable file."
 
 
 def samples_dir() -> Path:
@@ -199,11 +232,10 @@ def _load_checkpoint(path: str, stamp: str) -> Checkpoint:
 def _warm_up(ckpt: Checkpoint) -> None:
     """One short forward at load time, so one-off kernel/allocator setup is not billed to a user's first
     toggle (the page shows measured latency)."""
-    from dld_core.inference import featurize
+    from dld_core.audio import SAMPLE_RATE
+    from dld_core.inference import recognize
     try:
-        with torch.inference_mode():
-            feats, lengths = featurize(ckpt.model, [np.zeros(16000, dtype=np.float32)])
-            ckpt.model(feats, lengths)
+        recognize(ckpt.model, [np.zeros(SAMPLE_RATE, dtype=np.float32)])
     except (RuntimeError, ValueError):
         pass
 
@@ -220,7 +252,7 @@ def checkpoint_summary(ckpt: Checkpoint) -> dict[str, Any]:
     from dld_core.model import count_parameters
     metrics = read_metrics(ckpt.path) or {}
     cfg = ckpt.config
-    return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.n_layers,
+    return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.num_modules,
             "d_model": cfg.d_model, "params_m": count_parameters(ckpt.model) / 1e6,
             "valid_wer": metrics.get("valid_wer", metrics.get("wer"))}
 
@@ -233,12 +265,13 @@ class Clip:
     silent: bool
     digest: str                  # content hash: the audio part of every result cache key
     name: str
+    warning: str = ""            # dld_core.audio's note on a suspicious file (shown, not fatal)
 
 
 def _clip_from(audio_clip, name: str) -> Clip:
     samples = np.ascontiguousarray(audio_clip.samples, dtype=np.float32)
     digest = hashlib.sha1(samples.tobytes()).hexdigest()[:16]
-    return Clip(samples, float(audio_clip.duration), bool(audio_clip.silent), digest, name)
+    return Clip(samples, float(audio_clip.duration), bool(audio_clip.silent), digest, name, audio_clip.warning)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -285,37 +318,28 @@ def _mask_list(mask: Sequence[bool]) -> list[bool]:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _cached_features(family: str, n_mels: int, audio_digest: str, _model, _samples: np.ndarray):
+def _cached_features(front_end: str, audio_digest: str, _model, _samples: np.ndarray):
     from dld_core.inference import featurize
     return featurize(_model, [_samples])
 
 
 def _features(model, samples: np.ndarray, audio_digest: Optional[str] = None):
     """Model input for one clip, computed once per (front end, clip)."""
+    from dld_core.config import to_dict
     digest = audio_digest or hashlib.sha1(np.ascontiguousarray(samples).tobytes()).hexdigest()[:16]
-    return _cached_features(model.config.family, model.config.n_mels, digest, model, samples)
+    front_end = json.dumps({k: v for k, v in to_dict(model.config).items() if k != "vocab"}, sort_keys=True)
+    return _cached_features(front_end, digest, model, samples)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def teacher_result(teacher_key: str, audio_digest: str, _teacher: Checkpoint, _samples: np.ndarray) -> dict:
     """Teacher transcript and full-depth log-probs [T', V] (the reference of the KL views), once per clip."""
-    from dld_core.decode import greedy_decode
-    from dld_core.tokenizer import CharTokenizer
+    from dld_core.inference import recognize
     model = _teacher.model
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        feats, lengths = _features(model, _samples, audio_digest)
-        out = model(feats, lengths)
-        text = greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))[0]
-    return {"text": text, "latency_ms": (time.perf_counter() - t0) * 1000,
-            "log_probs": out.log_probs[0, : int(out.lengths[0])].float().numpy()}
-
-
-def _reference_log_probs(teacher_lp: Optional[np.ndarray], own_lp: np.ndarray, frames: int) -> tuple[torch.Tensor, str]:
-    """The KL reference: the teacher when it has the same frame rate, else the student's own output."""
-    if teacher_lp is not None and teacher_lp.shape[0] == frames:
-        return torch.from_numpy(np.asarray(teacher_lp, dtype=np.float32)), "teacher"
-    return torch.from_numpy(np.asarray(own_lp, dtype=np.float32)), "student"
+    result = recognize(model, features=_features(model, _samples, audio_digest))
+    return {"text": result.texts[0], "latency_ms": (time.perf_counter() - t0) * 1000,
+            "log_probs": result.log_probs().float().numpy()}
 
 
 def gflops_for(ckpt: Checkpoint, seconds_or_samples, mask: Sequence[bool]) -> float:
@@ -330,28 +354,25 @@ def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], tea
                    ) -> dict[str, Any]:
     """Everything that changes on a toggle: transcript, GFLOPs, latency, posteriorgram and the depth
     (logit-lens) KL view. Cached by (checkpoint, audio hash, mask, teacher)."""
-    from dld_core.decode import greedy_decode
-    from dld_core.layers import depth_kl
-    from dld_core.tokenizer import CharTokenizer
+    from dld_core.inference import frame_seconds, recognize
+    from dld_core.layers import depth_kl, reference_log_probs
 
     model = _ckpt.model
     active = _mask_list(mask)
+    feats, lengths = _features(model, _samples, audio_digest)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        feats, lengths = _features(model, _samples, audio_digest)
-        out = model(feats, lengths, active=active, return_hidden=True)     # hidden states: the depth view
-        text = greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))[0]
+    result = recognize(model, features=(feats, lengths), active=active, return_hidden=True)  # hidden: depth view
     latency_ms = (time.perf_counter() - t0) * 1000
-    n_frames = int(out.lengths[0])
-    log_probs = out.log_probs[0, :n_frames].float().numpy()
-    ref_lp, ref_name = _reference_log_probs(_teacher_lp, log_probs, n_frames)
-    depth = depth_kl(model, ref_lp, feats, lengths, output=out)
+    log_probs = result.log_probs().float().numpy()
+    n_frames = log_probs.shape[0]
+    ref_lp, ref_name = reference_log_probs(_teacher_lp, log_probs, n_frames)
+    depth = depth_kl(model, ref_lp, feats, lengths, output=result.output)
     num_samples = len(_samples)
-    return {"text": text, "latency_ms": latency_ms,
+    return {"text": result.texts[0], "latency_ms": latency_ms,
             "gflops": gflops_for(_ckpt, num_samples, active),
             "gflops_full": gflops_for(_ckpt, num_samples, [True] * len(active)),
             "posteriors": np.exp(log_probs).astype(np.float16), "log_probs": log_probs,
-            "frame_sec": num_samples / 16000 / max(1, n_frames), "depth_kl": np.asarray(depth, dtype=np.float32),
+            "frame_sec": frame_seconds(num_samples, n_frames), "depth_kl": np.asarray(depth, dtype=np.float32),
             "reference": ref_name}
 
 
@@ -375,17 +396,15 @@ def best_mask(ckpt_key: str, audio_digest: str, kept: int, teacher_key: Optional
     ref = torch.from_numpy(np.asarray(_reference_lp, dtype=np.float32))
     clips = [(_samples, reference_text)] if reference_text.strip() else [_samples]
     best = best_mask_for_budget(_ckpt.model, ref, clips, kept=int(kept))
-    keep = set(best["active"])
-    return tuple(i in keep for i in range(_ckpt.config.n_layers))
+    from dld_core.masks import as_bools
+    return tuple(as_bools(best["active"], _ckpt.model.num_modules))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def logmel(audio_digest: str, _samples: np.ndarray) -> np.ndarray:
-    """Display spectrogram (same log-mel front end as the conformer), [T, 80]."""
-    from dld_core.features import FeatureExtractor, pad_waveforms
-    wavs, lengths = pad_waveforms([torch.as_tensor(_samples)])
-    feats, flen = FeatureExtractor("conformer")(wavs, lengths)
-    return feats[0, : int(flen[0])].numpy().astype(np.float16)
+    """Display spectrogram (dld_core.features.display_logmel), [T, 80]."""
+    from dld_core.features import display_logmel
+    return display_logmel(_samples).numpy().astype(np.float16)
 
 
 def score(reference: str, hypothesis: str) -> Optional[dict]:

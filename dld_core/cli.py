@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from .config import ModelConfig, TrainConfig
+from .masks import LEVEL_POLICIES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FSDD = REPO.parent / "shared" / "data" / "fsdd"
@@ -24,6 +28,32 @@ def parse_int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def add_config_options(parser, cls, required=()) -> None:
+    """One option per scalar field of a config dataclass, named after the field (or its `flag`), with the
+    field's help, type and choices. Defaults stay in the dataclass: an option not given is not set."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kw = {"dest": f.name, "help": f"{meta.get('help', '')} (default: {default})"}
+        if f.name in required:
+            kw.update(required=True, help=meta.get("help", ""))
+        else:
+            kw["default"] = argparse.SUPPRESS
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            parser.add_argument(flag, type=type(default), choices=meta.get("choices"), **kw)
+
+
+def given_options(args, cls) -> dict:
+    """The config fields set on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dld_core", description="DLD Studio: dynamic CTC speech models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,44 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fsdd", default=str(DEFAULT_FSDD), help="FSDD folder ('' to leave it out)")
 
-    t = sub.add_parser("train", help="train a teacher, LD or DLD model")
-    t.add_argument("--recipe", choices=["teacher", "ld", "dld"], required=True)
+    t = sub.add_parser("train", help="train a teacher, LD or DLD model",
+                       description="Model options default to the teacher's architecture for students "
+                                   "(--teacher), else to dld_core.config.ModelConfig.")
     t.add_argument("--train", required=True, help="training manifest (JSONL)")
     t.add_argument("--valid", required=True, help="validation manifest (JSONL)")
     t.add_argument("--out", required=True, help="output checkpoint folder")
-    t.add_argument("--teacher", help="teacher checkpoint (dld recipe, or --init-from-teacher)")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--teacher", help="teacher checkpoint (dld recipe, --init-from-teacher; a student "
+                                     "inherits its architecture)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/resume")
     t.add_argument("--device", default="cpu", help="cpu or cuda (torchrun: cuda picks LOCAL_RANK)")
-    t.add_argument("--family", choices=["conformer", "wavlm"], default="conformer")
-    t.add_argument("--layers", type=int, default=12)
-    t.add_argument("--d-model", type=int, default=144)
-    t.add_argument("--heads", type=int, default=4)
-    t.add_argument("--ffn", type=int, default=None, help="FFN width (default 4 x d-model)")
-    t.add_argument("--kernel", type=int, default=15)
-    t.add_argument("--dropout", type=float, default=0.1)
-    t.add_argument("--subsampling", type=int, choices=[2, 4], default=4)
-    t.add_argument("--pos-enc", choices=["none", "sinusoidal"], default="none")
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--warmup", type=int, default=200)
-    t.add_argument("--batch-seconds", type=float, default=120.0)
-    t.add_argument("--keep-prob", type=float, default=0.5)
-    t.add_argument("--lambda", dest="kd_lambda", type=float, default=1.0)
-    t.add_argument("--tau", type=float, default=1.0)
-    t.add_argument("--init-from-teacher", action="store_true")
-    t.add_argument("--no-spec-augment", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--max-steps", type=int, default=0)
     t.add_argument("--stop-after-epochs", type=int, default=None, help="pause (resumably) after this many epochs")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_options(t.add_argument_group("training (TrainConfig)"), TrainConfig, required=("recipe",))
+    add_config_options(t.add_argument_group("model (ModelConfig)"), ModelConfig)
 
     e = sub.add_parser("evaluate", help="WER/CER/GFLOPs at every dropping level")
     e.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     e.add_argument("--manifest", required=True)
     e.add_argument("--keep", type=parse_int_list, default=None, help="kept-module counts, e.g. 12,9,6,3 (default N..1)")
     e.add_argument("--masks", type=int, default=4, help="random masks per level")
-    e.add_argument("--policy", choices=["random", "every_other", "first_k", "custom"], default="random")
+    e.add_argument("--policy", choices=LEVEL_POLICIES, default="random")
     e.add_argument("--custom", type=parse_int_list, default=None, help="kept indices for --policy custom")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", required=True, help="output JSON path")
@@ -79,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("transcribe", help="transcribe audio files with a layer mask")
     r.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--keep", type=int, help="keep the first K modules... spread evenly (every_other style)")
-    g.add_argument("--drop", type=parse_int_list, help="0-based indices of modules to drop, e.g. 1,5,9")
+    g.add_argument("--keep", type=int, help="keep K modules spread evenly over the depth (the every_other policy)")
+    g.add_argument("--drop", help="modules to drop: names (e.g. L2,L10 or A4,M4) or 0-based indices (1,5,9)")
     r.add_argument("audio", nargs="+")
 
     b = sub.add_parser("bench", help="CPU latency vs GFLOPs at every kept level")
@@ -100,9 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--results", required=True)
     ra.add_argument("--out", required=True)
 
+    rd = sub.add_parser("real-dev", help="the real read-speech dev set (Debian pocketsphinx-testdata) -> manifest")
+    rd.add_argument("--out", required=True)
+
     li = sub.add_parser("import-librispeech", help="LibriSpeech-layout folder -> manifest")
     li.add_argument("root")
     li.add_argument("--out", required=True)
+
+    bl = sub.add_parser("build-lm", help="build the lexicon + word LM of beam decoding (cached by recipe)",
+                        description="Without options: the recipe dld_core/decoder_params.json names (what "
+                                    "make_decoder('beam') loads). With options: a custom recipe.")
+    bl.add_argument("--order", type=int, choices=[1, 2], default=None, help="1 = unigram prior, 2 = bigram")
+    bl.add_argument("--sources", default=None, help="comma-separated: wordfreq,kjv,wordnet_examples,wordnet_glosses,numbers")
+    bl.add_argument("--numbers", type=int, default=None, help="generated number phrases (default 20000)")
+    bl.add_argument("--text", action="append", default=[], help="training text: a manifest or a text file (repeatable)")
+    bl.add_argument("--exclude", action="append", default=[], help="manifest whose sentences the LM must not see (repeatable)")
+    bl.add_argument("--root", default=None, help="cache folder (default $DLD_DECODER_CACHE or ~/.cache/dld_studio/decoder)")
+    bl.add_argument("--force", action="store_true", help="rebuild even when the cached files verify")
     return p
 
 
@@ -115,7 +143,6 @@ def cmd_synth(args) -> int:
 
 def cmd_train(args) -> int:
     import torch
-    from .config import ModelConfig, TrainConfig
     from .train import train
 
     if args.threads:
@@ -131,15 +158,13 @@ def cmd_train(args) -> int:
             torch.cuda.set_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is available")
-    model_cfg = ModelConfig(family=args.family, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
-                            ffn_dim=args.ffn or 4 * args.d_model, conv_kernel=args.kernel, dropout=args.dropout,
-                            pos_enc=args.pos_enc, subsampling=args.subsampling)
-    train_cfg = TrainConfig(recipe=args.recipe, epochs=args.epochs, lr=args.lr, warmup_steps=args.warmup,
-                            batch_seconds=args.batch_seconds, keep_prob=args.keep_prob, kd_lambda=args.kd_lambda,
-                            kd_tau=args.tau, init_from_teacher=args.init_from_teacher,
-                            spec_augment=not args.no_spec_augment, seed=args.seed, max_steps=args.max_steps)
+    train_options = given_options(args, TrainConfig)
+    if args.resume and "epochs" not in train_options:
+        train_options["epochs"] = 0                   # keep the resumed run's own number of epochs
+    train_cfg = TrainConfig(**train_options)
     try:
-        metrics = train(args.train, args.valid, args.out, train_cfg=train_cfg, model_cfg=model_cfg,
+        metrics = train(args.train, args.valid, args.out, train_cfg=train_cfg,
+                        model_overrides=given_options(args, ModelConfig),
                         teacher=args.teacher, resume=args.resume, device=device,
                         stop_after_epochs=args.stop_after_epochs, progress=not args.quiet)
     finally:
@@ -159,22 +184,11 @@ def cmd_evaluate(args) -> int:
     atomic_write_json(Path(args.json), result)
     for level in result["levels"]:
         print(f"kept={level['kept']:>2}  WER={100 * level['wer']:6.2f}%  CER={100 * level['cer']:6.2f}%  GFLOPs={level['gflops']:.3f}")
+    if result["skipped"]:
+        print(f"error: skipped {len(result['skipped'])} of {len(result['skipped']) + result['utterances']} rows "
+              f"whose audio could not be read (listed above; the results leave them out)", file=sys.stderr)
+        return 1
     return 0
-
-
-def transcribe_mask(n_layers: int, keep, drop) -> list[bool]:
-    if drop:
-        bad = [i for i in drop if not 0 <= i < n_layers]
-        if bad:
-            raise ValueError(f"--drop index {bad[0]} is out of range for a {n_layers}-module model")
-        return [i not in set(drop) for i in range(n_layers)]
-    if keep is not None:
-        if not 0 <= keep <= n_layers:
-            raise ValueError(f"--keep must be between 0 and {n_layers}")
-        from .evaluate import make_masks
-        kept = set(make_masks(n_layers, keep, "every_other", 1, 0)[0])
-        return [i in kept for i in range(n_layers)]
-    return [True] * n_layers
 
 
 def one_line(text, limit: int = 500) -> str:
@@ -213,10 +227,11 @@ def cmd_transcribe(args) -> int:
     from .audio import AudioError, load_audio
     from .checkpoint import load_checkpoint
     from .features import MIN_SECONDS
-    from .inference import transcribe_clips
+    from .inference import transcribe
+    from .masks import from_keep_drop
 
     ckpt = load_checkpoint(args.checkpoint)
-    active = transcribe_mask(ckpt.config.n_layers, args.keep, args.drop)
+    active = from_keep_drop(ckpt.config.module_names, args.keep, args.drop)
     failed = 0
 
     def fail(path, message: str) -> None:
@@ -234,12 +249,14 @@ def cmd_transcribe(args) -> int:
         except OSError as exc:
             fail(path, f"cannot read file ({exc.strerror or exc})")
             continue
+        if clip.warning:
+            print(f"{one_line(path)}: warning: {one_line(clip.warning)}", file=sys.stderr, flush=True)
         if clip.duration < MIN_SECONDS:
             fail(path, f"audio is too short to transcribe ({1000 * clip.duration:.0f} ms; at least "
                        f"{1000 * MIN_SECONDS:.0f} ms is needed)")
             continue
         try:
-            text = transcribe_clips(ckpt.model, [clip.samples], active)[0]
+            text = transcribe(ckpt.model, [clip.samples], active)[0]
         except (RuntimeError, ValueError, MemoryError) as exc:     # one bad file must not end the batch
             fail(path, f"cannot transcribe ({type(exc).__name__}: {one_line(exc, 160)})")
             continue
@@ -288,6 +305,34 @@ def cmd_import_librispeech(args) -> int:
     return 0
 
 
+def cmd_build_lm(args) -> int:
+    from . import lm
+    custom = args.order is not None or args.sources or args.numbers is not None or args.text or args.exclude
+    if custom:
+        kw = {"order": args.order or 1, "text": args.text, "exclude": args.exclude}
+        if args.sources:
+            kw["sources"] = [s.strip() for s in args.sources.split(",") if s.strip()]
+        if args.numbers is not None:
+            kw["numbers"] = args.numbers
+        recipe = lm.default_recipe(**kw)
+    else:
+        recipe = lm.params_recipe()
+    folder = lm.build_decoder_files(recipe, root=args.root, force=args.force, log=lambda m: print(m, file=sys.stderr))
+    info = lm.read_build_info(folder)
+    print(f"order {info['stats']['order']}, {info['stats']['words']} words, {info['stats']['bigrams']} bigrams, "
+          f"{sum(f['bytes'] for f in info['files'].values()) / 1e6:.1f} MB")
+    if custom:
+        print(f"(a custom recipe: decode with it via {lm.DIR_ENV}={folder})")
+    print(f"decoder files: {folder}")
+    return 0
+
+
+def cmd_real_dev(args) -> int:
+    from .synth.real_dev import build_real_dev
+    print(build_real_dev(args.out))
+    return 0
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for the user: an OSError says what failed on which file (e.g. a full disk while writing a
     checkpoint), anything else its own first line."""
@@ -298,7 +343,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "transcribe": cmd_transcribe,
-            "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "report-ablation": cmd_report_ablation, "import-librispeech": cmd_import_librispeech}
+            "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "report-ablation": cmd_report_ablation, "import-librispeech": cmd_import_librispeech,
+            "real-dev": cmd_real_dev}
+COMMANDS["build-lm"] = cmd_build_lm
 
 
 def main(argv=None) -> int:

@@ -4,51 +4,76 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
-FAMILIES = ("conformer", "wavlm")
+from .families import FAMILIES, get_family
+
+
+RECIPES = ("teacher", "ld", "dld")
+RECIPE_LABELS = {"teacher": "Teacher", "ld": "LD", "dld": "DLD"}       # how the app and reports name them
+
+
+def option(default, help: str, flag: Optional[str] = None, choices=None, cli: bool = True):
+    """A config field that is also a command-line option of `train` (dld_core/cli.py generates them):
+    the default lives here and nowhere else."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**kw, metadata={"help": help, "flag": flag, "choices": choices, "cli": cli})
 
 
 @dataclass
 class ModelConfig:
-    family: str = "conformer"          # "conformer" (log-mel input) or "wavlm" (raw waveform input)
-    n_mels: int = 80
-    d_model: int = 144
-    n_layers: int = 12
-    n_heads: int = 4
-    ffn_dim: int = 576
-    conv_kernel: int = 15               # conformer depthwise kernel
-    dropout: float = 0.1
-    subsampling: int = 4                # conformer: 4 (40 ms frames) or 2 (20 ms; for dense character CTC)
-    pos_enc: str = "none"               # conformer: "none" or "sinusoidal" (absolute, added after subsampling)
-    vocab: list[str] = field(default_factory=lambda: list(CHAR_VOCAB))
+    family: str = option("conformer", "model family (see dld_core/families)", choices=FAMILIES)
+    n_mels: int = option(80, "log-mel bins", cli=False)
+    d_model: int = option(144, "model width")
+    n_layers: int = option(12, "encoder layers (whisper: blocks)", flag="--layers")
+    n_heads: int = option(4, "attention heads", flag="--heads")
+    ffn_dim: int = option(0, "feed-forward width (0 = 4 x d-model)", flag="--ffn")
+    conv_kernel: int = option(15, "conformer depthwise kernel", flag="--kernel")
+    dropout: float = option(0.1, "dropout")
+    subsampling: int = option(4, "conformer: 4 (40 ms frames) or 2 (20 ms; for dense character CTC)", choices=(2, 4))
+    pos_enc: str = option("none", "conformer: absolute position encoding after subsampling",
+                          choices=("none", "sinusoidal"))
+    vocab: list[str] = option(lambda: list(CHAR_VOCAB), "CTC tokens, blank first", cli=False)
     # wavlm family only: CNN feature extractor (channels, kernel, stride) and relative position buckets
-    extractor_layers: list[list[int]] = field(
-        default_factory=lambda: [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]])  # 20 ms frames
-    num_buckets: int = 320
-    max_distance: int = 800
-    pos_conv_kernel: int = 32
-    pos_conv_groups: int = 4
+    extractor_layers: list[list[int]] = option(
+        lambda: [[64, 10, 5], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 3, 2], [64, 2, 2], [64, 2, 2]],
+        "wavlm: CNN layers (channels, kernel, stride); 20 ms frames", cli=False)
+    num_buckets: int = option(320, "wavlm: relative position buckets", cli=False)
+    max_distance: int = option(800, "wavlm: relative position distance", cli=False)
+    pos_conv_kernel: int = option(32, "wavlm: positional convolution kernel", cli=False)
+    pos_conv_groups: int = option(4, "wavlm: positional convolution groups", cli=False)
+    gate_unit: str = option("sub_block", "whisper: gate attention and MLP sub-blocks separately (A1 M1 ..) "
+                            "or whole blocks (B1 ..)", choices=("sub_block", "block"))
+    max_frames: int = option(1500, "whisper: length of the position table (1500 frames = 30 s)", cli=False)
+
+    def __post_init__(self):
+        if self.ffn_dim == 0 and isinstance(self.d_model, int):
+            self.ffn_dim = 4 * self.d_model
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r} (expected one of {FAMILIES})")
-        for name in ("n_mels", "d_model", "n_layers", "n_heads", "ffn_dim", "conv_kernel"):
+        family = get_family(self.family)          # raises on an unknown family
+        for name in ("d_model", "n_layers", "n_heads", "ffn_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"model config field {name} must be a positive integer, got {value!r}")
-        if self.subsampling not in (2, 4):
-            raise ValueError(f"subsampling must be 2 or 4, got {self.subsampling!r}")
-        if self.pos_enc not in ("none", "sinusoidal"):
-            raise ValueError(f"unknown pos_enc {self.pos_enc!r} (expected none or sinusoidal)")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if len(self.vocab) < 2 or self.vocab[0] != "<blank>" or len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocab must start with '<blank>' and hold unique tokens")
+        family.validate(self)
+
+    @property
+    def module_names(self) -> list[str]:
+        """One display name per gated module; their number is the length of every layer mask."""
+        return get_family(self.family).module_names(self)
+
+    @property
+    def num_modules(self) -> int:
+        return len(self.module_names)
 
 
 CHAR_VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
@@ -56,27 +81,32 @@ CHAR_VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 
 @dataclass
 class TrainConfig:
-    recipe: str = "teacher"             # teacher | ld | dld
-    epochs: int = 10
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup_steps: int = 200
-    grad_clip: float = 5.0
-    batch_seconds: float = 120.0        # total audio seconds per batch (length-bucketed)
-    keep_prob: float = 0.5              # Bernoulli gate probability (ld / dld)
-    kd_lambda: float = 1.0              # dld: weight of KL(teacher || student)
-    kd_tau: float = 1.0                 # dld: temperature
-    init_from_teacher: bool = False
-    spec_augment: bool = True
-    freq_masks: int = 2
-    freq_mask_width: int = 15
-    time_masks: int = 4
-    time_mask_width: int = 20
-    seed: int = 0
-    max_steps: int = 0                  # 0 = no limit (used by tests and smoke runs)
+    recipe: str = option("teacher", "teacher (static), ld (layer dropping) or dld (ld + distillation)",
+                         choices=RECIPES)
+    epochs: int = option(10, "epochs")
+    lr: float = option(2e-3, "peak learning rate (the CTC head; the encoder too unless --encoder-lr)")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    warmup_steps: int = option(200, "linear warm-up steps, then cosine decay", flag="--warmup")
+    grad_clip: float = option(5.0, "gradient norm clip")
+    batch_seconds: float = option(120.0, "audio seconds per batch (length-bucketed)")
+    keep_prob: float = option(0.5, "ld / dld: Bernoulli probability that a module runs")
+    kd_lambda: float = option(1.0, "dld: weight of KL(teacher || student)", flag="--lambda")
+    kd_tau: float = option(1.0, "dld: distillation temperature", flag="--tau")
+    init_from_teacher: bool = option(False, "start the student from the teacher's weights")
+    pretrained: str = option("", "initialise the encoder from pretrained weights: 'default' (the family's "
+                             "bundled model) or a folder (whisper: CTranslate2 or Hugging Face)")
+    encoder_lr: float = option(0.0, "encoder learning rate when fine-tuning (0 = --lr)")
+    protected: str = option("", "ld / dld: modules that are never dropped (names or 0-based indices, e.g. A1)")
+    spec_augment: bool = option(True, "SpecAugment on log-mel input")
+    freq_masks: int = option(2, "SpecAugment frequency masks")
+    freq_mask_width: int = option(15, "SpecAugment frequency mask width")
+    time_masks: int = option(4, "SpecAugment time masks")
+    time_mask_width: int = option(20, "SpecAugment time mask width")
+    seed: int = option(0, "random seed (batches, gates, init)")
+    max_steps: int = option(0, "stop after this many steps (0 = no limit; smoke runs)")
 
     def validate(self) -> None:
-        if self.recipe not in ("teacher", "ld", "dld"):
+        if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r} (expected teacher, ld or dld)")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ValueError("keep_prob must be in (0, 1]")

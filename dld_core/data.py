@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import load_audio, load_manifest
+from .audio import SAMPLE_RATE, load_audio, load_manifest
 from .features import pad_waveforms
 from .tokenizer import CharTokenizer
 
@@ -38,7 +38,7 @@ class SpeechDataset:
             clip = load_audio(row["audio_filepath"], max_seconds=max_seconds)
             self.audio.append((np.clip(clip.samples, -1, 1) * 32767).astype(np.int16))
             self.tokens.append(tokenizer.encode(row["text"]))
-        self.durations = [len(a) / 16000 for a in self.audio]
+        self.durations = [len(a) / SAMPLE_RATE for a in self.audio]
 
     def __len__(self) -> int:
         return len(self.rows)

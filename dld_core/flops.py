@@ -24,9 +24,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .audio import SAMPLE_RATE
 from .config import ModelConfig, to_dict
-from .features import HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH
-from .model import DynamicCTCModel, resolve_active
+from .families import get_family
+from .features import WIN_LENGTH
+from .masks import as_bools
+from .model import DynamicCTCModel
 
 aten = torch.ops.aten
 
@@ -87,22 +90,15 @@ def _meta_model(config_json: str) -> DynamicCTCModel:
     return model.eval()
 
 
-def _dummy_input(cfg: ModelConfig, samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    if cfg.family == "conformer":
-        frames = samples // HOP_LENGTH + 1                # LogMel: centred STFT frames
-        return torch.zeros(1, frames, cfg.n_mels, device=device), torch.tensor([frames], device=device)
-    return torch.zeros(1, samples, device=device), torch.tensor([samples], device=device)
-
-
 def _count_parts(model: DynamicCTCModel, samples: int, device) -> tuple[int, tuple[int, ...]]:
     """FLOPs of (front end + finish + CTC head, (module 0, ..., module N-1)): one full-depth forward
     through the encoder API, the running total read before and after each module."""
     enc = model.encoder
-    feats, lengths = _dummy_input(model.config, samples, device)
+    feats, lengths = get_family(model.config.family).dummy_features(model.config, samples, device)
     with _flop_counter() as counter:
         x, _, context = enc.embed(feats, lengths)
         marks = [counter.get_total_flops()]
-        for i in range(model.num_layers):
+        for i in range(model.num_modules):
             x = enc.layer(i, x, context)
             marks.append(counter.get_total_flops())
         model.log_probs(enc.finish(x))
@@ -130,22 +126,9 @@ def _config(model_or_config) -> ModelConfig:
     raise TypeError(f"expected a model, a ModelConfig or a Checkpoint, got {type(model_or_config).__name__}")
 
 
-def active_mask(active, n_layers: int) -> list[bool]:
-    """None, one bool per module, or a list of kept module indices -> one bool per module."""
-    if active is None:
-        return [True] * n_layers
-    active = list(torch.as_tensor(active).tolist()) if isinstance(active, torch.Tensor) else list(active)
-    if len(active) == n_layers and all(isinstance(a, (bool, np.bool_)) for a in active):
-        return resolve_active(active, n_layers)
-    idx = [int(i) for i in active]
-    if any(i < 0 or i >= n_layers for i in idx) or len(set(idx)) != len(idx):
-        raise ValueError(f"kept module indices {idx} are not distinct indices in 0..{n_layers - 1}")
-    return [i in idx for i in range(n_layers)]
-
-
 def flops(model_or_config, num_samples_or_seconds: Union[int, float], active=None) -> int:
     cfg = _config(model_or_config)
-    mask = active_mask(active, cfg.n_layers)
+    mask = as_bools(active, cfg.num_modules)
     front, modules = _parts(json.dumps(to_dict(cfg), sort_keys=True), _num_samples(num_samples_or_seconds))
     return front + sum(m for m, on in zip(modules, mask) if on)
 
@@ -157,23 +140,3 @@ def gflops(model_or_config, num_samples_or_seconds: Union[int, float], active=No
 
 def gflops_for_seconds(model_or_config, seconds: float = 10.0, active=None) -> float:
     return gflops(model_or_config, float(seconds), active)
-
-
-def conformer_frames(samples: int, subsampling: int = 4) -> int:
-    """Encoder frames of the conformer family for a clip (10 ms log-mel, then 4x or 2x subsampling)."""
-    t = samples // HOP_LENGTH + 1
-    return ((t - 1) // 2 - 3) // (2 if subsampling == 4 else 1) + 1
-
-
-def analytic_conformer_layer_flops(d_model: int, ffn_dim: int, n_heads: int, conv_kernel: int, frames: int) -> int:
-    """FLOPs of one torchaudio ConformerLayer on `frames` frames (batch 1), 2 FLOPs per MAC.
-
-    Two half-step FFNs (d->ffn->d), MHSA (QKV and output projections, QK^T, AV), conv module
-    (pointwise d->2d, GLU, depthwise k, batch norm, pointwise d->d). Norms/activations/GLU/softmax are
-    elementwise and not counted, as in FlopCounterMode. n_heads does not change the count.
-    """
-    t, d, f, k = frames, d_model, ffn_dim, conv_kernel
-    ffn = 2 * (2 * t * d * f + 2 * t * f * d)
-    mhsa = 2 * t * d * (3 * d) + 2 * t * d * d + 2 * t * t * d + 2 * t * t * d
-    conv = 2 * t * d * (2 * d) + 2 * t * d * k + 2 * t * d * d
-    return ffn + mhsa + conv

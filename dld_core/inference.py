@@ -1,42 +1,69 @@
-"""Waveforms -> transcripts for one layer mask (used by the CLI, the evaluator and the app)."""
+"""The one inference path: waveforms -> features -> forward(mask) -> decode.
+
+Used by the CLI, the evaluator, training validation, the layer views and the app: nothing else runs a
+model on audio. Features can be computed once (`featurize`) and passed to `recognize` for many masks.
+"""
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from .audio import SAMPLE_RATE
 from .decode import greedy_decode
-from .features import FeatureExtractor, pad_waveforms
+from .features import feature_extractor, pad_waveforms
 from .model import DynamicCTCModel, ModelOutput
 from .tokenizer import CharTokenizer
-
-_EXTRACTORS: dict[tuple[str, int], FeatureExtractor] = {}
-
-
-def feature_extractor(model: DynamicCTCModel) -> FeatureExtractor:
-    """One stateless extractor per (family, n_mels), shared by every caller."""
-    key = (model.config.family, model.config.n_mels)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = FeatureExtractor(*key).eval()
-    return _EXTRACTORS[key]
 
 
 @torch.inference_mode()
 def featurize(model: DynamicCTCModel, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 kHz waveforms -> the padded batch through the model family's feature extractor, on the model's device."""
     wavs, lengths = pad_waveforms([torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waveforms])
     device = next(model.parameters()).device
-    return feature_extractor(model).to(device)(wavs.to(device), lengths.to(device))
+    return feature_extractor(model.config).to(device)(wavs.to(device), lengths.to(device))
+
+
+def decoder_for(model: DynamicCTCModel, decoder: str = "greedy"):
+    """A callable (log_probs, lengths) -> texts for the model's vocabulary: "greedy" or "beam"."""
+    if decoder == "greedy":
+        tokenizer = CharTokenizer(model.config.vocab)
+        return lambda log_probs, lengths: greedy_decode(log_probs, lengths, tokenizer)
+    from .decode import make_decoder
+    return make_decoder(decoder, model.config.vocab)
+
+
+@dataclass
+class Recognition:
+    texts: list[str]
+    output: ModelOutput          # log-probs [B, T', V], lengths, hidden states (if asked for)
+    forward_ms: float            # model forward only (features and decoding excluded)
+
+    def log_probs(self, i: int = 0) -> torch.Tensor:
+        """Utterance i's valid log-probs [T', V]."""
+        return self.output.log_probs[i, : int(self.output.lengths[i])]
 
 
 @torch.inference_mode()
-def run(model: DynamicCTCModel, waveforms: Sequence[np.ndarray], active: Optional[Sequence[bool]] = None,
-        return_hidden: bool = False) -> ModelOutput:
-    feats, lengths = featurize(model, waveforms)
-    return model(feats, lengths, active=active, return_hidden=return_hidden)
+def recognize(model: DynamicCTCModel, waveforms: Optional[Sequence[np.ndarray]] = None, *,
+              features: Optional[tuple[torch.Tensor, torch.Tensor]] = None, active=None,
+              decoder: str = "greedy", return_hidden: bool = False) -> Recognition:
+    """Transcribe waveforms (or precomputed `features` from `featurize`) with one layer mask."""
+    feats, lengths = features if features is not None else featurize(model, waveforms)
+    start = time.perf_counter()
+    out = model(feats, lengths, active=active, return_hidden=return_hidden)
+    forward_ms = (time.perf_counter() - start) * 1000
+    return Recognition(decoder_for(model, decoder)(out.log_probs, out.lengths), out, forward_ms)
 
 
-def transcribe_clips(model: DynamicCTCModel, waveforms: Sequence[np.ndarray],
-                     active: Optional[Sequence[bool]] = None) -> list[str]:
-    out = run(model, waveforms, active)
-    return greedy_decode(out.log_probs, out.lengths, CharTokenizer(model.config.vocab))
+def transcribe(model: DynamicCTCModel, waveforms: Sequence[np.ndarray], active=None,
+               decoder: str = "greedy") -> list[str]:
+    return recognize(model, waveforms, active=active, decoder=decoder).texts
+
+
+def frame_seconds(num_samples: int, frames: int) -> float:
+    """Seconds of audio per output frame of one utterance."""
+    return num_samples / SAMPLE_RATE / max(1, frames)

@@ -12,19 +12,17 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .decode import greedy_decode
-from .evaluate import make_masks
-from .flops import active_mask
-from .inference import featurize
+from . import masks as M
+from .families import get_family
+from .inference import decoder_for, featurize, recognize
 from .losses import kl_per_frame
 from .metrics import error_counts, error_rate
 from .model import DynamicCTCModel, ModelOutput
-from .tokenizer import CharTokenizer
 
 
 def _one(model: DynamicCTCModel, features: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor]:
-    unbatched = 2 if model.config.family == "conformer" else 1
-    if features.dim() == unbatched:
+    batched = get_family(model.config.family).dummy_features(model.config, 1600)[0].dim()
+    if features.dim() == batched - 1:
         features = features.unsqueeze(0)
     if features.shape[0] != 1:
         raise ValueError("layer views take one utterance (batch size 1)")
@@ -44,6 +42,15 @@ def _teacher_log_probs(teacher, features, lengths, frames: Optional[int] = None)
         raise ValueError(f"teacher has {lp.shape[0]} frames but the student {frames}: "
                          "they need the same front end (model family and frame rate)")
     return lp.float()
+
+
+def reference_log_probs(teacher_lp, own_lp, frames: int) -> tuple[torch.Tensor, str]:
+    """The reference of the KL views: the teacher's log-probs [T', V] when it has the student's frame
+    rate (same number of frames), else the student's own full output. Returns (log-probs, "teacher" |
+    "student")."""
+    if teacher_lp is not None and np.asarray(teacher_lp).shape[0] == frames:
+        return torch.as_tensor(np.asarray(teacher_lp, dtype=np.float32)), "teacher"
+    return torch.as_tensor(np.asarray(own_lp, dtype=np.float32)), "student"
 
 
 class _Encoder:
@@ -72,7 +79,7 @@ def drop_one_log_probs(student: DynamicCTCModel, features, lengths=None, base_ac
     module j. Work is N + N(N-1)/2 module-rows instead of N^2, in N batched calls.
     """
     features, lengths = _one(student, features, lengths)
-    base = active_mask(base_active, student.num_layers)
+    base = M.as_bools(base_active, student.num_modules)
     with torch.inference_mode():
         enc = _Encoder(student, features, lengths)
         rows, removed = enc.x0, []
@@ -96,7 +103,7 @@ def drop_one_kl(student: DynamicCTCModel, teacher, features, lengths=None, base_
     with torch.inference_mode():
         kl = kl_per_frame(_teacher_log_probs(teacher, features, lengths, lp.shape[1]), lp)   # [1 + A, T']
     fill = kl[0] if dropped == "base" else torch.full_like(kl[0], math.nan)
-    out = fill.expand(student.num_layers, -1).clone()
+    out = fill.expand(student.num_modules, -1).clone()
     out[removed] = kl[1:]
     return out
 
@@ -110,7 +117,7 @@ def depth_kl(student: DynamicCTCModel, teacher, features, lengths=None, active=N
     features, lengths = _one(student, features, lengths)
     with torch.inference_mode():
         if output is None:
-            output = student(features, lengths, active=active_mask(active, student.num_layers), return_hidden=True)
+            output = student(features, lengths, active=active, return_hidden=True)
         elif output.hidden is None:
             raise ValueError("depth_kl needs an output computed with return_hidden=True")
         frames = int(output.lengths[0])
@@ -128,16 +135,19 @@ def _clips(student: DynamicCTCModel, teacher, clips) -> list[tuple]:
     for clip in clips:
         wav, text = clip if isinstance(clip, (tuple, list)) and len(clip) == 2 else (clip, None)
         wav = getattr(wav, "samples", wav)
-        feats, lengths = featurize(student, [np.asarray(wav, dtype=np.float32)])
-        with torch.inference_mode():
-            t_lp = _teacher_log_probs(teacher, feats, lengths) if teacher is not None else None
+        wav = np.asarray(wav, dtype=np.float32)
+        feats, lengths = featurize(student, [wav])
+        if isinstance(teacher, torch.nn.Module):           # the teacher on its own front end
+            t_lp = recognize(teacher, [wav]).log_probs().float()
+        else:
+            t_lp = None if teacher is None else _teacher_log_probs(teacher, feats, lengths)
         prepared.append((feats, lengths, t_lp, text))
     if teacher is None and all(c[3] is None for c in prepared):
         raise ValueError("need a teacher (for KL) or reference texts (for WER)")
     return prepared
 
 
-def _score(prepared, per_clip_log_probs, tokenizer) -> tuple[list, list]:
+def _score(prepared, per_clip_log_probs, decode) -> tuple[list, list]:
     """WER and frame-weighted mean KL for each of R variants; per_clip_log_probs[c] is [R, T', V]."""
     rows = per_clip_log_probs[0].shape[0]
     kl_sum, frames = torch.zeros(rows), 0
@@ -151,7 +161,7 @@ def _score(prepared, per_clip_log_probs, tokenizer) -> tuple[list, list]:
             frames += lp.shape[1]
         if text is not None:
             refs.append(text)
-            for r, h in enumerate(greedy_decode(lp, None, tokenizer)):
+            for r, h in enumerate(decode(lp, None)):
                 hyps[r].append(h)
     wers = [error_rate(error_counts(refs, h)) if refs else None for h in hyps]
     kls = [float(k) / frames if frames else None for k in kl_sum]
@@ -159,13 +169,12 @@ def _score(prepared, per_clip_log_probs, tokenizer) -> tuple[list, list]:
 
 
 def _importance(student, prepared, base) -> dict:
-    tokenizer = CharTokenizer(student.config.vocab)
     per_clip, removed = [], []
     for feats, lengths, _, _ in prepared:
         lp, removed = drop_one_log_probs(student, feats, lengths, base)
         per_clip.append(lp)
-    wers, kls = _score(prepared, per_clip, tokenizer)
-    n = student.num_layers
+    wers, kls = _score(prepared, per_clip, decoder_for(student))
+    n = student.num_modules
     out = {"base_active": [i for i in range(n) if base[i]], "base_wer": wers[0], "base_kl": kls[0],
            "wer": [None] * n, "kl": [None] * n, "delta_wer": [None] * n, "delta_kl": [None] * n}
     for r, i in enumerate(removed, start=1):
@@ -181,7 +190,7 @@ def layer_importance(student: DynamicCTCModel, teacher, clips, base_active=None)
     Returns {"base_active": kept indices, "base_wer", "base_kl", "wer", "kl", "delta_wer", "delta_kl"}:
     per-module lists (None for modules already dropped, or when there is no teacher / no references).
     WER is corpus-level over the clips with a reference; KL is the mean over all frames."""
-    return _importance(student, _clips(student, teacher, clips), active_mask(base_active, student.num_layers))
+    return _importance(student, _clips(student, teacher, clips), M.as_bools(base_active, student.num_modules))
 
 
 def _key(result: dict, i: int, criterion: str):
@@ -198,7 +207,7 @@ def greedy_drop_path(student: DynamicCTCModel, teacher, clips, start_active=None
     if criterion not in ("kl", "wer"):
         raise ValueError("criterion must be 'kl' or 'wer'")
     prepared = _clips(student, teacher, clips)
-    mask = active_mask(start_active, student.num_layers)
+    mask = M.as_bools(start_active, student.num_modules)
     result = _importance(student, prepared, mask)
     steps = [{"kept": sum(mask), "dropped": None, "active": result["base_active"],
               "wer": result["base_wer"], "kl": result["base_kl"]}]
@@ -217,21 +226,17 @@ def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, nu
                          seed: int = 0, criterion: str = "kl", path: Optional[Sequence[dict]] = None) -> dict:
     """Best of a few candidate masks keeping `kept` modules: the greedy path's mask (if `path` is given),
     every_other, first_k and `num_candidates` random ones. Returns {"active", "wer", "kl", "candidates"}."""
-    n = student.num_layers
+    n = student.num_modules
     candidates = [s["active"] for s in path or [] if s["kept"] == kept]
     for policy in ("every_other", "first_k", "random"):
-        candidates += make_masks(n, kept, policy, num_candidates, seed)
+        candidates += M.level_masks(n, kept, policy, num_candidates, seed)
     candidates = [list(c) for c in dict.fromkeys(tuple(c) for c in candidates)]
     prepared = _clips(student, teacher, clips)
     per_clip = []
-    with torch.inference_mode():
-        for feats, lengths, _, _ in prepared:
-            lps = []
-            for mask in candidates:
-                out = student(feats, lengths, active=active_mask(mask, n))
-                lps.append(out.log_probs[0, : int(out.lengths[0])])
-            per_clip.append(torch.stack(lps))
-    wers, kls = _score(prepared, per_clip, CharTokenizer(student.config.vocab))
+    for feats, lengths, _, _ in prepared:
+        per_clip.append(torch.stack([recognize(student, features=(feats, lengths), active=mask).log_probs()
+                                     for mask in candidates]))
+    wers, kls = _score(prepared, per_clip, decoder_for(student))
     scored = [{"active": m, "wer": w, "kl": k} for m, w, k in zip(candidates, wers, kls)]
     inf = math.inf
 

@@ -1,72 +1,55 @@
 """Training recipes: teacher (static), ld (layer dropping), dld (layer dropping + distillation).
 
-One readable loop. The output folder holds the best model by validation (config.json +
-model.safetensors, fp16), metrics.json, train_log.jsonl (events the app reads), and resume/ with
-full-precision weights, optimizer, scheduler and RNG state. Every file is written atomically.
+One readable loop (`Trainer.run`): per step, draw the gates, augment, forward the student with its
+mask, CTC (+ KL to the frozen teacher's posteriors for dld), backward, step. At the end of every epoch:
+validate, keep the best model (config.json + model.safetensors, fp16), write the resume state.
+OUT holds the best model, metrics.json, train_log.jsonl (the events the app reads) and resume/ (see
+dld_core/resume.py). Every file is written atomically.
 """
 from __future__ import annotations
 
-import fcntl
+import dataclasses
 import json
 import math
-import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, atomic_write_json, clean_interrupted_writes,
-                         commit_tensors_and_json, finish_commit, load_checkpoint, pending_path,
-                         read_regular_file, recover_checkpoint_folder, save_checkpoint, sha256_file)
+from . import masks as M
+from .audio import SAMPLE_RATE
+from .checkpoint import LOG_FILE, CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, from_dict, to_dict
 from .data import SpeechDataset, bucket_batches
-from .decode import greedy_decode
-from .features import FeatureExtractor
+from .families import get_family
+from .features import feature_extractor
+from .inference import recognize
 from .losses import ctc_loss, distillation_kl
 from .metrics import wer
 from .model import DynamicCTCModel
+from .resume import (RESUME_DIR, OutputLock, TrainingBusyError, TrainState, load_resume,  # noqa: F401
+                     recover_output_folder, restore, save_resume)
 from .tokenizer import CharTokenizer
-
-RESUME_DIR = "resume"
-RESUME_TENSORS = "state.safetensors"
-RESUME_META = "state.json"
-LOCK_FILE = ".train.lock"
-
-
-class TrainingBusyError(RuntimeError):
-    """Another training already writes into this output folder."""
 
 
 class Interrupted(Exception):
-    pass
+    """SIGINT/SIGTERM during training: a resumable checkpoint was written."""
 
 
-@dataclass
-class TrainState:
-    step: int = 0
-    epoch: int = 0                 # epochs completed
-    batch_in_epoch: int = 0        # batches of the current epoch already done (mid-epoch resume)
-    best_valid_wer: float = math.inf
-    train_seconds: float = 0.0     # wall time spent training, summed over resumed runs
-    history: list = field(default_factory=list)
-
-
-def sample_gates(n_layers: int, keep_prob: float, seed: int, step: int) -> list[bool]:
-    """One Bernoulli(keep_prob) gate per module, at least one kept. Seeded by step, so every DDP rank
-    and every resumed run draws the same mask."""
+def sample_gates(n_modules: int, keep_prob: float, seed: int, step: int, protected=()) -> list[bool]:
+    """One Bernoulli(keep_prob) gate per module, at least one kept; `protected` modules are always kept.
+    Seeded by step, so every DDP rank and every resumed run draws the same mask."""
     gen = torch.Generator().manual_seed(seed * 1000003 + step)
-    gates = torch.rand(n_layers, generator=gen) < keep_prob
+    gates = torch.rand(n_modules, generator=gen) < keep_prob
     if not gates.any():
-        gates[torch.randint(n_layers, (1,), generator=gen)] = True
+        gates[torch.randint(n_modules, (1,), generator=gen)] = True
+    gates[list(protected)] = True
     return gates.tolist()
 
 
@@ -81,16 +64,6 @@ def spec_augment(feats: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return x.squeeze(1).transpose(1, 2)
 
 
-@torch.no_grad()
-def teacher_posteriors(teacher, cache: dict, key: tuple, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The frozen teacher's CTC log-posteriors on the clean (un-augmented) batch. Batches hold the same
-    utterances every epoch (only their order changes), so each is computed once and kept in fp16:
-    after the first epoch distillation costs no teacher forward at all."""
-    if key not in cache:
-        cache[key] = teacher(feats, lengths).log_probs.half().cpu()
-    return cache[key].to(feats.device).float()
-
-
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak."""
     if step < cfg.warmup_steps:
@@ -99,351 +72,302 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-class OutputLock:
-    """An exclusive flock on OUT/.train.lock: a second training into the same folder is refused."""
-
-    def __init__(self, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        self.fh = open(folder / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise TrainingBusyError(f"another training is already writing to {folder}") from None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(str(os.getpid()))
-        self.fh.flush()
-
-    def release(self) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
+def validation_masks(recipe: str, n_modules: int) -> list:
+    """Teacher: full depth. Students: full depth and every other module (masks.every_other)."""
+    return [None] if recipe == "teacher" else [None, M.every_other(n_modules)]
 
 
-# --------------------------------------------------------------------------- resume state
+def model_config(teacher_cfg: Optional[ModelConfig], overrides: dict, pretrained: str = "") -> ModelConfig:
+    """The model to train, with the options given explicitly on top of: the teacher's architecture (a
+    student never repeats architecture flags; a student of another family starts from that family's
+    defaults and keeps the teacher's vocabulary), else the pretrained encoder's dims, else the defaults."""
+    if teacher_cfg is None:
+        if pretrained:
+            family = get_family(overrides.get("family", ModelConfig.family))
+            if not hasattr(family, "config_from_pretrained"):
+                raise ValueError(f"--pretrained is not supported for the {overrides.get('family', 'conformer')} family")
+            return family.config_from_pretrained(pretrained, **{k: v for k, v in overrides.items() if k != "family"})
+        return ModelConfig(**overrides)
+    if overrides.get("family", teacher_cfg.family) == teacher_cfg.family:
+        return dataclasses.replace(teacher_cfg, **overrides)
+    return ModelConfig(**{"vocab": list(teacher_cfg.vocab), **overrides})
 
-def save_resume(folder: Path, model, optimizer, state: TrainState, model_cfg: ModelConfig,
-                train_cfg: TrainConfig, extra: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    opt = optimizer.state_dict()
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for idx, st in opt["state"].items():
-        for name, value in st.items():
-            tensors[f"optim.{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    np_state = np.random.get_state()
-    meta = {
-        "train_state": to_dict(state), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
-        "param_groups": opt["param_groups"],
-        "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        **extra,
-    }
-    # state.json records the tensors' sha256 and the pair is committed so that a kill at any instant
-    # leaves the previous pair or the new one, never new tensors with old metadata
-    commit_tensors_and_json(folder / RESUME_TENSORS, tensors, folder / RESUME_META,
-                            lambda digest: {**meta, "tensors_sha256": digest})
-
-
-def load_resume(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    meta_path, tensor_path = folder / RESUME_META, folder / RESUME_TENSORS
-    if not meta_path.is_file() or not (tensor_path.is_file() or pending_path(tensor_path).is_file()):
-        raise CheckpointError(f"nothing to resume in {folder.parent} (no complete {RESUME_DIR}/ state)")
-    try:
-        meta = json.loads(read_regular_file(meta_path, 64 << 20, f"{RESUME_DIR}/{RESUME_META}").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        meta = None
-    if not isinstance(meta, dict) or not {"train_state", "model", "train", "param_groups"} <= set(meta):
-        raise CheckpointError(f"{RESUME_DIR}/{RESUME_META} in {folder.parent} is not a valid resume state")
-    expected = meta.get("tensors_sha256")     # absent in states written before checksums were recorded
-    if expected is not None:
-        finish_commit(tensor_path, expected)   # a kill between the two renames of a commit: complete it
-        if not tensor_path.is_file() or sha256_file(tensor_path) != expected:
-            raise CheckpointError(f"{RESUME_DIR}/{RESUME_TENSORS} in {folder.parent} does not match the checksum "
-                                  f"in {RESUME_META} (corrupt or altered)")
-    try:
-        tensors = load_file(tensor_path)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{RESUME_DIR}/{RESUME_TENSORS} in {folder.parent} is not a valid safetensors file "
-                              f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
-    return meta, tensors
-
-
-def recover_output_folder(out_dir: Path) -> None:
-    """At training start, holding the lock: clear what a killed run may have left half-done (temp files,
-    a commit interrupted between its two renames, a partial last line in train_log.jsonl). Never touches
-    a complete file."""
-    recover_checkpoint_folder(out_dir)
-    resume_dir = out_dir / RESUME_DIR
-    if resume_dir.is_dir():
-        clean_interrupted_writes(resume_dir, (RESUME_TENSORS, RESUME_META))
-        try:
-            meta = json.loads((resume_dir / RESUME_META).read_text())
-            expected = meta.get("tensors_sha256") if isinstance(meta, dict) else None
-        except (OSError, UnicodeDecodeError, ValueError):
-            expected = None
-        finish_commit(resume_dir / RESUME_TENSORS, expected)
-    log_path = out_dir / "train_log.jsonl"
-    if log_path.is_file() and not log_path.is_symlink():
-        data = log_path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(log_path, "r+b") as fh:        # drop the partial last line a kill left
-                fh.truncate(data.rfind(b"\n") + 1)
-
-
-def restore_optimizer(optimizer, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def restore_rng(meta: dict, tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    version, internal, gauss = meta["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = meta["numpy_rng"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-# --------------------------------------------------------------------------- validation
 
 @torch.inference_mode()
-def validate(model, extractor, dataset: SpeechDataset, tokenizer, device, masks: list[Optional[list[bool]]],
-             batch_seconds: float = 200.0) -> list[float]:
+def validate(model, dataset: SpeechDataset, device, masks: list, batch_seconds: float = 200.0) -> list[float]:
     """Greedy WER on the dataset for each mask (None = all modules)."""
     model.eval()
+    extractor = feature_extractor(model.config).to(device)
     hyps: list[list[str]] = [[] for _ in masks]
     refs: list[str] = []
     for indices in bucket_batches(dataset.durations, batch_seconds, seed=0, epoch=0):
         batch = dataset.collate(indices).to(device)
-        feats, lengths = extractor(batch.wavs, batch.wav_lengths)
+        features = extractor(batch.wavs, batch.wav_lengths)
         refs.extend(batch.texts)
         for m, mask in enumerate(masks):
-            out = model(feats, lengths, active=mask)
-            hyps[m].extend(greedy_decode(out.log_probs, out.lengths, tokenizer))
+            hyps[m].extend(recognize(model, features=features, active=mask).texts)
     model.train()
     return [wer(refs, h) for h in hyps]
 
 
-# --------------------------------------------------------------------------- the loop
+class Teacher:
+    """The frozen teacher of the dld recipe: CTC log-posteriors on the clean (un-augmented) batch, through
+    its own front end. Batches hold the same utterances every epoch (only their order changes), so each
+    is computed once and kept in fp16: after the first epoch distillation costs no teacher forward."""
+
+    def __init__(self, path: str, device):
+        self.model = load_checkpoint(path, device=device).model.eval().requires_grad_(False)
+        self.extractor = feature_extractor(self.model.config).to(device)
+        self.cache: dict[tuple, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def log_probs(self, key: tuple, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> torch.Tensor:
+        if key not in self.cache:
+            self.cache[key] = self.model(*self.extractor(wavs, wav_lengths)).log_probs.half().cpu()
+        return self.cache[key].to(wavs.device).float()
+
+
+class Trainer:
+    def __init__(self, train_manifest: str, valid_manifest: str, out_dir: Path, train_cfg: TrainConfig,
+                 model_overrides: dict, teacher: Optional[str], resume: bool, device: str,
+                 progress: bool, log_every: int):
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.out_dir, self.device, self.log_every = out_dir, device, log_every
+        self.progress = progress and self.rank == 0
+
+        # configs: a resumed run continues with its own (only the number of epochs may change)
+        meta, tensors = load_resume(out_dir / RESUME_DIR) if resume else (None, None)
+        if meta is not None:
+            epochs = train_cfg.epochs
+            train_cfg = from_dict(TrainConfig, meta["train"])
+            train_cfg.epochs = epochs or train_cfg.epochs
+            teacher = teacher or meta.get("teacher")
+        train_cfg.validate()
+        self.cfg = train_cfg
+        random.seed(train_cfg.seed)
+        np.random.seed(train_cfg.seed)
+        torch.manual_seed(train_cfg.seed + self.rank)
+
+        self.teacher = None
+        teacher_cfg = None
+        if train_cfg.recipe == "dld" or (train_cfg.init_from_teacher and meta is None):
+            if not teacher:
+                raise CheckpointError(f"the {train_cfg.recipe} recipe{' with --init-from-teacher' if train_cfg.recipe != 'dld' else ''} "
+                                      "needs --teacher CKPT")
+            self.teacher = Teacher(teacher, device)
+            teacher_cfg = self.teacher.model.config
+        elif teacher and train_cfg.recipe != "teacher":
+            teacher_cfg = load_checkpoint(teacher).config
+        model_cfg = (from_dict(ModelConfig, meta["model"]) if meta is not None
+                     else model_config(teacher_cfg, model_overrides, train_cfg.pretrained))
+        model_cfg.validate()
+        if teacher_cfg is not None and teacher_cfg.vocab != model_cfg.vocab:
+            raise CheckpointError("the teacher's vocabulary differs from the student's")
+        self.model_cfg = model_cfg
+        self.model = DynamicCTCModel(model_cfg).to(device)
+        pretrained_source = meta.get("pretrained") if meta is not None else None
+        if meta is None and train_cfg.init_from_teacher:
+            if model_cfg != dataclasses.replace(teacher_cfg, dropout=model_cfg.dropout):
+                raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
+            self.model.load_state_dict(self.teacher.model.state_dict())
+        elif meta is None and train_cfg.pretrained:
+            pretrained_source = get_family(model_cfg.family).load_pretrained(self.model, train_cfg.pretrained)
+        if train_cfg.recipe != "dld":
+            self.teacher = None                  # only needed for its weights
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+        self.state = restore(meta, tensors, self.model, self.optimizer) if meta is not None else TrainState()
+        self.resumed_at = self.state.step
+        self.ddp_model = self.model
+        if self.world > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, find_unused_parameters=train_cfg.recipe != "teacher")
+
+        tokenizer = CharTokenizer(model_cfg.vocab)
+        self.train_set = SpeechDataset(train_manifest, tokenizer, progress=self.progress)
+        self.valid_set = SpeechDataset(valid_manifest, tokenizer, progress=self.progress) if self.rank == 0 else None
+        self.extractor = feature_extractor(model_cfg).to(device)
+        self.augment = train_cfg.spec_augment and get_family(model_cfg.family).INPUT == "log-mel"
+        self.protected = M.parse_modules(train_cfg.protected, model_cfg.module_names) if train_cfg.protected else []
+        self.valid_masks = validation_masks(train_cfg.recipe, model_cfg.num_modules)
+        steps_per_epoch = len(self.batches(0))
+        self.total_steps = steps_per_epoch * train_cfg.epochs
+        if train_cfg.max_steps:
+            self.total_steps = min(self.total_steps, train_cfg.max_steps)
+        self.info = {"teacher": str(teacher) if teacher else None, "pretrained": pretrained_source,
+                     "train_manifest": str(train_manifest), "valid_manifest": str(valid_manifest)}
+        self.log_path = out_dir / LOG_FILE
+        if self.rank == 0 and meta is None:
+            self.log_path.unlink(missing_ok=True)
+
+    def param_groups(self) -> list[dict]:
+        """The CTC head at the learning rate; the encoder at encoder_lr when set (fine-tuning a
+        pretrained encoder gently)."""
+        head = list(self.model.head.parameters())
+        encoder = list(self.model.encoder.parameters())
+        scale = self.cfg.encoder_lr / self.cfg.lr if self.cfg.encoder_lr else 1.0
+        return [{"params": head, "lr_scale": 1.0}, {"params": encoder, "lr_scale": scale}]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return bucket_batches(self.train_set.durations, self.cfg.batch_seconds, self.cfg.seed, epoch,
+                              self.rank, self.world)
+
+    def log(self, event: dict) -> None:
+        if self.rank == 0:
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+    # ----------------------------------------------------------------------------------- one step
+    def step(self, indices: list[int], key: tuple) -> dict:
+        cfg, state = self.cfg, self.state
+        batch = self.train_set.collate(indices).to(self.device)
+        active = None if cfg.recipe == "teacher" else sample_gates(
+            self.model_cfg.num_modules, cfg.keep_prob, cfg.seed, state.step, self.protected)
+        lr = lr_at(state.step, self.total_steps, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        feats, lengths = self.extractor(batch.wavs, batch.wav_lengths)
+        if self.augment:
+            feats = spec_augment(feats, cfg)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(self.device).startswith("cuda")):
+            out = self.ddp_model(feats, lengths, active=active)
+            loss_ctc = ctc_loss(out.log_probs, out.lengths, batch.targets, batch.target_lengths)
+            loss_kl = torch.zeros((), device=feats.device)
+            if self.teacher is not None:
+                teacher_lp = self.teacher.log_probs(key, batch.wavs, batch.wav_lengths)
+                loss_kl = distillation_kl(teacher_lp, out.log_probs, out.lengths, cfg.kd_tau)
+            loss = loss_ctc + cfg.kd_lambda * loss_kl
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.item(), "ctc": loss_ctc.item(), "kl": loss_kl.item(), "lr": lr,
+                "audio_s": float(batch.wav_lengths.sum()) / SAMPLE_RATE * self.world}
+
+    # ----------------------------------------------------------------------------- the loop
+    def run(self, stop_after_epochs: Optional[int] = None) -> dict:
+        cfg, state = self.cfg, self.state
+        stop = {"signal": None}
+        handlers = {}
+        if self.rank == 0 or self.world == 1:
+            handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum))
+                        for s in (signal.SIGINT, signal.SIGTERM)}
+        self.log({"event": "start", "recipe": cfg.recipe, "step": state.step, "epoch": state.epoch,
+                  "total_steps": self.total_steps, "train_hours": round(self.train_set.hours, 4),
+                  "world_size": self.world, "params": sum(p.numel() for p in self.model.parameters())})
+        self.ddp_model.train()
+        bar = tqdm(total=self.total_steps, initial=state.step, disable=not self.progress, desc=cfg.recipe, unit="step")
+        run_start, epochs_this_run = time.time(), 0
+        try:
+            while state.epoch < cfg.epochs and state.step < self.total_steps:
+                batches = self.batches(state.epoch)
+                for b in range(state.batch_in_epoch, len(batches)):
+                    if state.step >= self.total_steps:
+                        break
+                    t0 = time.time()
+                    stats = self.step(batches[b], tuple(batches[b]))
+                    state.step, state.batch_in_epoch = state.step + 1, b + 1
+                    dt = time.time() - t0
+                    state.train_seconds += dt
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", kl=f"{stats['kl']:.3f}")
+                    if state.step % self.log_every == 0 or state.step == 1:
+                        done = max(1, state.step - self.resumed_at)
+                        self.log({"event": "step", "step": state.step, "epoch": state.epoch,
+                                  **{k: stats[k] for k in ("loss", "ctc", "kl", "lr")},
+                                  "audio_sec_per_sec": stats["audio_s"] / max(dt, 1e-9),
+                                  "eta_s": (self.total_steps - state.step) * (time.time() - run_start) / done,
+                                  "total_steps": self.total_steps})
+                    if stop["signal"] is not None:
+                        raise Interrupted()
+                else:                                # the epoch is complete
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                    epochs_this_run += 1
+                    if self.world > 1:               # BatchNorm statistics are per rank: take rank 0's
+                        for buf in self.model.buffers():
+                            dist.broadcast(buf, 0)
+                    self.end_of_epoch()
+                    if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
+                        break
+                    continue
+                break                                # max_steps reached mid-epoch
+        except Interrupted:
+            if self.rank == 0:
+                self.save_resume()
+                self.log({"event": "interrupted", "step": state.step, "epoch": state.epoch, "signal": stop["signal"]})
+            raise
+        except Exception as exc:      # e.g. a failing checkpoint write (disk full): say so in the log the app reads
+            try:
+                self.log({"event": "error", "step": state.step, "epoch": state.epoch,
+                          "message": (str(exc).splitlines() or [type(exc).__name__])[0][:300]})
+            except OSError:
+                pass
+            raise
+        finally:
+            bar.close()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        if state.batch_in_epoch:                     # stopped by max_steps mid-epoch: still leave a model
+            self.end_of_epoch()
+        return self.finish()
+
+    def end_of_epoch(self) -> None:
+        """Validate, keep the best model, and write a resumable checkpoint (rank 0 only)."""
+        if self.rank != 0:
+            return
+        state = self.state
+        wers = validate(self.model, self.valid_set, self.device, self.valid_masks)
+        score = float(np.mean(wers))
+        improved = score < state.best_valid_wer or not (self.out_dir / "model.safetensors").exists()
+        state.history.append({"epoch": state.epoch, "step": state.step, "valid_wer": wers[0],
+                              "valid_wer_masks": wers, "train_seconds": round(state.train_seconds, 2)})
+        if improved:
+            state.best_valid_wer = score
+            save_checkpoint(self.out_dir, self.model, recipe=self.cfg.recipe, metadata={
+                "train": to_dict(self.cfg), "teacher": self.info["teacher"], "pretrained": self.info["pretrained"],
+                "step": state.step,
+                "epoch": state.epoch, "valid_wer": wers[0], "valid_wer_masks": wers,
+                "train_manifest": self.info["train_manifest"], "valid_manifest": self.info["valid_manifest"]})
+        self.save_resume()
+        self.log({"event": "epoch", "step": state.step, "epoch": state.epoch, "valid_wer": wers[0],
+                  "valid_wer_masks": wers, "best": improved, "train_seconds": round(state.train_seconds, 2)})
+
+    def save_resume(self) -> None:
+        save_resume(self.out_dir / RESUME_DIR, self.model, self.optimizer, self.state, self.model_cfg, self.cfg, self.info)
+
+    def finish(self) -> dict:
+        state = self.state
+        metrics = {"recipe": self.cfg.recipe, "steps": state.step, "epochs": state.epoch,
+                   "best_valid_wer": state.best_valid_wer, "train_seconds": round(state.train_seconds, 2),
+                   "train_hours_of_audio": round(self.train_set.hours, 4), "world_size": self.world,
+                   "history": state.history,
+                   "finished": state.epoch >= self.cfg.epochs or state.step >= self.total_steps}
+        if self.rank == 0:
+            atomic_write_json(self.out_dir / "metrics.json", metrics)
+            self.log({"event": "done" if metrics["finished"] else "paused", "step": state.step,
+                      "epoch": state.epoch, "best_valid_wer": state.best_valid_wer})
+        return metrics
+
 
 def train(train_manifest: str, valid_manifest: str, out: str, *, train_cfg: TrainConfig,
-          model_cfg: Optional[ModelConfig] = None, teacher: Optional[str] = None, resume: bool = False,
-          device: str = "cpu", stop_after_epochs: Optional[int] = None, progress: bool = True,
-          log_every: int = 5) -> dict:
-    """Train one recipe. Returns the metrics dict (also written to OUT/metrics.json)."""
+          model_cfg: Optional[ModelConfig] = None, model_overrides: Optional[dict] = None,
+          teacher: Optional[str] = None, resume: bool = False, device: str = "cpu",
+          stop_after_epochs: Optional[int] = None, progress: bool = True, log_every: int = 5) -> dict:
+    """Train one recipe. Returns the metrics dict (also written to OUT/metrics.json).
+
+    The architecture: `model_cfg` as given, else the teacher's (students) updated with `model_overrides`,
+    else ModelConfig(**model_overrides)."""
     out_dir = Path(out)
-    distributed = dist.is_available() and dist.is_initialized()
-    rank = dist.get_rank() if distributed else 0
-    world = dist.get_world_size() if distributed else 1
+    overrides = to_dict(model_cfg) if model_cfg is not None else dict(model_overrides or {})
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     lock = OutputLock(out_dir) if rank == 0 else None
     try:
         if rank == 0:
             recover_output_folder(out_dir)
-        return _train(train_manifest, valid_manifest, out_dir, train_cfg, model_cfg, teacher, resume,
-                      device, stop_after_epochs, progress and rank == 0, log_every, rank, world)
+        trainer = Trainer(train_manifest, valid_manifest, out_dir, train_cfg, overrides, teacher, resume,
+                          device, progress, log_every)
+        return trainer.run(stop_after_epochs)
     finally:
         if lock is not None:
             lock.release()
-
-
-def _train(train_manifest, valid_manifest, out_dir: Path, train_cfg: TrainConfig, model_cfg, teacher_path,
-           resume, device, stop_after_epochs, progress, log_every, rank, world):
-    resume_dir = out_dir / RESUME_DIR
-    meta, tensors = (load_resume(resume_dir) if resume else (None, None))
-    if meta is not None:
-        model_cfg = from_dict(ModelConfig, meta["model"])
-        saved_cfg = from_dict(TrainConfig, meta["train"])
-        saved_cfg.epochs = train_cfg.epochs if train_cfg.epochs else saved_cfg.epochs
-        train_cfg = saved_cfg
-        teacher_path = teacher_path or meta.get("teacher")
-    model_cfg = model_cfg or ModelConfig()
-    train_cfg.validate()
-    model_cfg.validate()
-    random.seed(train_cfg.seed)
-    np.random.seed(train_cfg.seed)
-    torch.manual_seed(train_cfg.seed + rank)
-
-    tokenizer = CharTokenizer(model_cfg.vocab)
-    teacher = None
-    if train_cfg.recipe == "dld":
-        if not teacher_path:
-            raise CheckpointError("the dld recipe needs --teacher CKPT")
-        teacher = load_checkpoint(teacher_path, device=device).model
-        if teacher.config.vocab != model_cfg.vocab:
-            raise CheckpointError("the teacher's vocabulary differs from the student's")
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        teacher.eval()
-
-    model = DynamicCTCModel(model_cfg).to(device)
-    if meta is None and train_cfg.init_from_teacher:
-        if teacher_path is None:
-            raise CheckpointError("--init-from-teacher needs --teacher CKPT")
-        source = teacher if teacher is not None else load_checkpoint(teacher_path).model
-        if source.config != model_cfg:
-            raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
-        model.load_state_dict(source.state_dict())
-    extractor = FeatureExtractor(model_cfg.family, model_cfg.n_mels).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    state = TrainState()
-    if meta is not None:
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        restore_optimizer(optimizer, meta, tensors)
-        state = TrainState(**meta["train_state"])
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=train_cfg.recipe != "teacher")
-
-    train_set = SpeechDataset(train_manifest, tokenizer, progress=progress)
-    valid_set = SpeechDataset(valid_manifest, tokenizer, progress=progress) if rank == 0 else None
-    steps_per_epoch = len(bucket_batches(train_set.durations, train_cfg.batch_seconds, train_cfg.seed, 0, rank, world))
-    total_steps = steps_per_epoch * train_cfg.epochs
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
-    if meta is not None:
-        restore_rng(meta, tensors)
-
-    teacher_cache: dict[tuple, torch.Tensor] = {}
-    n = model_cfg.n_layers
-    valid_masks = [None] if train_cfg.recipe == "teacher" else [None, [i % 2 == 0 for i in range(n)]]
-    log_path = out_dir / "train_log.jsonl"
-    extra = {"teacher": str(teacher_path) if teacher_path else None,
-             "train_manifest": str(train_manifest), "valid_manifest": str(valid_manifest)}
-
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if rank == 0 or world == 1 else {}
-
-    def log_event(event: dict) -> None:
-        if rank == 0:
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
-
-    if rank == 0 and meta is None:
-        log_path.unlink(missing_ok=True)
-    log_event({"event": "start", "recipe": train_cfg.recipe, "step": state.step, "epoch": state.epoch,
-               "total_steps": total_steps, "train_hours": round(train_set.hours, 4), "world_size": world,
-               "params": sum(p.numel() for p in model.parameters())})
-    ddp_model.train()
-    bar = tqdm(total=total_steps, initial=state.step, disable=not progress, desc=train_cfg.recipe, unit="step")
-    run_start = time.time()
-    epochs_this_run = 0
-    try:
-        while state.epoch < train_cfg.epochs and state.step < total_steps:
-            batches = bucket_batches(train_set.durations, train_cfg.batch_seconds, train_cfg.seed, state.epoch, rank, world)
-            for b_idx in range(state.batch_in_epoch, len(batches)):
-                if state.step >= total_steps:
-                    break
-                t0 = time.time()
-                batch = train_set.collate(batches[b_idx]).to(device)
-                active = None if train_cfg.recipe == "teacher" else sample_gates(n, train_cfg.keep_prob, train_cfg.seed, state.step)
-                lr = lr_at(state.step, total_steps, train_cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                feats, lengths = extractor(batch.wavs, batch.wav_lengths)
-                clean_feats = feats
-                if train_cfg.spec_augment and model_cfg.family == "conformer":
-                    feats = spec_augment(feats, train_cfg)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-                    outp = ddp_model(feats, lengths, active=active)
-                    loss_ctc = ctc_loss(outp.log_probs, outp.lengths, batch.targets, batch.target_lengths)
-                    loss_kl = torch.zeros((), device=feats.device)
-                    if teacher is not None:
-                        teacher_log_probs = teacher_posteriors(teacher, teacher_cache, tuple(batches[b_idx]), clean_feats, lengths)
-                        loss_kl = distillation_kl(teacher_log_probs, outp.log_probs, outp.lengths, train_cfg.kd_tau)
-                    loss = loss_ctc + train_cfg.kd_lambda * loss_kl
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
-                state.step += 1
-                state.batch_in_epoch = b_idx + 1
-                dt = time.time() - t0
-                state.train_seconds += dt
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", kl=f"{loss_kl.item():.3f}")
-                if state.step % log_every == 0 or state.step == 1:
-                    audio_s = float(batch.wav_lengths.sum()) / 16000 * world
-                    eta = (total_steps - state.step) * (time.time() - run_start) / max(1, state.step - (meta["train_state"]["step"] if meta else 0))
-                    log_event({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss.item(),
-                               "ctc": loss_ctc.item(), "kl": loss_kl.item(), "lr": lr,
-                               "audio_sec_per_sec": audio_s / max(dt, 1e-9), "eta_s": eta,
-                               "total_steps": total_steps})
-                if stop["signal"] is not None:
-                    raise Interrupted()
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                epochs_this_run += 1
-                if world > 1:      # BatchNorm statistics are per rank: take rank 0's, so all ranks agree
-                    for buf in model.buffers():
-                        dist.broadcast(buf, 0)
-                end_of_epoch(rank, model, extractor, valid_set, tokenizer, device, valid_masks, state, out_dir,
-                             optimizer, model_cfg, train_cfg, extra, log_event)
-                if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
-                    break
-                continue
-            break      # max_steps reached mid-epoch
-    except Interrupted:
-        if rank == 0:
-            save_resume(out_dir / RESUME_DIR, model, optimizer, state, model_cfg, train_cfg, extra)
-            log_event({"event": "interrupted", "step": state.step, "epoch": state.epoch,
-                       "signal": stop["signal"]})
-        bar.close()
-        raise
-    except Exception as exc:      # e.g. a failing checkpoint write (disk full): say so in the log the app reads
-        bar.close()
-        try:
-            log_event({"event": "error", "step": state.step, "epoch": state.epoch,
-                       "message": (str(exc).splitlines() or [type(exc).__name__])[0][:300]})
-        except OSError:
-            pass
-        raise
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
-    bar.close()
-    if state.batch_in_epoch and rank == 0:       # stopped by max_steps mid-epoch: still leave a model
-        end_of_epoch(rank, model, extractor, valid_set, tokenizer, device, valid_masks, state, out_dir,
-                     optimizer, model_cfg, train_cfg, extra, log_event)
-    metrics = {"recipe": train_cfg.recipe, "steps": state.step, "epochs": state.epoch,
-               "best_valid_wer": state.best_valid_wer, "train_seconds": round(state.train_seconds, 2),
-               "train_hours_of_audio": round(train_set.hours, 4), "world_size": world,
-               "history": state.history, "finished": state.epoch >= train_cfg.epochs or state.step >= total_steps}
-    if rank == 0:
-        atomic_write_json(out_dir / "metrics.json", metrics)
-        log_event({"event": "done" if metrics["finished"] else "paused", "step": state.step,
-                   "epoch": state.epoch, "best_valid_wer": state.best_valid_wer})
-    return metrics
-
-
-def end_of_epoch(rank, model, extractor, valid_set, tokenizer, device, valid_masks, state: TrainState, out_dir: Path,
-                 optimizer, model_cfg, train_cfg, extra, log_event) -> None:
-    """Validate, keep the best model, and write a resumable checkpoint (rank 0 only)."""
-    if rank != 0:
-        return
-    wers = validate(model, extractor, valid_set, tokenizer, device, valid_masks)
-    score = float(np.mean(wers))
-    improved = score < state.best_valid_wer or not (out_dir / "model.safetensors").exists()
-    state.history.append({"epoch": state.epoch, "step": state.step, "valid_wer": wers[0],
-                          "valid_wer_masks": wers, "train_seconds": round(state.train_seconds, 2)})
-    if improved:
-        state.best_valid_wer = score
-        save_checkpoint(out_dir, model, recipe=train_cfg.recipe, metadata={
-            "train": to_dict(train_cfg), "teacher": extra.get("teacher"), "step": state.step,
-            "epoch": state.epoch, "valid_wer": wers[0], "valid_wer_masks": wers,
-            "train_manifest": extra.get("train_manifest"), "valid_manifest": extra.get("valid_manifest")})
-    save_resume(out_dir / RESUME_DIR, model, optimizer, state, model_cfg, train_cfg, extra)
-    log_event({"event": "epoch", "step": state.step, "epoch": state.epoch, "valid_wer": wers[0],
-               "valid_wer_masks": wers, "best": improved, "train_seconds": round(state.train_seconds, 2)})

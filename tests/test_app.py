@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import app_fixtures as fx  # noqa: E402
+from dld_core import masks  # noqa: E402
 
 APP = str(REPO / "app" / "streamlit_app.py")
 TIMEOUT = 120
@@ -99,7 +100,7 @@ def test_toggle_changes_gflops_and_transcript(env):
 def test_presets(env):
     at = run_app()
     at.button(key="preset_every_other").click().run()
-    assert at.session_state["mask"] == (True, False, True, False)
+    assert at.session_state["mask"] == (False, True, False, True) == tuple(masks.preset("every_other", 4, 2))
     at.number_input(key="preset_k").set_value(2).run()
     at.button(key="preset_first_k").click().run()
     assert at.session_state["mask"] == (True, True, False, False)
@@ -213,6 +214,7 @@ def test_importance(env):
     assert list(path["kept"]) == [4, 3, 2, 1]
 
 
+@pytest.mark.slow
 # ------------------------------------------------------------------------------------------------- Train
 def test_train_start_refuse_stop(env, tmp_path):
     jobs_dir = tmp_path / "jobs"
@@ -227,33 +229,31 @@ def test_train_start_refuse_stop(env, tmp_path):
     at.button(key="train_start").click().run()
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
-    from dld_core import jobs
-    job = jobs.latest_job(jobs_dir)
-    assert job is not None
+    from app import jobs
+    job = jobs.latest(jobs_dir, "train")
+    assert job is not None and job.spec["train"]["recipe"] == "teacher"
     try:
         deadline = time.time() + 90                        # wait until the trainer has started (signal handlers on)
         while time.time() < deadline and not any(e.get("event") == "step" for e in jobs.read_events(job.events_path)):
-            assert jobs.job_status(job)["state"] == "running", jobs.tail(job.log_path)
+            assert jobs.status(job)["state"] == "running", jobs.tail(job.log_path)
             time.sleep(0.5)
         at = run_app("train")                              # a fresh session re-attaches to the running job
         no_exceptions(at)
         assert any(b.key == "job_stop" for b in at.button)
-        at.segmented_control(key="train_recipe").set_value("teacher").run()
-        at.radio(key="train_data").set_value("manifest").run()
-        at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
-        at.button(key="train_start").click().run()         # a second training is refused
-        assert any("already running" in e.value for e in at.error)
+        assert at.button(key="train_start").disabled       # Start is off while a job runs
+        with pytest.raises(jobs.JobBusyError):             # and the job mechanism refuses a second one
+            jobs.start("train", jobs.TrainSpec(**job.spec), jobs_dir)
         at.button(key="job_stop").click().run()
         no_exceptions(at)
-        assert jobs.job_status(job)["state"] == "stopped"
-        at.button(key="job_resume").click().run()          # resume: a new job continuing from OUT/resume
+        assert jobs.status(job)["state"] == "stopped"
+        at.button(key="job_resume").click().run()          # continue: a new job from OUT/resume
         no_exceptions(at)
-        resumed = jobs.latest_job(jobs_dir)
-        assert resumed.id != job.id and "--resume" in resumed.args and resumed.out == job.out
-        assert jobs.job_status(resumed)["state"] == "running"
+        resumed = jobs.latest(jobs_dir, "train")
+        assert resumed.id != job.id and resumed.spec["resume"] and resumed.out == job.out
+        assert jobs.status(resumed)["state"] == "running"
     finally:
         for j in jobs.list_jobs(jobs_dir):
-            jobs.stop_job(j, timeout=30)
+            jobs.stop(j, timeout=30)
 
 
 def test_trained_models_appear_in_the_picker(env, tmp_path):
@@ -266,3 +266,51 @@ def test_trained_models_appear_in_the_picker(env, tmp_path):
     at.selectbox(key="student_ckpt").set_value(str(out)).run()
     no_exceptions(at)
     assert transcripts(at)[0]
+
+
+# ------------------------------------------------------------------------------ who can reach the app
+def test_the_server_listens_on_localhost_by_default():
+    import tomllib
+    config = tomllib.loads((Path(APP).parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+
+
+def fill_manifest(at: AppTest, path: str) -> AppTest:
+    at.segmented_control(key="train_recipe").set_value("teacher").run()
+    at.radio(key="train_data").set_value("manifest").run()
+    at.text_input(key="train_manifest").set_value(path).run()
+    return at
+
+
+@pytest.fixture
+def served_to_network():
+    from streamlit import config
+    old = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    yield
+    config.set_option("server.address", old)
+
+
+def test_served_to_a_network_manifests_are_limited_to_data_folders(env, served_to_network, tmp_path, monkeypatch):
+    outside = tmp_path / "secret.jsonl"
+    outside.write_text("{}\n")
+    messages = []
+    for path in (str(outside), str(tmp_path / "does-not-exist.jsonl")):      # same answer: nothing revealed
+        at = fill_manifest(run_app("train"), path)
+        no_exceptions(at)
+        assert at.button(key="train_start").disabled
+        messages.append([c.value for c in at.caption if "manifest" in c.value])
+    assert messages[0] == messages[1] == [messages[0][0]] and "accepts no manifest paths" in messages[0][0]
+    monkeypatch.setenv("DLD_DATA_DIRS", str(env["manifest"].parent))
+    at = fill_manifest(run_app("train"), str(env["manifest"]))
+    assert not at.button(key="train_start").disabled
+    at = fill_manifest(run_app("train"), str(env["manifest"].parent / ".." / outside.name))
+    assert at.button(key="train_start").disabled
+
+
+def test_the_operator_can_turn_training_off(env, monkeypatch):
+    monkeypatch.setenv("DLD_TRAINING", "off")
+    at = fill_manifest(run_app("train"), str(env["manifest"]))
+    no_exceptions(at)
+    assert any("Training is turned off" in i.value for i in at.info)
+    assert at.button(key="train_start").disabled

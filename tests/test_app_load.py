@@ -26,13 +26,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import app_fixtures as fx  # noqa: E402
-from app_fixtures.server import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, health_ok, rss_mb, serve_app,  # noqa: E402
-                                 shot, wait_idle)
+from app_fixtures.server import (ARTIFACTS, BROWSER_MARKS, chromium, health_ok, rss_mb, server,  # noqa: E402,F401
+                                 shot, wait_idle)                 # (server: a fixture)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
-]
+pytestmark = BROWSER_MARKS
 
 SESSIONS = 8
 RSS_GROWTH_LIMIT_MB = 600
@@ -43,18 +40,9 @@ LOAD_TIMEOUT = 90_000
 
 # --------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serve_app(tmp_path_factory.mktemp("load")) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +66,7 @@ def expected(server):
     from dld_core.audio import load_audio, load_manifest
     from dld_core.checkpoint import load_checkpoint
     from dld_core.flops import gflops
-    from dld_core.inference import transcribe_clips
+    from dld_core.inference import transcribe
 
     torch.set_num_threads(1)
     model = load_checkpoint(server["ckpts"]["dld"]).model.eval()     # the app's default student
@@ -88,7 +76,7 @@ def expected(server):
     out = {}
     for mask in itertools.product((True, False), repeat=n):
         if any(mask):
-            text = transcribe_clips(model, [samples], active=list(mask))[0]
+            text = transcribe(model, [samples], active=list(mask))[0]
             out[mask] = {"text": text or "(empty transcript)",
                          "gflops": f"{gflops(model, len(samples), list(mask)):.3f}"}
     return {"n_layers": n, "clip": Path(row["audio_filepath"]).name, "by_mask": out}

@@ -5,6 +5,8 @@ and checks that the transcript and the GFLOPs change. Screenshots go to test-art
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -17,12 +19,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import app_fixtures as fx  # noqa: E402
-from app_fixtures.server import CHROMIUM, CHROMIUM_ARGS, serve_app, shot, wait_idle  # noqa: E402
+from app_fixtures.server import BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: E402,F401 (server: a fixture)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
-]
+pytestmark = BROWSER_MARKS
 
 
 def speech_wav(path: Path, text: str = "seven two nine, hello studio") -> Path:
@@ -46,21 +45,11 @@ def speech_wav(path: Path, text: str = "seven two nine, hello studio") -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serve_app(tmp_path_factory.mktemp("browser")) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
     mic = speech_wav(server["root"] / "mic.wav")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={mic}"])
+    with chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-audio-capture={mic}") as b:
         yield b
-        b.close()
 
 
 def student_text(page) -> str:
@@ -142,4 +131,77 @@ def test_other_pages_render(server, browser):
             wait_idle(page)
         assert page.get_by_test_id("stException").count() == 0
         shot(page, f"05_{name}")
+    context.close()
+
+
+def test_train_page_trains_ld_and_dld_students(server, browser):
+    """The Train page trains both kinds of student from the served teacher in the background: the student
+    takes the teacher's architecture (no size flags), and each job ends Finished with a loadable model."""
+    from dld_core.checkpoint import load_checkpoint
+    context = browser.new_context(viewport={"width": 1440, "height": 2000})
+    page = context.new_page()
+    page.goto(f"{server['url']}/train", wait_until="domcontentloaded")
+    page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
+    wait_idle(page)
+    teacher = load_checkpoint(server["ckpts"]["teacher"]).config
+    for recipe in ("DLD", "LD"):
+        page.get_by_test_id("stButtonGroup").first.get_by_role("radio", name=recipe, exact=True).click()
+        wait_idle(page)
+        page.get_by_text("Manifest path").click()
+        wait_idle(page)
+        box = page.get_by_label("Training manifest (JSONL)")
+        box.fill(str(server["manifest"]))
+        box.press("Enter")
+        epochs = page.get_by_label("Epochs")
+        epochs.fill("1")
+        epochs.press("Enter")
+        wait_idle(page)
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text(re.compile(rf"(Finished|Failed|Stopped) · {recipe}\b")).first.wait_for(timeout=180_000)
+        wait_idle(page)
+        assert page.get_by_text(f"Finished · {recipe}").count() >= 1, page.get_by_test_id("stCode").last.inner_text()
+        assert page.get_by_test_id("stException").count() == 0
+        shot(page, f"06_train_{recipe.lower()}")
+    models = sorted((server["root"] / "jobs" / "models").iterdir())
+    assert [m.name.split("-")[0] for m in models] == ["dld", "ld"]
+    for folder in models:
+        ckpt = load_checkpoint(folder)
+        assert ckpt.recipe == folder.name.split("-")[0]
+        assert dataclasses.replace(ckpt.config, dropout=teacher.dropout) == teacher    # the teacher's architecture
+    context.close()
+
+
+def pick_student(page, pattern: str) -> None:
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name=re.compile(pattern)).first.click()
+    wait_idle(page)
+
+
+def test_layer_strip_is_rebuilt_after_a_failed_load(server, browser):
+    """Picking a checkpoint that fails to load, then a good one, shows the good one's strip in step:
+    every switch on, k and the module count right, and a click turns exactly one module off."""
+    broken = server["root"] / "checkpoints" / "zz-broken"
+    shutil.copytree(server["ckpts"]["ld"], broken)
+    data = bytearray((broken / "model.safetensors").read_bytes())
+    data[-8] ^= 0x01
+    (broken / "model.safetensors").write_bytes(bytes(data))
+    context = browser.new_context(viewport={"width": 1440, "height": 2000})
+    page = context.new_page()
+    page.goto(server["url"], wait_until="domcontentloaded")
+    page.get_by_test_id("stCode").first.wait_for(timeout=90_000)
+    wait_idle(page)
+    pick_student(page, r"^zz-broken")
+    page.get_by_text("cannot be used").first.wait_for(timeout=30_000)
+    pick_student(page, r"^ld\b")
+    page.get_by_test_id("stCode").first.wait_for(timeout=60_000)
+    wait_idle(page)
+    toggles = page.get_by_test_id("stCheckbox").locator("input")
+    assert toggles.count() == 4 and all(toggles.nth(i).is_checked() for i in range(4))
+    assert page.get_by_label("k").input_value() == "2"
+    assert "4/4" in page.get_by_test_id("stMetric").nth(1).inner_text()
+    page.get_by_test_id("stCheckbox").filter(has_text="L3").first.click()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
+                           ".some(m => m.innerText.trim() === '3/4')", timeout=30_000)
+    assert page.get_by_test_id("stException").count() == 0
+    shutil.rmtree(broken)
     context.close()

@@ -4,9 +4,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
-from tests.conftest import REPO
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow           # training runs in subprocesses; see pyproject.toml
 
 TINY = ["--layers", "4", "--d-model", "32", "--heads", "2", "--ffn", "64", "--kernel", "7",
         "--batch-seconds", "8", "--warmup", "3", "--threads", "1", "--quiet"]

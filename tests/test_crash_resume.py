@@ -28,7 +28,9 @@ from safetensors.torch import load_file
 from dld_core import checkpoint as ck
 from dld_core import cli
 from dld_core.checkpoint import load_checkpoint
-from tests.conftest import REPO
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow           # training runs in subprocesses; see pyproject.toml
 
 TINY = ["--recipe", "ld", "--layers", "3", "--d-model", "32", "--heads", "2", "--ffn", "64", "--kernel", "7",
         "--batch-seconds", "4", "--warmup", "3", "--lr", "3e-3", "--threads", "1", "--quiet"]
@@ -50,10 +52,10 @@ RUNNER = textwrap.dedent("""
     if mode == "step":                      # before the forward pass of global step ARG (ARG steps done)
         import dld_core.train as T
         original = T.sample_gates
-        def sample_gates(n, keep, seed, step):
+        def sample_gates(n, keep, seed, step, *rest):
             if step == arg:
                 park()
-            return original(n, keep, seed, step)
+            return original(n, keep, seed, step, *rest)
         T.sample_gates = sample_gates
     elif mode.startswith("replace:"):       # around the ARG-th os.replace(src, dst) with dst named PATTERN
         _, when, pattern = mode.split(":", 2)
@@ -287,7 +289,7 @@ def _resume_state(folder: Path):
     from dld_core.config import TrainConfig
     from dld_core.model import DynamicCTCModel
     from dld_core.train import TrainState, save_resume
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
     model = DynamicCTCModel(tiny_config(n_layers=2))
     optimizer = torch.optim.AdamW(model.parameters())
     save_resume(folder, model, optimizer, TrainState(step=7, epoch=1), model.config, TrainConfig(), {"teacher": None})

@@ -9,7 +9,9 @@ import torch
 from dld_core.bench import bench
 from dld_core.checkpoint import load_checkpoint, save_checkpoint
 from dld_core.config import ModelConfig
-from dld_core.evaluate import evaluate, length_batches, make_masks, transcribe_batch
+from dld_core.evaluate import evaluate, length_batches
+from dld_core.inference import recognize, transcribe
+from dld_core.masks import level_masks as make_masks
 from dld_core.inference import featurize
 from dld_core.metrics import cer, wer
 from dld_core.model import DynamicCTCModel
@@ -69,20 +71,22 @@ def test_length_batches():
     assert length_batches(durations, batch_seconds=6.0) == [[1, 2], [0], [3]]
 
 
-def test_transcribe_batch_reuses_features(setup):
+def test_recognize_reuses_features(setup):
     ckpt, _, root = setup
     model = load_checkpoint(ckpt).model
     wavs = [sf.read(root / f"utt{i}.wav", dtype="float32")[0] for i in range(3)]
     feats = featurize(model, wavs)
     for active in (None, [0, 2], [True, False, True, True]):
-        assert transcribe_batch(model, wavs, active) == transcribe_batch(model, wavs, active, features=feats)
+        assert transcribe(model, wavs, active) == recognize(model, features=feats, active=active).texts
 
 
 def test_evaluate_manifest(setup):
     ckpt, manifest, root = setup
     result = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, seed=0, batch_seconds=0.1, progress=False)
-    assert set(result) == {"checkpoint", "num_layers", "manifest", "policy", "levels"}
-    assert result["num_layers"] == 4 and result["policy"] == "random"
+    assert set(result) == {"checkpoint", "num_layers", "module_names", "manifest", "policy", "decoder", "utterances",
+                           "skipped", "levels"}
+    assert result["num_layers"] == 4 and result["policy"] == "random" and result["decoder"] == "greedy"
+    assert result["module_names"] == ["L1", "L2", "L3", "L4"]
     assert [lv["kept"] for lv in result["levels"]] == [4, 2]
     for lv in result["levels"]:
         assert set(lv) == {"kept", "wer", "cer", "gflops", "masks", "latency_ms"}
@@ -96,7 +100,7 @@ def test_evaluate_manifest(setup):
     for lv in result["levels"]:
         w, c = [], []
         for mask in lv["masks"]:
-            hyps = [transcribe_batch(model, [x], mask)[0] for x in wavs]
+            hyps = [transcribe(model, [x], mask)[0] for x in wavs]
             w.append(wer(TEXTS, hyps))
             c.append(cer(TEXTS, hyps))
         assert lv["wer"] == pytest.approx(np.mean(w)) and lv["cer"] == pytest.approx(np.mean(c))
@@ -119,3 +123,46 @@ def test_bench(setup):
     ratios = [lv["flops_ratio"] for lv in result["levels"]]
     assert ratios == sorted(ratios, reverse=True) and ratios[-1] > 0
     assert rest[-1]["mask"] == [3]
+
+
+@pytest.mark.parametrize("row,problem", [
+    ({"audio_filepath": "a.wav", "text": None}, "'text' must be a string"),
+    ({"audio_filepath": "a.wav", "text": 123}, "'text' must be a string"),
+    ({"audio_filepath": 5, "text": "x"}, "'audio_filepath' must be a non-empty string"),
+    ({"audio_filepath": "a.wav", "text": "x", "duration": "abc"}, "'duration' must be a non-negative number"),
+    ({"audio_filepath": "a.wav", "text": "x", "duration": -1}, "'duration' must be a non-negative number"),
+    ([1, 2], "must be a JSON object"),
+])
+def test_malformed_manifest_rows_name_the_manifest_and_line(tmp_path, row, problem):
+    from dld_core.audio import load_manifest
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio_filepath": "ok.wav", "text": "fine"}) + "\n\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError) as info:
+        load_manifest(manifest)
+    message = str(info.value)
+    assert message.startswith(f"{manifest}:3: ") and problem in message and "\n" not in message
+
+
+def test_evaluate_skips_unreadable_clips_and_says_so(setup, tmp_path):
+    import subprocess
+    import sys
+    from tests.helpers import REPO
+    ckpt, manifest, root = setup
+    bad = tmp_path / "bad.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for r in rows:
+        r["audio_filepath"] = str(root / r["audio_filepath"])
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    rows.insert(1, {"audio_filepath": str(tmp_path / "broken.wav"), "text": "lost"})
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "dld_core", "evaluate", "--checkpoint", str(ckpt), "--manifest",
+                           str(bad), "--keep", "4", "--masks", "1", "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(str(bad)) or ln.startswith("error:")]
+    assert lines[0].startswith(f"{bad}:2: skipped: broken.wav") and lines[-1].startswith("error: skipped 1 of 4 rows")
+    result = json.loads(out.read_text())
+    assert result["utterances"] == 3 and [s["line"] for s in result["skipped"]] == [2]
+    clean = evaluate(ckpt, manifest, keep=[4], num_masks=1, progress=False)
+    assert result["levels"][0]["wer"] == pytest.approx(clean["levels"][0]["wer"])   # the others count as before

@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from dld_core.config import ModelConfig
-from dld_core.flops import (_parts, analytic_conformer_layer_flops, conformer_frames, count_flops, flops, gflops,
+from dld_core.families.conformer import analytic_layer_flops as analytic_conformer_layer_flops, encoder_frames
+from dld_core.flops import (_parts, count_flops, flops, gflops,
                             gflops_for_seconds)
 from dld_core.model import DynamicCTCModel
-from tests.test_model import wavlm_config
+from tests.helpers import wavlm_config
 
 CONFORMER = ModelConfig(family="conformer", d_model=32, n_layers=4, n_heads=4, ffn_dim=64, conv_kernel=7)
 WAVLM = ModelConfig(family="wavlm", d_model=32, n_layers=3, n_heads=4, ffn_dim=64)
@@ -16,7 +17,7 @@ def test_conformer_layer_matches_analytic(seconds):
     per_layer = flops(CONFORMER, seconds, [0]) - flops(CONFORMER, seconds, [])
     c = CONFORMER
     analytic = analytic_conformer_layer_flops(c.d_model, c.ffn_dim, c.n_heads, c.conv_kernel,
-                                              conformer_frames(int(seconds * 16000)))
+                                              encoder_frames(c, int(seconds * 16000)))
     assert per_layer == pytest.approx(analytic, rel=0.01)
 
 

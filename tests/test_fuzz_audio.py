@@ -7,6 +7,7 @@ non-zero when any file failed. Hypothesis runs derandomized, so CI sees the same
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import resource
@@ -29,7 +30,7 @@ from dld_core import cli
 from dld_core.audio import AudioClip, AudioError, AudioTooLongError, InvalidSamplesError, load_audio
 from dld_core.checkpoint import save_checkpoint
 from dld_core.model import DynamicCTCModel
-from tests.conftest import REPO, tiny_config
+from tests.helpers import REPO, tiny_config
 
 SECONDS_PER_INPUT = 2.0               # wall-clock bound for one input (the machine may be busy)
 PEAK_BYTES = 200 << 20                # Python-visible (numpy included) allocation bound per input
@@ -43,7 +44,20 @@ def fuzz(n: int) -> settings:
     return settings(FUZZ, max_examples=n)
 
 
-COUNTS: dict[str, int] = {}           # inputs tried per test, reported by test_zz_fuzz_volume
+COUNTS: dict[str, int] = {}           # inputs tried per fuzz test (see `counted`)
+
+
+def counted(name: str, minimum: int):
+    """Run a fuzz test, then check it really tried `minimum` inputs (guards against a silently shrunken
+    run). Each test checks its own volume, so nothing depends on the order tests run in."""
+    def wrap(test):
+        @functools.wraps(test)
+        def run(*args, **kwargs):
+            COUNTS[name] = 0
+            test(*args, **kwargs)
+            assert COUNTS[name] >= minimum, f"{name}: only {COUNTS[name]} inputs tried"
+        return run
+    return wrap
 
 
 # ----------------------------------------------------------------------------------------- builders
@@ -186,6 +200,8 @@ random_blobs = st.tuples(st.sampled_from(MAGICS), st.binary(max_size=2048)).map(
 
 
 # ----------------------------------------------------------------------------------------- load_audio
+@pytest.mark.slow
+@counted("crafted_wav", 100)
 @fuzz(300)
 @given(crafted_wavs())
 def test_crafted_wav_headers(data):
@@ -193,6 +209,7 @@ def test_crafted_wav_headers(data):
     check_outcome(data)
 
 
+@counted("mutated", 60)
 @fuzz(200)
 @given(mutated_files())
 def test_mutated_real_files(data):
@@ -200,6 +217,7 @@ def test_mutated_real_files(data):
     check_outcome(data)
 
 
+@counted("random", 40)
 @fuzz(150)
 @given(random_blobs)
 def test_random_bytes(data):
@@ -301,6 +319,8 @@ def check_cli(ckpt: Path, paths: list[Path], rc: int, out: str, err: str, elapse
     return len(ok_lines), len(err_lines)
 
 
+@pytest.mark.slow
+@counted("cli_files", 80)
 @fuzz(80)
 @given(st.lists(st.one_of(crafted_wavs(), mutated_files(), random_blobs), min_size=1, max_size=3))
 def test_cli_transcribe_fuzz(tiny_ckpt, tmp_path_factory, blobs):
@@ -358,6 +378,7 @@ def test_cli_one_line_per_bad_file_in_process(tiny_ckpt, tmp_path, capfd):
     assert rc == 0 and err == "" and len(out.splitlines()) == len(good)
 
 
+@pytest.mark.slow
 def test_cli_one_line_per_bad_file_subprocess(tiny_ckpt, tmp_path):
     """What a user really sees (file descriptor 2 included, so native decoder chatter would show)."""
     good, bad, either = _hand_picked(tmp_path)
@@ -377,11 +398,3 @@ def test_cli_unreadable_checkpoint_is_one_line(tmp_path):
     (tmp_path / "clip.wav").write_bytes(encode(tone()))
     rc, out, err = run_cli(["transcribe", "--checkpoint", str(tmp_path / "nope"), str(tmp_path / "clip.wav")])
     assert rc == 2 and out == "" and len(err.splitlines()) == 1 and err.startswith("error: ")
-
-
-def test_zz_fuzz_volume():
-    """The fuzz tests above really ran their volume (guards against a silently shrunken run)."""
-    if len(COUNTS) < 5:
-        pytest.skip("run together with the fuzz tests")
-    assert COUNTS["crafted_wav"] + COUNTS["mutated"] + COUNTS["random"] >= 200
-    assert COUNTS["cli_files"] >= 80

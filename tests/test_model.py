@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from dld_core.config import ModelConfig
-from dld_core.model import DynamicCTCModel, load_wavlm_state_dict
-from tests.conftest import tiny_config
+from dld_core.families.wavlm import load_pretrained as load_wavlm_state_dict
+from dld_core.model import DynamicCTCModel
+from tests.helpers import tiny_config, wavlm_config
 
 
 def features(b=2, t=120, n_mels=80):
@@ -66,11 +67,6 @@ def test_output_lengths_and_log_probs(tiny_model):
     assert torch.allclose(out.log_probs.exp().sum(-1), torch.ones(()), atol=1e-4)
 
 
-def wavlm_config():
-    return tiny_config(family="wavlm", extractor_layers=[[16, 10, 5], [16, 3, 2], [16, 2, 2]], num_buckets=16,
-                       max_distance=64, pos_conv_kernel=8, pos_conv_groups=2)
-
-
 def test_wavlm_family_gates_and_first_module_dropped():
     torch.manual_seed(0)
     model = DynamicCTCModel(wavlm_config()).eval()
@@ -111,8 +107,8 @@ def test_wavlm_loads_torchaudio_state_dict(tmp_path):
 
 def test_very_short_clips_are_padded_not_crashing(tiny_model):
     import numpy as np
-    from dld_core.inference import transcribe_clips
-    texts = transcribe_clips(tiny_model, [np.zeros(10, dtype=np.float32), np.zeros(1, dtype=np.float32)])
+    from dld_core.inference import transcribe
+    texts = transcribe(tiny_model, [np.zeros(10, dtype=np.float32), np.zeros(1, dtype=np.float32)])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
@@ -134,12 +130,12 @@ def test_sinusoidal_position_encoding_changes_output_and_keeps_gates():
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_subsampling_factor_sets_the_frame_rate(factor):
-    from dld_core.flops import conformer_frames
+    from dld_core.families.conformer import encoder_frames
     torch.manual_seed(0)
     model = DynamicCTCModel(tiny_config(subsampling=factor)).eval()
     for t in (9, 57, 1001):
         x = torch.randn(1, t, 80)
         with torch.no_grad():
             out = model(x, torch.tensor([t]))
-        assert out.log_probs.shape[1] == int(out.lengths[0]) == conformer_frames((t - 1) * 160, factor)
+        assert out.log_probs.shape[1] == int(out.lengths[0]) == encoder_frames(tiny_config(subsampling=factor), (t - 1) * 160)
     assert out.log_probs.shape[1] in range(1001 // factor - 3, 1001 // factor + 1)

@@ -12,7 +12,7 @@ from dld_core.checkpoint import load_checkpoint
 from dld_core.config import TrainConfig
 from dld_core.losses import distillation_kl
 from dld_core.train import OutputLock, TrainingBusyError, sample_gates, train
-from tests.conftest import REPO, tiny_config
+from tests.helpers import REPO, tiny_config
 
 FAST = dict(batch_seconds=8.0, warmup_steps=3, lr=3e-3)
 
@@ -41,6 +41,7 @@ def test_gates_are_seeded_and_keep_at_least_one():
     assert all(any(m) for m in (sample_gates(3, 0.01, 0, s) for s in range(50)))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, tiny_corpus):
     cfg = dict(recipe="ld", epochs=2, **FAST)
     a, b = tmp_path / "a", tmp_path / "b"
@@ -62,6 +63,7 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_corpus):
     assert events.count("start") == 2 and events[-1] == "done"
 
 
+@pytest.mark.slow
 def test_dld_distils_from_a_frozen_teacher(tmp_path, tiny_corpus):
     teacher_dir = tmp_path / "teacher"
     train(tiny_corpus["train"], tiny_corpus["valid"], teacher_dir, progress=False,
@@ -90,6 +92,7 @@ def test_second_training_into_same_folder_is_refused(tmp_path):
     OutputLock(tmp_path).release()      # free again once released
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_corpus):
     hashes_dir = tmp_path / "hashes"
     hashes_dir.mkdir()
@@ -102,7 +105,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_corpus)
         dist.init_process_group("gloo")
         from dld_core import train as T
         from dld_core.config import TrainConfig
-        from tests.conftest import tiny_config
+        from tests.helpers import tiny_config
         captured = {{}}
         original = T.DynamicCTCModel
         class Spy(original):

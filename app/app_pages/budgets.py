@@ -8,7 +8,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import background, state
+import time
+
+from app import jobs, state
 from app.views import layer_strip, plots
 
 st.title("Budgets")
@@ -44,19 +46,34 @@ for path_s in chosen:
             continue
 
 
+def start_eval(checkpoint: Path, manifest: Path) -> None:
+    out = state.background_eval_path(checkpoint)
+    jobs.start("evaluate", jobs.EvalSpec(str(checkpoint), str(manifest), str(out)), state.jobs_dir(), exclusive=False)
+
+
+def eval_status(checkpoint: Path) -> dict:
+    """{"state": none | running | done | failed, "elapsed", "message"} of the app's evaluation of a model."""
+    job = jobs.latest_for(state.jobs_dir(), "evaluate", str(state.background_eval_path(checkpoint)))
+    if job is None:
+        return {"state": "none", "elapsed": 0.0, "message": ""}
+    st_ = jobs.status(job)
+    state_ = {"running": "running", "finished": "done"}.get(st_["state"], "failed")
+    return {"state": state_, "elapsed": time.time() - job.started, "message": st_["message"]}
+
+
 @st.fragment(run_every=2)
 def background_panel(missing_entries):
     """Evaluation results that are missing: start them in the background and watch them finish."""
     manifest = state.samples_manifest()
-    statuses = {str(e.path): background.eval_status(e.path) for e in missing_entries}
+    statuses = {str(e.path): eval_status(e.path) for e in missing_entries}
     any_running = any(s["state"] == "running" for s in statuses.values())
     for entry in missing_entries:
         status = statuses[str(entry.path)]
         if status["state"] == "none" and manifest.is_file() and not any_running:
             # Missing results are computed in the background on the sample set, one model at a time
             # (the others queue); a failed attempt waits for the retry button.
-            background.start_eval(entry.path, manifest)
-            status = background.eval_status(entry.path)
+            start_eval(entry.path, manifest)
+            status = eval_status(entry.path)
             any_running = True
         c1, c2 = st.columns([3, 1], vertical_alignment="center")
         if status["state"] == "running":
@@ -75,7 +92,7 @@ def background_panel(missing_entries):
                 if not manifest.is_file():
                     st.error(f"Cannot evaluate: no sample manifest at {manifest}.", icon=":material/error:")
                 else:
-                    background.start_eval(entry.path, manifest)
+                    start_eval(entry.path, manifest)
                     st.rerun()
     if not any_running:
         st.caption(f"Results are read from <checkpoint>/eval_*.json, {state.results_dir()}/*.json and "
@@ -118,9 +135,8 @@ else:
     if len(masks) == 1:
         kept_idx, how = list(masks[0]), "the evaluated mask"
     else:
-        from dld_core.evaluate import make_masks
-        kept_idx, how = make_masks(n, int(best["kept"]), "every_other"), "modules spread evenly"
-        kept_idx = kept_idx[0]
+        from dld_core.masks import every_other
+        kept_idx, how = every_other(n, int(best["kept"])), "modules spread evenly"
     mask = [i in set(kept_idx) for i in range(n)]
     recommended = (float(best["gflops"]), float(best["wer"]))
     strip = " ".join(f"<span style='display:inline-block;width:30px;text-align:center;margin:1px;"
@@ -139,7 +155,7 @@ else:
             path_s = str(best["path"])
             st.session_state["_student_ckpt_choice"] = path_s
             st.session_state[layer_strip.MASK_KEY] = tuple(mask)
-            st.session_state["_mask_depth"] = None        # make the strip take the new mask
+            st.session_state["_mask_model"] = None        # make the strip take the new mask
             st.switch_page(str(Path(__file__).resolve().parent / "inspect.py"))
 
 st.plotly_chart(plots.wer_vs_gflops(df, budget=budget, recommended=recommended), key="budget_chart",

@@ -64,32 +64,33 @@ done.add(args)
 slot.caption(f"Computed over {len(samples)} clips ({seconds:.0f} s of audio); cached for every session.")
 
 imp, path = result["importance"], result["path"]
-n = student.config.n_layers
+names = student.model.module_names
+n = len(names)
 base_wer, base_kl = imp.get("base_wer"), imp.get("base_kl")
 m1, m2, m3 = st.columns(3)
 m1.metric("Full-depth WER", f"{100 * base_wer:.1f}%" if base_wer is not None else "—")
 m2.metric("Full-depth KL to teacher", f"{base_kl:.3f}" if base_kl is not None else "—")
-order = [f"L{s['dropped'] + 1}" for s in path if s["dropped"] is not None]
+order = [names[s["dropped"]] for s in path if s["dropped"] is not None]
 m3.metric("Drop first", order[0] if order else "—", help="The first step of the greedy path")
 
 b1, b2 = st.columns(2, gap="large")
 with b1:
     dw = [100 * v if v is not None else 0.0 for v in imp["delta_wer"]]
     if any(v is not None for v in imp["delta_wer"]):
-        st.plotly_chart(plots.importance_bars(dw, "Drop-one ΔWER (points)", "ΔWER (pts)", "#4f46e5"),
+        st.plotly_chart(plots.importance_bars(dw, names, "Drop-one ΔWER (points)", "ΔWER (pts)", "#4f46e5"),
                         key="imp_wer", config={"displaylogo": False})
     else:
         st.info("No reference texts: ΔWER is unavailable.")
 with b2:
     if any(v is not None for v in imp["delta_kl"]):
         dk = [v if v is not None else 0.0 for v in imp["delta_kl"]]
-        st.plotly_chart(plots.importance_bars(dk, "Drop-one ΔKL (nats / frame)", "ΔKL", "#f59e0b"),
+        st.plotly_chart(plots.importance_bars(dk, names, "Drop-one ΔKL (nats / frame)", "ΔKL", "#f59e0b"),
                         key="imp_kl", config={"displaylogo": False})
     else:
         st.info("No teacher: ΔKL is unavailable.")
 
 steps = pd.DataFrame([{"step": i, "kept": s["kept"],
-                       "dropped": "start" if s["dropped"] is None else f"L{s['dropped'] + 1}",
+                       "dropped": "start" if s["dropped"] is None else names[s["dropped"]],
                        "metric": (s["kl"] if criterion == "kl" else (100 * s["wer"] if s["wer"] is not None else None)),
                        "wer": s["wer"], "kl": s["kl"]} for i, s in enumerate(path)])
 steps.attrs["metric_name"] = "KL to teacher" if criterion == "kl" else "WER (%)"

@@ -6,6 +6,8 @@ import streamlit as st
 
 from app import state
 from app.views import diff, layer_strip, pickers, plots
+from dld_core import masks
+from dld_core.audio import SAMPLE_RATE
 from dld_core.features import MIN_SECONDS
 
 st.title("Inspect")
@@ -58,7 +60,7 @@ def audio_section():
             else:
                 st.audio(choice)
     elif source == "Record":
-        rec = st.audio_input("Record from your microphone", sample_rate=16000, key="recording")
+        rec = st.audio_input("Record from your microphone", sample_rate=SAMPLE_RATE, key="recording")
         if rec is not None:
             try:
                 clip = state.load_clip_bytes(rec.getvalue(), rec.name or "recording.wav")
@@ -91,10 +93,13 @@ def audio_section():
         clip = None
     elif clip is not None and clip.silent:
         st.warning("This clip is silent (or nearly): expect an empty transcript.", icon=":material/volume_off:")
+    if clip is not None and clip.warning:
+        st.warning(f"{clip.name}: {clip.warning}", icon=":material/warning:")
     return clip, reference
 
 
-n_layers = student.config.n_layers
+module_names = student.model.module_names
+n_layers = len(module_names)
 ckpt_key = state.checkpoint_key(student.path)
 teacher_key = state.checkpoint_key(teacher.path) if teacher is not None else None
 
@@ -120,11 +125,11 @@ def best_k(k: int):
 
 def kept_gflops(k: int) -> float:
     length = len(clip.samples) if clip is not None else 10.0      # samples (int) or seconds (float)
-    return state.gflops_for(student, length, tuple(i < k for i in range(n_layers)))
+    return state.gflops_for(student, length, tuple(masks.preset("first_k", n_layers, k)))
 
 
 with right:
-    mask = layer_strip.layer_strip(n_layers, best_k=best_k, kept_gflops=kept_gflops)
+    mask = layer_strip.layer_strip(module_names, ckpt_key, best_k=best_k, kept_gflops=kept_gflops)
 
 if clip is None:
     st.info("Choose a sample, record or upload a clip to see transcripts and layer views.",
@@ -199,7 +204,7 @@ with k1:
     ref_name = "teacher" if res["reference"] == "teacher" else "student output"
     st.plotly_chart(plots.kl_heatmap(res["depth_kl"], res["frame_sec"],
                                      f"Depth view (logit lens): KL({ref_name} ‖ CTC head after module i)",
-                                     active=mask), key="depth_plot", config={"displaylogo": False})
+                                     module_names, active=mask), key="depth_plot", config={"displaylogo": False})
 with k2:
     with st.spinner("Drop-one view…"):
         ref = t_res["log_probs"] if res["reference"] == "teacher" else res["log_probs"]
@@ -213,7 +218,7 @@ with k2:
     if drop is not None:
         st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
                                          f"Drop-one view: KL({ref_name} ‖ current mask without module i)",
-                                         active=mask), key="drop_plot", config={"displaylogo": False})
+                                         module_names, active=mask), key="drop_plot", config={"displaylogo": False})
 st.caption("Hover a heatmap cell for layer, time and KL (nats). Modules that are off are marked “(off)”: "
            "their drop-one row is blank, and in the depth view they pass the previous state through."
            + ("" if res["reference"] == "teacher" else " Without a usable teacher the KL reference is the "

@@ -6,6 +6,8 @@ from typing import Callable, Optional, Sequence
 
 import streamlit as st
 
+from dld_core import masks
+
 MASK_KEY = "mask"
 
 
@@ -23,39 +25,31 @@ def set_mask(mask: Sequence[bool]) -> None:
     st.session_state[MASK_KEY] = tuple(bool(m) for m in mask)
 
 
-def preset_mask(name: str, n: int, k: int) -> list[bool]:
-    k = max(1, min(n, int(k)))
-    if name == "all":
-        return [True] * n
-    if name == "every_other":
-        return [i % 2 == 0 for i in range(n)]
-    if name == "first_k":
-        return [i < k for i in range(n)]
-    if name == "only_k":          # none but one: keep module k (1-based)
-        return [i == k - 1 for i in range(n)]
-    raise ValueError(name)
-
-
-def _ensure_state(n_layers: int) -> None:
-    """Start with all modules on; reset when the model's depth changes (another checkpoint)."""
+def _ensure_state(n_layers: int, model_key: str) -> None:
+    """The strip's widget state, rebuilt from the saved mask whenever it may be stale: on the first run,
+    after another model was picked (or one failed to load: its run ended before the strip was drawn, and
+    the browser dropped the switches' state), and after another page was shown. The mask survives a
+    switch between models of the same depth; another depth starts with every module on."""
     saved = st.session_state.get(MASK_KEY)
     if saved is None or len(saved) != n_layers:
         saved = (True,) * n_layers
-    if st.session_state.get("_mask_depth") != n_layers:
-        st.session_state["_mask_depth"] = n_layers
+    stale = any(toggle_key(i) not in st.session_state for i in range(n_layers)) or "preset_k" not in st.session_state
+    if st.session_state.get("_mask_model") != model_key or stale:
+        st.session_state["_mask_model"] = model_key
         set_mask(saved)
-    # Widget state is dropped while another page is shown: restore the toggles from the saved mask.
-    for i in range(n_layers):
-        st.session_state.setdefault(toggle_key(i), bool(saved[i]))
+        k = st.session_state.get("preset_k")
+        st.session_state["preset_k"] = k if isinstance(k, int) and 1 <= k <= n_layers else max(1, n_layers // 2)
 
 
-def layer_strip(n_layers: int, best_k: Optional[Callable[[int], Optional[Sequence[bool]]]] = None,
+def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[[int], Optional[Sequence[bool]]]] = None,
                 kept_gflops: Optional[Callable[[int], float]] = None) -> tuple[bool, ...]:
     """Render the strip; return the mask (also stored in st.session_state["mask"]).
 
     best_k(k) -> mask of the best k modules (or None when it cannot be computed).
-    kept_gflops(k) -> GFLOPs with k modules kept (shown next to the k input as the budget)."""
-    _ensure_state(n_layers)
+    kept_gflops(k) -> GFLOPs with k modules kept (shown next to the k input as the budget).
+    model_key identifies the loaded model: the widget state is rebuilt when it changes."""
+    n_layers = len(names)
+    _ensure_state(n_layers, model_key)
 
     def apply(name: str) -> None:
         k = int(st.session_state.get("preset_k", max(1, n_layers // 2)))
@@ -70,7 +64,7 @@ def layer_strip(n_layers: int, best_k: Optional[Callable[[int], Optional[Sequenc
                 return
             set_mask(mask)
         else:
-            set_mask(preset_mask(name, n_layers, k))
+            set_mask(masks.preset(name, n_layers, k))
         st.session_state.pop("_preset_msg", None)
 
     with st.container(border=True):
@@ -84,17 +78,14 @@ def layer_strip(n_layers: int, best_k: Optional[Callable[[int], Optional[Sequenc
             cols = st.columns(per_row, gap="small")
             for j, i in enumerate(range(start, min(n_layers, start + per_row))):
                 with cols[j]:
-                    st.toggle(f"L{i + 1}", key=toggle_key(i))
-        st.session_state.setdefault("preset_k", max(1, n_layers // 2))
-        if st.session_state["preset_k"] > n_layers:
-            st.session_state["preset_k"] = n_layers
+                    st.toggle(names[i], key=toggle_key(i))
         c_k, c1, c2, c3, c4, c5 = st.columns([1.1, 0.8, 1.15, 1, 1, 1], vertical_alignment="bottom")
         c_k.number_input("k", min_value=1, max_value=n_layers, step=1, key="preset_k",
                          help="Modules kept by “First k”, “Only k” (keeps module k alone) and “Best k”.")
         c1.button("All", on_click=apply, args=("all",), key="preset_all", width="stretch",
                   help="Every module on (full depth)")
         c2.button("Every 2nd", on_click=apply, args=("every_other",), key="preset_every_other", width="stretch",
-                  help="Modules 1, 3, 5, … on")
+                  help=f"Every second module on: {masks.describe(masks.every_other(n_layers), names)}")
         c3.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="stretch",
                   help="Modules 1 … k on")
         c4.button("Only k", on_click=apply, args=("only_k",), key="preset_only_k", width="stretch",

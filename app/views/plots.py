@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 # One colour per recipe, reused by every chart so "DLD" always looks the same.
 RECIPE_COLORS = {"teacher": "#0f172a", "ld": "#f59e0b", "dld": "#4f46e5", "unknown": "#64748b"}
-RECIPE_NAMES = {"teacher": "Teacher", "ld": "LD", "dld": "DLD"}
+from dld_core.config import RECIPE_LABELS as RECIPE_NAMES
 MARGIN = dict(l=10, r=10, t=40, b=10)
 FONT = dict(family="Inter, system-ui, sans-serif", size=12)
 
@@ -25,10 +25,11 @@ def token_label(token: str) -> str:
     return {"<blank>": "blank", " ": "space"}.get(token, token)
 
 
-def layer_labels(n: int, active: Optional[Sequence[bool]] = None) -> list[str]:
+def layer_labels(names: Sequence[str], active: Optional[Sequence[bool]] = None) -> list[str]:
+    """Module names (dld_core: L1.., A1 M1 ..), marked "(off)" where the mask drops them."""
     if active is None:
-        return [f"L{i + 1}" for i in range(n)]
-    return [f"L{i + 1}" if on else f"L{i + 1} (off)" for i, on in enumerate(active)]
+        return list(names)
+    return [name if on else f"{name} (off)" for name, on in zip(names, active)]
 
 
 def _time_axis(n: int, frame_sec: float) -> np.ndarray:
@@ -69,11 +70,11 @@ def spectrogram_posteriorgram(logmel: np.ndarray, mel_frame_sec: float, posterio
     return _layout(fig, title, 700)
 
 
-def kl_heatmap(matrix: np.ndarray, frame_sec: float, title: str, active: Optional[Sequence[bool]] = None,
-               row_labels: Optional[Sequence[str]] = None, height: Optional[int] = None) -> go.Figure:
-    """A [layers x frames] KL matrix; hover shows layer, time and KL."""
+def kl_heatmap(matrix: np.ndarray, frame_sec: float, title: str, names: Sequence[str],
+               active: Optional[Sequence[bool]] = None, height: Optional[int] = None) -> go.Figure:
+    """A [modules x frames] KL matrix; hover shows module, time and KL."""
     z = np.asarray(matrix, dtype=np.float32)
-    labels = list(row_labels) if row_labels is not None else layer_labels(z.shape[0], active)
+    labels = layer_labels(names, active)
     fig = go.Figure(go.Heatmap(
         z=z, x=_time_axis(z.shape[1], frame_sec), y=labels, colorscale="YlOrRd", zmin=0,
         colorbar=dict(title="KL", thickness=10),
@@ -127,8 +128,9 @@ def wer_vs_gflops(df: pd.DataFrame, budget: Optional[float] = None,
     return _layout(fig, "WER vs compute", 440)
 
 
-def importance_bars(values: Sequence[float], title: str, ylabel: str, color: str = "#4f46e5") -> go.Figure:
-    labels = layer_labels(len(values))
+def importance_bars(values: Sequence[float], names: Sequence[str], title: str, ylabel: str,
+                    color: str = "#4f46e5") -> go.Figure:
+    labels = list(names)
     fig = go.Figure(go.Bar(x=labels, y=list(values), marker_color=color,
                            hovertemplate="Layer %{x}<br>" + ylabel + " %{y:.4f}<extra></extra>"))
     fig.update_yaxes(title_text=ylabel, zeroline=True)

@@ -11,7 +11,8 @@ import random
 
 import numpy as np
 
-SR = 16000
+from dld_core.audio import SAMPLE_RATE as SR
+from dld_core.audio import resample, rms
 
 # Probabilities / ranges per split ("light" is used for valid and test).
 SETTINGS = {
@@ -50,10 +51,6 @@ def describe(aug: dict) -> str:
     if aug.get("telephone"):
         parts.append("telephone(8kHz)")
     return "+".join(parts) or "clean"
-
-
-def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def trim_silence(x: np.ndarray, pad_s: float = 0.15, thresh_db: float = -45.0) -> np.ndarray:
@@ -124,17 +121,16 @@ def room_impulse(gen: np.random.Generator, rt60: float) -> np.ndarray:
 def telephone(x: np.ndarray) -> np.ndarray:
     """Band-limit to 300-3400 Hz via an 8 kHz round trip, plus mu-law 8-bit quantisation."""
     from scipy.signal import butter, sosfilt
-    import soxr
     sos = butter(4, [300, 3400], btype="bandpass", fs=SR, output="sos")
     y = sosfilt(sos, x).astype(np.float32)
-    y8 = soxr.resample(y, SR, 8000, quality="HQ")
+    y8 = resample(y, SR, 8000)
     peak = float(np.max(np.abs(y8))) or 1.0
     y8 = y8 / peak
     mu = 255.0
     q = np.sign(y8) * np.log1p(mu * np.abs(y8)) / np.log1p(mu)
     q = np.round(q * 127) / 127
     y8 = np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu * peak
-    return soxr.resample(y8.astype(np.float32), 8000, SR, quality="HQ")[: x.size].astype(np.float32)
+    return resample(y8, 8000, SR)[: x.size]
 
 
 def apply_augmentation(x: np.ndarray, aug: dict, pool: list[np.ndarray] | None = None) -> np.ndarray:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-SR = 16000
+from dld_core.audio import SAMPLE_RATE as SR
+from dld_core.audio import resample
 TIMEOUT_S = 120
 
 # Voices. ``held_out`` voices appear only in the test split.
@@ -57,13 +58,6 @@ def engine_available(engine: str) -> bool:
 def _tmpdir() -> tempfile.TemporaryDirectory:
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     return tempfile.TemporaryDirectory(prefix="dldsynth_", dir=base)
-
-
-def resample(x: np.ndarray, sr_in: float, sr_out: float = SR) -> np.ndarray:
-    if abs(sr_in - sr_out) < 1e-6:
-        return x.astype(np.float32, copy=False)
-    import soxr
-    return soxr.resample(x.astype(np.float32, copy=False), sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
 def _read(path: str, pitch: float = 1.0) -> np.ndarray | None:

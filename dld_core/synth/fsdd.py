@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dld_core.synth.engines import SR, resample
+from dld_core.audio import SAMPLE_RATE as SR
+from dld_core.audio import resample
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ATTRIBUTION = "Free Spoken Digit Dataset (FSDD), Z. Jackson et al."

@@ -12,7 +12,9 @@ import soundfile as sf
 
 from dld_core.audio import write_manifest
 from dld_core.synth import augment, engines, fsdd
-from dld_core.synth.engines import SR, Voice
+from dld_core.audio import SAMPLE_RATE as SR
+from dld_core.audio import resample
+from dld_core.synth.engines import Voice
 from dld_core.text import normalize_text
 
 # (voice, spoken text, speed, pitch, augmentation or None, label)
@@ -59,7 +61,7 @@ def make_samples(dest: str | Path = "data_samples", fsdd_dir: str | Path | None 
                 continue
             p, word, spk = by_name[pick]
             x, sr = sf.read(p, dtype="float32", always_2d=True)
-            x = engines.resample(x.mean(axis=1), sr, SR)
+            x = resample(x.mean(axis=1), sr, SR)
             x = x * min(1.0, 0.999 / max(float(np.max(np.abs(x))), 1e-9))
             name = f"fsdd_{pick}"
             sf.write(dest / name, x, SR, subtype="PCM_16")

@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
+import pytest
+
 from . import make_checkpoints, make_eval_results, make_samples
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +27,27 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "test-artifacts"
+BROWSER_MARKS = [pytest.mark.browser, pytest.mark.slow,
+                 pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app served for one test module (import this fixture into the module)."""
+    with serve_app(tmp_path_factory.mktemp("app")) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def chromium(*extra_args: str):
+    """Debian's Chromium driven by Playwright, headless, with the launch flags every browser test uses."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -1,0 +1,187 @@
+"""Layer masks: which gated modules run. The one home of mask policies, parsing, validation and names.
+
+A mask says, for each gated module of a model, whether it runs. Callers may hold it in any of three
+forms: None (every module), one bool per module, or the sorted indices of the kept modules (the form the
+evaluation JSON stores). `as_bools` / `kept` convert; every policy below returns kept indices.
+
+Module names come from the model family (`ModelConfig.module_names`: L1..L12 for a conformer, A1 M1 ..
+A4 M4 for Whisper sub-blocks). Users name modules by those names or by 0-based index.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+POLICIES = ("all", "every_other", "first_k", "only_k", "random", "custom")
+LEVEL_POLICIES = ("random", "every_other", "first_k", "custom")      # policies that evaluate a kept count
+POLICY_LABELS = {"all": "All", "every_other": "Every 2nd", "first_k": "First k", "only_k": "Only k",
+                 "random": "Random", "custom": "Custom", "best_k": "Best k"}
+
+
+def as_bools(active, n: int) -> list[bool]:
+    """None, one bool per module, or kept module indices -> one bool per module (validated)."""
+    if active is None:
+        return [True] * n
+    if hasattr(active, "tolist"):                      # a tensor or an array
+        active = active.tolist()
+    active = list(active)
+    if active and all(isinstance(a, (bool, np.bool_)) for a in active):
+        if len(active) != n:
+            raise ValueError(f"layer mask has {len(active)} entries but the model has {n} modules")
+        return [bool(a) for a in active]
+    if len(active) == n == 0:
+        return []
+    idx = [int(i) for i in active]
+    if any(i < 0 or i >= n for i in idx) or len(set(idx)) != len(idx):
+        raise ValueError(f"kept module indices {idx} are not distinct indices in 0..{n - 1}")
+    return [i in idx for i in range(n)]
+
+
+def kept(active, n: int) -> list[int]:
+    """Sorted indices of the kept modules."""
+    return [i for i, on in enumerate(as_bools(active, n)) if on]
+
+
+def _check_level(n: int, k: int) -> None:
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot keep {k} of {n} modules")
+
+
+def every_other(n: int, k: Optional[int] = None) -> list[int]:
+    """k modules spread evenly over the depth, always keeping the last one. The default k = n // 2 keeps
+    every second module: the 2nd, 4th, ... (0-based indices 1, 3, 5, ...)."""
+    k = n // 2 if k is None else k
+    _check_level(n, k)
+    return sorted({(j + 1) * n // k - 1 for j in range(k)}) if k else []
+
+
+def first_k(n: int, k: int) -> list[int]:
+    _check_level(n, k)
+    return list(range(k))
+
+
+def only_k(n: int, k: int) -> list[int]:
+    """Only module k (1-based), every other module dropped."""
+    if not 1 <= k <= n:
+        raise ValueError(f"there is no module {k} in a {n}-module model")
+    return [k - 1]
+
+
+def random_masks(n: int, k: int, num_masks: int = 4, seed: int = 0) -> list[list[int]]:
+    """`num_masks` distinct masks keeping k modules, drawn with a generator seeded by (seed, k); all
+    C(n, k) masks in lexicographic order when there are no more than `num_masks` of them."""
+    _check_level(n, k)
+    if num_masks < 1:
+        raise ValueError("num_masks must be at least 1")
+    if math.comb(n, k) <= num_masks:
+        return [list(c) for c in itertools.combinations(range(n), k)]
+    rng = np.random.default_rng([seed, k])
+    masks: list[list[int]] = []
+    while len(masks) < num_masks:
+        mask = sorted(rng.choice(n, k, replace=False).tolist())
+        if mask not in masks:
+            masks.append(mask)
+    return masks
+
+
+def custom_masks(custom) -> list:
+    """custom: a list of masks, or one mask (a flat list of kept indices or bools)."""
+    custom = list(custom or [])
+    if custom and all(isinstance(x, (bool, int, np.integer, np.bool_)) for x in custom):
+        return [custom]
+    return custom
+
+
+def level_masks(n: int, k: int, policy: str = "random", num_masks: int = 4, seed: int = 0,
+                custom: Optional[Sequence] = None) -> list[list[int]]:
+    """The masks that evaluate the dropping level "k kept" under a policy (kept-index lists)."""
+    _check_level(n, k)
+    if policy == "random":
+        return random_masks(n, k, num_masks, seed)
+    if policy == "every_other":
+        return [every_other(n, k)]
+    if policy == "first_k":
+        return [first_k(n, k)]
+    if policy == "custom":
+        masks = []
+        for mask in custom_masks(custom):
+            idx = kept(mask, n)
+            if len(idx) == k and idx not in masks:
+                masks.append(idx)
+        if not masks:
+            raise ValueError(f"no custom mask keeps exactly {k} of {n} modules")
+        return masks
+    raise ValueError(f"unknown mask policy {policy!r} (expected one of {', '.join(LEVEL_POLICIES)})")
+
+
+def levels(n: int, keep: Optional[Sequence[int]] = None, policy: str = "random", custom=None) -> list[int]:
+    """The kept counts to evaluate: `keep`, or the custom masks' sizes, or every level n..1."""
+    if keep is not None:
+        out = [int(k) for k in keep]
+    elif policy == "custom":
+        out = sorted({len(kept(m, n)) for m in custom_masks(custom)}, reverse=True)
+    else:
+        out = list(range(n, 0, -1))
+    bad = [k for k in out if not 0 <= k <= n]
+    if bad:
+        raise ValueError(f"kept levels {bad} are outside 0..{n}")
+    return out
+
+
+def preset(policy: str, n: int, k: int) -> list[bool]:
+    """A mask chosen by name (the app's preset buttons): all, every_other, first_k, only_k."""
+    k = max(1, min(n, int(k)))
+    if policy == "all":
+        return [True] * n
+    if policy == "every_other":
+        return as_bools(every_other(n), n)
+    if policy == "first_k":
+        return as_bools(first_k(n, k), n)
+    if policy == "only_k":
+        return as_bools(only_k(n, k), n)
+    raise ValueError(f"unknown mask preset {policy!r} (expected all, every_other, first_k or only_k)")
+
+
+# ------------------------------------------------------------------------------ names and parsing
+
+def parse_modules(text: str, names: Sequence[str]) -> list[int]:
+    """"1,5,9" (0-based indices) or "A1,M4" / "L2 L10" (module names, any case) -> sorted indices."""
+    lookup = {name.lower(): i for i, name in enumerate(names)}
+    out = []
+    for token in text.replace(",", " ").split():
+        if token.lower() in lookup:
+            out.append(lookup[token.lower()])
+        elif token.lstrip("-").isdigit():
+            i = int(token)
+            if not 0 <= i < len(names):
+                raise ValueError(f"module index {i} is out of range for a {len(names)}-module model "
+                                 f"(0..{len(names) - 1}, or names {names[0]}..{names[-1]})")
+            out.append(i)
+        else:
+            raise ValueError(f"unknown module {token!r} (expected 0-based indices or names {' '.join(names)})")
+    return sorted(set(out))
+
+
+def from_keep_drop(names: Sequence[str], keep: Optional[int] = None, drop: Optional[str] = None) -> list[bool]:
+    """The CLI's --keep K (K modules, every_other spread) or --drop LIST (indices or names); neither: all."""
+    n = len(names)
+    if drop:
+        dropped = set(parse_modules(drop, names))
+        return [i not in dropped for i in range(n)]
+    if keep is not None:
+        return as_bools(every_other(n, keep), n)
+    return [True] * n
+
+
+def describe(active, names: Sequence[str]) -> str:
+    """Display text: "all 12 modules", or the kept modules by name ("A1 M1 A2 (3 of 8)")."""
+    n = len(names)
+    idx = kept(active, n)
+    if len(idx) == n:
+        return f"all {n} modules"
+    if not idx:
+        return f"no modules (0 of {n})"
+    return f"{' '.join(names[i] for i in idx)} ({len(idx)} of {n})"

@@ -1,0 +1,48 @@
+"""Helpers shared by the tests: a tiny model config and a tiny deterministic corpus (tones + noise, no TTS)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from dld_core.config import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero"]
+
+
+def tiny_config(**kw) -> ModelConfig:
+    base = dict(d_model=32, n_layers=4, n_heads=2, ffn_dim=64, conv_kernel=7, dropout=0.1)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def wavlm_config() -> ModelConfig:
+    return tiny_config(family="wavlm", extractor_layers=[[16, 10, 5], [16, 3, 2], [16, 2, 2]], num_buckets=16,
+                       max_distance=64, pos_conv_kernel=8, pos_conv_groups=2)
+
+
+def write_tiny_corpus(folder: Path, n: int = 24, seed: int = 0) -> dict[str, Path]:
+    """Each 'word' is a tone at its own pitch: a model can actually learn this in a few steps."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wav").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        words = list(rng.choice(WORDS, size=int(rng.integers(1, 4))))
+        parts = []
+        for w in words:
+            f = 200 + 90 * WORDS.index(w)
+            t = np.arange(int(16000 * 0.35)) / 16000
+            parts += [0.3 * np.sin(2 * np.pi * f * t), np.zeros(1600)]
+        audio = np.concatenate(parts) + 0.01 * rng.standard_normal(sum(len(p) for p in parts))
+        path = folder / "wav" / f"u{i:03d}.wav"
+        sf.write(path, audio.astype(np.float32), 16000, subtype="PCM_16")
+        rows.append({"audio_filepath": f"wav/{path.name}", "text": " ".join(words), "duration": len(audio) / 16000})
+    out = {}
+    for split, part in (("train", rows[: n * 2 // 3]), ("valid", rows[n * 2 // 3: n * 5 // 6]), ("test", rows[n * 5 // 6:])):
+        out[split] = folder / f"{split}.jsonl"
+        out[split].write_text("".join(json.dumps(r) + "\n" for r in part))
+    return out

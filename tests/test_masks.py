@@ -1,0 +1,96 @@
+"""dld_core.masks: the one definition of every mask policy, and every caller agrees with it."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from dld_core import masks as M
+from dld_core.config import ModelConfig
+from dld_core.train import validation_masks
+from tests.helpers import REPO
+
+NAMES12 = [f"L{i + 1}" for i in range(12)]
+WHISPER_NAMES = ["A1", "M1", "A2", "M2", "A3", "M3", "A4", "M4"]
+
+
+def test_every_other_is_one_definition_everywhere():
+    n = 12
+    expected = [1, 3, 5, 7, 9, 11]                                   # the 2nd, 4th, ... module
+    assert M.every_other(n) == expected
+    assert M.kept(M.preset("every_other", n, 3), n) == expected      # the app's "Every 2nd" button
+    assert M.level_masks(n, n // 2, "every_other") == [expected]      # evaluate --policy every_other
+    assert M.kept(validation_masks("dld", n)[1], n) == expected       # training validation
+    assert validation_masks("teacher", n) == [None]
+    readme = (REPO / "README.md").read_text()                          # the README says the same
+    stated = re.search(r"every_other\(12\)\s*->\s*\[([\d, ]+)\]", readme)
+    assert stated and [int(x) for x in stated.group(1).split(",")] == expected
+
+
+def test_every_other_spreads_k_modules_and_keeps_the_last():
+    assert M.every_other(12, 3) == [3, 7, 11]
+    assert M.every_other(12, 12) == list(range(12))
+    assert M.every_other(12, 9) == [0, 1, 3, 4, 5, 7, 8, 9, 11]
+    assert M.every_other(12, 0) == []
+    with pytest.raises(ValueError):
+        M.every_other(4, 5)
+
+
+def test_as_bools_accepts_every_form_and_validates():
+    assert M.as_bools(None, 3) == [True, True, True]
+    assert M.as_bools([True, False, True], 3) == [True, False, True]
+    assert M.as_bools([0, 2], 3) == [True, False, True]
+    assert M.as_bools(np.array([True, False, True]), 3) == [True, False, True]
+    assert M.as_bools(torch.tensor([2]), 3) == [False, False, True]
+    assert M.as_bools([], 3) == [False, False, False]
+    for bad in ([True, False], [3], [0, 0], [-1]):
+        with pytest.raises(ValueError):
+            M.as_bools(bad, 3)
+
+
+def test_policies():
+    assert M.first_k(12, 4) == [0, 1, 2, 3]
+    assert M.only_k(12, 5) == [4]
+    assert M.preset("all", 4, 1) == [True] * 4
+    assert M.preset("first_k", 4, 2) == [True, True, False, False]
+    assert M.preset("only_k", 4, 9) == [False, False, False, True]         # k is clamped to the depth
+    with pytest.raises(ValueError):
+        M.preset("nonsense", 4, 1)
+    masks = M.random_masks(12, 6, 4, seed=0)
+    assert masks == M.random_masks(12, 6, 4, seed=0) != M.random_masks(12, 6, 4, seed=1)
+    assert len({tuple(m) for m in masks}) == 4 and all(len(m) == 6 for m in masks)
+    assert M.random_masks(4, 3, 10) == [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]
+    assert M.levels(4) == [4, 3, 2, 1] and M.levels(4, [2, 4]) == [2, 4]
+    assert M.levels(4, policy="custom", custom=[[0, 1], [True, False, True, True]]) == [3, 2]
+    with pytest.raises(ValueError):
+        M.levels(4, [5])
+
+
+def test_parse_names_and_indices():
+    assert M.parse_modules("1,5,9", NAMES12) == [1, 5, 9]
+    assert M.parse_modules("L2 l10", NAMES12) == [1, 9]
+    assert M.parse_modules("A4,m4", WHISPER_NAMES) == [6, 7]
+    for bad in ("12", "X3", "-1"):
+        with pytest.raises(ValueError, match="module"):
+            M.parse_modules(bad, NAMES12)
+    assert M.from_keep_drop(WHISPER_NAMES, drop="A4,M4") == [True] * 6 + [False, False]
+    assert M.from_keep_drop(NAMES12, keep=6) == M.preset("every_other", 12, 6)
+    assert M.from_keep_drop(NAMES12) == [True] * 12
+
+
+def test_describe_uses_the_family_names():
+    assert M.describe(None, NAMES12) == "all 12 modules"
+    assert M.describe([0, 2], WHISPER_NAMES) == "A1 A2 (2 of 8)"
+    assert M.describe([], WHISPER_NAMES) == "no modules (0 of 8)"
+    assert ModelConfig(family="whisper", d_model=64, n_layers=4, n_heads=2, ffn_dim=128).module_names == WHISPER_NAMES
+    assert ModelConfig(family="whisper", d_model=64, n_layers=2, n_heads=2, gate_unit="block").module_names == ["B1", "B2"]
+
+
+def test_readme_module_map_lists_every_module():
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("this map lists every module"):readme.index("### The model API")]
+    missing = [str(p.relative_to(REPO)) for top in ("dld_core", "app") for p in sorted((REPO / top).rglob("*.py"))
+               if p.name not in ("__init__.py", "__main__.py") and p.name not in block]
+    assert not missing, f"README's module map does not mention: {missing}"
