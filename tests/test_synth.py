@@ -1,4 +1,4 @@
-"""Synthetic corpus: determinism, split hygiene, engines, augmentation, FSDD, text."""
+"""Synthetic corpus: determinism, split hygiene, engines, augmentation, FSDD, text; the real-speech dev set."""
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 
 from dld_core.audio import load_audio, load_manifest
-from dld_core.synth import augment, build_corpus, engines, fsdd
+from dld_core.synth import augment, build_corpus, engines, fsdd, real_dev
 from dld_core.synth import text as textsrc
-from dld_core.synth.corpus import make_plan
+from dld_core.synth.corpus import TEXT_WEIGHTS, make_plan
 from dld_core.text import normalize_text
 
 REAL_FSDD = Path(__file__).resolve().parents[2] / "shared/data/fsdd"
@@ -49,6 +49,7 @@ def tiny(tmp_path_factory):
     return root, a, b, fake
 
 
+@pytest.mark.slow
 @needs_tts
 def test_same_seed_same_bytes(tiny):
     root, a, b, _ = tiny
@@ -69,6 +70,8 @@ def test_corpus_layout_and_recipe(tiny):
         assert key in meta
     assert "CC BY-SA 4.0" in meta["text"]["sources"]["wordfreq"]["licence"]
     assert "public domain" in meta["text"]["sources"]["kjv"]["licence"]
+    for src in ("wordnet_examples", "wordnet_glosses"):
+        assert "WordNet 3.0" in meta["text"]["sources"][src]["licence"] and meta["text"]["sources"][src]["notice"]
     for line in (out / "train.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert not Path(row["audio_filepath"]).is_absolute()
@@ -210,3 +213,118 @@ def test_text_sources():
     words = {w for _ in range(3000) for w in normalize_text(textsrc.wordfreq_sentence(rng)).split()}
     words |= {w for s in k for w in normalize_text(s).split()}
     assert len(words) >= 5000
+
+
+def test_wordnet_text_sources():
+    ex, gl = textsrc.wordnet_examples(), textsrc.wordnet_glosses()
+    assert len(ex) > 20000 and len(gl) > 50000
+    assert ex == textsrc.wordnet_examples() and textsrc.source_sentences("wordnet_glosses") == gl
+    for s in ex[:3000] + gl[:3000]:
+        key = normalize_text(s)
+        assert textsrc.MIN_WORDS <= len(key.split()) <= textsrc.MAX_WORDS
+        assert not set(s) - set("abcdefghijklmnopqrstuvwxyzI ,.;:!?'-"), s    # no digits, symbols, capitals
+    assert not set(map(normalize_text, ex)) & set(map(normalize_text, gl))      # each sentence once
+    words = {w for s in ex + gl for w in normalize_text(s).split()}
+    assert len(words) > 30000
+    assert "Princeton" in textsrc.WORDNET_LICENCE and "Princeton" in textsrc.WORDNET_NOTICE
+
+
+def test_wordnet_cleaning_and_known_words():
+    clean = textsrc._wordnet_clean
+    assert clean("he paid 3 dollars (in cash) for it") == "he paid three dollars for it."
+    assert clean("the U.S. army") is None and clean("NATO troops arrived") is None
+    assert clean('he said "no" twice') is None and clean("too short") is None
+    lemmas = textsrc.wordnet_lemmas()
+    assert {"dog", "run", "happy"} <= lemmas
+    for w in ("viceroys", "dogs", "running", "happily", "cities", "stopped", "bigger", "field's"):
+        assert textsrc.known_word(w, lemmas), w
+    assert not textsrc.known_word("opressed", lemmas) and not textsrc.known_word("vhdl", lemmas)
+
+
+def test_wordfreq_vocab_wide_and_filtered():
+    vocab = textsrc.wordfreq_vocab()
+    assert len(vocab) > 60000
+    assert len(set(vocab) - set(textsrc.wordfreq_vocab(40000))) > 30000        # reaches far past the top 40k
+    assert "vhdl" not in vocab and "opressed" not in vocab and "viceroys" in vocab
+    rng = random.Random(1)
+    ranks = {w: i for i, w in enumerate(vocab)}
+    drawn = [ranks[w] for _ in range(2000) for w in normalize_text(textsrc.wordfreq_sentence(rng)).split()
+             if w in ranks and w not in textsrc._FUNCTION]
+    assert sum(r > 40000 for r in drawn) / len(drawn) > 0.1                    # the long tail is really used
+
+
+def test_plan_uses_all_text_sources():
+    plan = make_plan(hours=0.6, seed=2)
+    used = {u["source"] for u in plan["utts"]}
+    assert used == set(textsrc.LIST_SOURCES) | {"wordfreq", "numbers"}
+    assert used == set(TEXT_WEIGHTS)
+    keys = [u["text"] for u in plan["utts"]] + [u["text"] for u in plan["babble"]]
+    assert len(keys) == len(set(keys))
+
+
+# --------------------------------------------------------------------------------------------
+# real-speech dev set (pocketsphinx-testdata)
+def test_real_dev_parsers():
+    got = real_dev.parse_transcription("<s> ten of clubs  </s> (001)\n<s> five five </s> (004)\n\nnoise\n")
+    assert got == {"001": "ten of clubs", "004": "five five"}
+    gram = "#JSGF V1.0;\ngrammar g;\npublic <move> = go forward ten meters;\npublic <m2> = go <d> [a | b];"
+    assert real_dev.jsgf_rule(gram, "move") == "go forward ten meters"
+    with pytest.raises(ValueError):
+        real_dev.jsgf_rule(gram, "m2")
+    assert real_dev.transcript("Call 911, Mister Dashwood!") == "call nine hundred eleven mister dashwood"
+
+
+def _fake_testdata(root: Path) -> tuple[Path, Path]:
+    data = root / "data"
+    (data / "librivox").mkdir(parents=True)
+    (data / "cards").mkdir()
+    t = np.arange(8000) / 8000
+    sf.write(data / "librivox" / "a-01.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 8000)
+    (data / "librivox" / "transcription").write_text("<s> he was 2 years old </s> (a-01)\n<s> missing </s> (zz)\n")
+    sf.write(data / "cards" / "001.wav", np.zeros((16000, 2), np.float32) + 0.1, 16000)
+    (data / "cards" / "cards.transcription").write_text("<s> ten of clubs </s> (001)\n")
+    (0.2 * 32767 * np.sin(2 * np.pi * 300 * np.arange(24000) / 16000)).astype("<i2").tofile(data / "goforward.raw")
+    (data / "goforward.gram").write_text("public <move> = go forward ten meters;\n")
+    cp = root / "copyright"
+    cp.write_text("Format: x\n\nFiles: *\nCopyright: 1995 Somebody\n  2014 Else\nLicense: BSD-2\n text\n\n"
+                  "Files: debian/*\nLicense: GPL-2+\n")
+    return data, cp
+
+
+def test_build_real_dev_from_fake_package(tmp_path):
+    data, cp = _fake_testdata(tmp_path)
+    man = real_dev.build_real_dev(tmp_path / "out", data_dir=data, copyright_file=cp)
+    assert man == tmp_path / "out" / real_dev.MANIFEST_NAME
+    rows = load_manifest(man)
+    assert [r["text"] for r in rows] == ["he was two years old", "ten of clubs", "go forward ten meters"]
+    for r in rows:
+        info = sf.info(r["audio_filepath"])
+        assert info.samplerate == 16000 and info.channels == 1
+        assert info.duration == pytest.approx(r["duration"], abs=1e-3)
+    assert [r["duration"] for r in rows] == pytest.approx([1.0, 1.0, 1.5], abs=1e-3)
+    lic = json.loads((tmp_path / "out" / real_dev.LICENCE_NAME).read_text())
+    assert lic["licence"] == "BSD-2" and lic["copyright"] == "1995 Somebody 2014 Else" and lic["utterances"] == 3
+    before = _hashes(tmp_path / "out")
+    real_dev.build_real_dev(tmp_path / "out", data_dir=data, copyright_file=cp)
+    assert _hashes(tmp_path / "out") == before
+    with pytest.raises(real_dev.RealDevUnavailable):
+        real_dev.build_real_dev(tmp_path / "x", data_dir=tmp_path / "nowhere", copyright_file=cp)
+
+
+@pytest.mark.skipif(not real_dev.available(), reason="Debian package pocketsphinx-testdata is not installed "
+                                                     "(scripts/setup.sh installs it)")
+def test_build_real_dev_from_pocketsphinx_testdata(tmp_path):
+    man = real_dev.build_real_dev(tmp_path)
+    rows = load_manifest(man)
+    assert len(rows) == 11
+    assert {r["set"] for r in rows} == {"librivox", "cards", "goforward"}
+    assert 30 < sum(r["duration"] for r in rows) < 45
+    texts = {Path(r["audio_filepath"]).stem: r["text"] for r in rows}
+    assert texts["goforward"] == "go forward ten meters" and texts["cards_002"] == "four queen of clubs"
+    assert texts["librivox_sense_and_sensibility_01_austen_64kb-0880"] == "he was not an ill disposed young man"
+    for r in rows:
+        assert r["text"] == normalize_text(r["text"]) and not any(c.isdigit() for c in r["text"])
+        clip = load_audio(r["audio_filepath"])
+        assert clip.duration == pytest.approx(r["duration"], abs=0.01) and not clip.silent
+    lic = json.loads((tmp_path / real_dev.LICENCE_NAME).read_text())
+    assert lic["licence"] == "BSD-2" and "Carnegie Mellon" in lic["copyright"]

@@ -29,19 +29,20 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dld_core.audio import write_manifest
+from dld_core.audio import SAMPLE_RATE as SR
+from dld_core.audio import rms, write_manifest
 from dld_core.synth import augment, engines, fsdd, text as textsrc
-from dld_core.synth.engines import SR, Voice
+from dld_core.synth.engines import Voice
 from dld_core.text import normalize_text
 
-VERSION = 3
+VERSION = 4
 SPLIT_FRACTIONS = {"train": 0.90, "valid": 0.05, "test": 0.05}
 ENGINE_WEIGHTS = {"flite": 0.36, "festival": 0.34, "espeak": 0.30}
 VOICE_WEIGHTS = {  # within an engine (train/valid); unlisted voices weight 1
     "flite:kal16": 0.35, "flite:kal": 0.15, "flite:rms": 0.25, "flite:slt": 0.25,
     "festival:kal_diphone": 0.55, "festival:cmu_us_slt_arctic_hts": 0.45,
 }
-TEXT_WEIGHTS = {"kjv": 0.50, "wordfreq": 0.33, "numbers": 0.17}
+TEXT_WEIGHTS = {"wordnet_examples": 0.30, "wordnet_glosses": 0.18, "kjv": 0.22, "wordfreq": 0.18, "numbers": 0.12}
 TEST_HELD_OUT_FRACTION = 0.5       # share of test utterances spoken by held-out (test-only) voices
 SPEED_RANGE = (0.82, 1.22)         # tempo factor
 PITCH_RANGE = (0.86, 1.16)         # pitch factor
@@ -80,15 +81,17 @@ def make_plan(hours: float, seed: int) -> dict:
         raise RuntimeError("no TTS engine found: install espeak-ng, flite or festival")
     seen_voices = [v for v in voices if not v.held_out]
     held_voices = [v for v in voices if v.held_out]
-    kjv = list(textsrc.kjv_sentences())
-    rng.shuffle(kjv)
-    kjv_iter = iter(kjv)
+    iters = {}
+    for src in textsrc.LIST_SOURCES:                  # fixed order: each list shuffled by the seeded rng
+        items = list(textsrc.source_sentences(src))
+        rng.shuffle(items)
+        iters[src] = iter(items)
     used: set[str] = set()
 
     def next_sentence() -> tuple[str, str, str]:
         for _ in range(1000):
             src = _weighted(rng, TEXT_WEIGHTS)
-            spoken = textsrc.sentence_from(src, rng, kjv_iter)
+            spoken = textsrc.sentence_from(src, rng, iters)
             key = normalize_text(spoken)
             if key and key not in used and len(key.split()) >= 2:
                 used.add(key)
@@ -154,7 +157,7 @@ def _plausible(x: np.ndarray | None, n_words: int) -> bool:
     if x is None or x.size < SR * 0.2:
         return False
     dur = x.size / SR
-    return augment.rms(x) > 1e-3 and n_words * 0.08 <= dur <= n_words * 1.6 + 2.0
+    return rms(x) > 1e-3 and n_words * 0.08 <= dur <= n_words * 1.6 + 2.0
 
 
 def synth_clean(task: list[dict]) -> list[np.ndarray | None]:
@@ -370,7 +373,15 @@ def _summary(plan, split_rows, fsdd_rows, hours, seed, key, fsdd_dir, failed, ma
         "split_fractions": SPLIT_FRACTIONS,
         "text": {"weights": TEXT_WEIGHTS, "sources": {
             "kjv": {"what": "King James Bible clauses of 3-16 words", "licence": textsrc.KJV_LICENCE},
-            "wordfreq": {"what": "word strings drawn from the wordfreq English list (top 40k, filtered)",
+            "wordnet_examples": {"what": "WordNet 3.0 usage example sentences of 3-16 words (modern English)",
+                                 "licence": textsrc.WORDNET_LICENCE, "notice": textsrc.WORDNET_NOTICE,
+                                 "available": len(textsrc.wordnet_examples())},
+            "wordnet_glosses": {"what": "WordNet 3.0 definitions (glosses) of 3-16 words, no capitalised words",
+                                "licence": textsrc.WORDNET_LICENCE, "notice": textsrc.WORDNET_NOTICE,
+                                "available": len(textsrc.wordnet_glosses())},
+            "wordfreq": {"what": f"word strings drawn from the wordfreq English list (top {textsrc.WORDFREQ_TOP}, "
+                                f"filtered by WordNet below the top {textsrc.WORDFREQ_TRUSTED}; "
+                                f"{len(textsrc.wordfreq_vocab())} words; rank = n * u^{textsrc.WORDFREQ_SKEW})",
                          "licence": textsrc.WORDFREQ_LICENCE},
             "numbers": {"what": "spoken-number phrases (phone numbers, counts, years, times, money, dates)",
                         "licence": textsrc.NUMBERS_LICENCE}},
