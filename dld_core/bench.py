@@ -3,24 +3,27 @@
 Median over `repeats` timed runs after `warmup` runs, under torch.inference_mode, with a fixed number
 of intra-op threads (1 by default: stable numbers on a shared machine). Features are computed once,
 outside the timing: the numbers are for the model forward (front end + kept modules + CTC head).
+`decode` adds the decoding time of the same length of real speech (the synthetic data_samples clips,
+tiled) on the same threads: greedy and the lexicon + word LM beam search (median, decoder prebuilt).
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .evaluate import make_masks
-from .features import SAMPLE_RATE
-from .flops import active_mask, gflops
+from . import masks as M
+from .audio import SAMPLE_RATE
+from .flops import gflops
 from .inference import featurize
 
 
 @torch.inference_mode()
 def _median_ms(model, feats, lengths, mask, repeats: int, warmup: int) -> float:
-    active = active_mask(mask, model.num_layers)
+    active = M.as_bools(mask, model.num_modules)
     for _ in range(warmup):
         model(feats, lengths, active=active)
     times = []
@@ -31,16 +34,58 @@ def _median_ms(model, feats, lengths, mask, repeats: int, warmup: int) -> float:
     return float(np.median(times) * 1000)
 
 
+SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
+
+
+def _speech_clip(seconds: float) -> np.ndarray:
+    """`seconds` of real speech: the synthetic data_samples clips in name order, 0.3 s apart, repeated."""
+    from .audio import load_audio
+    clips = [load_audio(p).samples for p in sorted(SAMPLES.glob("synth_*.wav"))]
+    if not clips:
+        raise FileNotFoundError(f"no synth_*.wav clips in {SAMPLES}")
+    gap = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    parts, total, need = [], 0, int(seconds * SAMPLE_RATE)
+    while total < need:
+        for c in clips:
+            parts += [c, gap]
+            total += len(c) + len(gap)
+    return np.concatenate(parts)[:need].astype(np.float32)
+
+
+@torch.inference_mode()
+def decode_ms(model, seconds: float = 10.0, repeats: int = 5) -> dict:
+    """Median greedy and beam decoding time (ms) for `seconds` of speech on the current torch threads."""
+    from .decode import make_decoder
+    feats, lengths = featurize(model, [_speech_clip(seconds)])
+    out = model(feats, lengths)
+    result = {"clip": f"data_samples synth clips tiled to {seconds:g} s", "frames": int(out.lengths[0])}
+    for kind in ("greedy", "beam"):
+        try:
+            dec = make_decoder(kind, model.config.vocab)
+        except (ValueError, RuntimeError, OSError) as exc:      # no decoder files / flashlight: say why
+            result[f"{kind}_error"] = " ".join(str(exc).split())
+            continue
+        dec(out.log_probs, out.lengths)
+        times = []
+        for _ in range(max(repeats, 1)):
+            start = time.perf_counter()
+            dec(out.log_probs, out.lengths)
+            times.append(time.perf_counter() - start)
+        result[f"{kind}_ms"] = float(np.median(times) * 1000)
+    return result
+
+
 def bench(checkpoint, seconds: float = 10.0, repeats: int = 5, warmup: int = 2, threads: int = 1,
           policy: str = "first_k", levels=None, seed: int = 0) -> dict:
     """{"seconds", "threads", "policy", "levels": [{"kept", "mask", "latency_ms", "gflops",
-    "latency_ratio", "flops_ratio"}]} for kept = N..1 (or `levels`); ratios are to full depth."""
+    "latency_ratio", "flops_ratio"}], "decode": {"greedy_ms", "beam_ms" (or "beam_error"), ...}} for
+    kept = N..1 (or `levels`); ratios are to full depth; decode times are for full-depth log-probs."""
     if policy not in ("first_k", "every_other"):
         raise ValueError("bench policy must be 'first_k' or 'every_other'")
     model = checkpoint.model if isinstance(checkpoint, Checkpoint) else (
         checkpoint if isinstance(checkpoint, torch.nn.Module) else load_checkpoint(checkpoint).model)
     model.eval()
-    n = model.num_layers
+    n = model.num_modules
     levels = list(range(n, 0, -1)) if levels is None else [int(k) for k in levels]
     wav = (np.random.default_rng(seed).standard_normal(int(seconds * SAMPLE_RATE)) * 0.1).astype(np.float32)
     feats, lengths = featurize(model, [wav])
@@ -50,13 +95,14 @@ def bench(checkpoint, seconds: float = 10.0, repeats: int = 5, warmup: int = 2, 
         full_ms = _median_ms(model, feats, lengths, None, repeats, warmup)
         rows = []
         for k in levels:
-            mask = make_masks(n, k, policy)[0]
+            mask = M.level_masks(n, k, policy)[0]
             ms = full_ms if k == n else _median_ms(model, feats, lengths, mask, repeats, warmup)
             rows.append({"kept": k, "mask": mask, "latency_ms": ms, "gflops": gflops(model, float(seconds), mask)})
+        decode = decode_ms(model, seconds, repeats)
     finally:
         torch.set_num_threads(old_threads)
     full_gf = gflops(model, float(seconds), None)
     for r in rows:
         r["latency_ratio"] = r["latency_ms"] / full_ms
         r["flops_ratio"] = r["gflops"] / full_gf
-    return {"seconds": seconds, "threads": threads, "policy": policy, "levels": rows}
+    return {"seconds": seconds, "threads": threads, "policy": policy, "levels": rows, "decode": decode}
