@@ -103,6 +103,25 @@ def _plan(zf: zipfile.ZipFile) -> tuple[Optional[str], dict[str, zipfile.ZipInfo
     return (tops.pop() if tops else None), files
 
 
+def _check_declared_weights(zf: zipfile.ZipFile, files: dict[str, zipfile.ZipInfo]) -> None:
+    """Refuse, from the sizes the archive declares, weights larger than its own config.json can need
+    (checkpoint.max_weights_bytes): nothing big is extracted or read before the checksum could refuse it."""
+    info = files[ck.CONFIG_FILE]
+    if info.file_size > ck.MAX_CONFIG_BYTES:
+        raise CheckpointError(f"archive member {ck.CONFIG_FILE} is over the {ck.MAX_CONFIG_BYTES}-byte limit")
+    try:
+        with zf.open(info) as fh:
+            raw = fh.read(ck.MAX_CONFIG_BYTES + 1)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise CheckpointError(f"archive member {ck.CONFIG_FILE} cannot be read "
+                              f"({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})") from None
+    limit = ck.max_weights_bytes(ck.parse_config(raw, "archive"))
+    declared = files[ck.WEIGHTS_FILE].file_size
+    if declared > limit:
+        raise CheckpointError(f"archive member {ck.WEIGHTS_FILE} declares {declared} bytes, more than the "
+                              f"{limit} bytes its {ck.CONFIG_FILE} can need (refused before extracting)")
+
+
 def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limit: int) -> None:
     """Stream one member into a new file (never following or replacing a link), stopping at limit bytes."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -149,6 +168,7 @@ def import_checkpoint_archive(source: Union[str, os.PathLike, bytes, bytearray, 
         raise CheckpointError(f"not a valid zip archive ({str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__})") from None
     with zf:
         top, files = _plan(zf)
+        _check_declared_weights(zf, files)
         folder_name = name or top or stem or "imported"
         if not _NAME_RE.fullmatch(folder_name):
             raise CheckpointError(f"{folder_name[:80]!r} is not a usable checkpoint name (letters, digits, '.', '_', '-'; "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import uuid
@@ -18,6 +19,9 @@ import numpy as np
 SAMPLE_RATE = 16000
 SILENCE_RMS = 1e-4          # below this (about -80 dBFS) a clip is flagged silent
 SILENCE_PEAK = 1e-3
+MAX_ABS_SAMPLE = 100.0      # float audio lives in [-1, 1]; far beyond that it is not audio (or overflows)
+PCM_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+             "ULAW": 1, "ALAW": 1}
 
 
 class AudioError(ValueError):
@@ -50,6 +54,7 @@ class AudioClip:
     sample_rate: int = SAMPLE_RATE
     duration: float = 0.0
     silent: bool = False
+    warning: str = ""              # one line for the user when the clip was read but is suspicious
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,11 +92,18 @@ def _describe_unsupported(head: bytes) -> str:
         return "an unrecognised binary format"
 
 
-def _resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
-    if sr_in == sr_out:
+def resample(x: np.ndarray, sr_in: float, sr_out: float = SAMPLE_RATE) -> np.ndarray:
+    """soxr HQ resampling to float32: the one resampler (loader, corpus builder, augmentation)."""
+    x = np.asarray(x, dtype=np.float32)
+    if abs(sr_in - sr_out) < 1e-6:
         return x
     import soxr
     return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def rms(x: np.ndarray) -> float:
+    """Root mean square level (float64 accumulation); 0 for an empty signal."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
 def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> AudioClip:
@@ -104,7 +116,7 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> 
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        name = "<bytes>"
+        name, file_size = "<bytes>", len(data)
         if not data:
             raise EmptyAudioError("audio is empty (0 bytes)")
         head = data[:64]
@@ -122,6 +134,7 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> 
             raise AudioError(f"{path} is a directory, not an audio file")
         if size == 0:
             raise EmptyAudioError(f"{name}: audio file is empty (0 bytes)")
+        file_size = size
         try:
             with open(path, "rb") as fh:
                 head = fh.read(64)
@@ -146,6 +159,7 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> 
                     f"{name}: audio is {frames / sr:.1f} s long; the limit is {max_seconds:g} s")
             limit = int(max_seconds * sr) + 1
             data = f.read(frames=limit if frames < 0 or frames > limit else frames, dtype="float32", always_2d=True)
+            warning = _undeclared_data(kind, f.subtype, frames, channels, sr, file_size)
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, EOFError, OSError, TypeError, ValueError) as e:
@@ -161,20 +175,68 @@ def load_audio(source: str | os.PathLike | bytes, max_seconds: float = 60.0) -> 
         raise AudioTooLongError(f"{name}: audio is longer than the limit of {max_seconds:g} s")
     if not np.all(np.isfinite(data)):
         raise InvalidSamplesError(f"{name}: audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(data)))
+    if peak > MAX_ABS_SAMPLE:
+        raise InvalidSamplesError(f"{name}: sample values reach {peak:.3g}; audio samples must lie within "
+                                  f"±1 (refused beyond ±{MAX_ABS_SAMPLE:g})")
     x = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    x = np.ascontiguousarray(_resample(np.ascontiguousarray(x, dtype=np.float32), sr), dtype=np.float32)
+    x = np.ascontiguousarray(resample(np.ascontiguousarray(x, dtype=np.float32), sr), dtype=np.float32)
     if not np.all(np.isfinite(x)):
         raise InvalidSamplesError(f"{name}: audio contains NaN or infinite samples")
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    level = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-    silent = level < SILENCE_RMS and peak < SILENCE_PEAK
-    return AudioClip(samples=x, sample_rate=SAMPLE_RATE, duration=x.size / SAMPLE_RATE, silent=silent)
+    if x.size == 0:
+        raise EmptyAudioError(f"{name}: audio is too short ({data.shape[0]} samples at {sr} Hz is less than one "
+                              f"sample at {SAMPLE_RATE} Hz)")
+    peak = float(np.max(np.abs(x)))
+    silent = rms(x) < SILENCE_RMS and peak < SILENCE_PEAK
+    return AudioClip(samples=x, sample_rate=SAMPLE_RATE, duration=x.size / SAMPLE_RATE, silent=silent,
+                     warning=warning)
+
+
+def _undeclared_data(kind: str, subtype: str, frames: int, channels: int, sr: int, file_size: int) -> str:
+    """A WAV whose header declares less audio than the file holds (e.g. claims 2 s, holds 10 min): only the
+    declared part is decoded; say so. Empty when the sizes agree (a few trailing chunks are normal)."""
+    width = PCM_BYTES.get(subtype)
+    if kind != "wav" or width is None or frames <= 0:
+        return ""
+    extra = file_size - 44 - frames * channels * width
+    per_second = sr * channels * width
+    if extra <= max(per_second, 64 << 10):
+        return ""
+    return (f"the header declares {frames / sr:.1f} s of audio but the file holds about {extra / per_second:.0f} s "
+            f"more; only the declared {frames / sr:.1f} s were read")
 
 
 # --------------------------------------------------------------------------------------------
 # manifests
+def _manifest_row(row, where: str, base: Path) -> dict:
+    """One manifest row, checked: a non-empty string path (made absolute), a string text, and a finite,
+    non-negative duration when there is one. Raises ValueError naming the manifest and the line."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a manifest row must be a JSON object, got {type(row).__name__}")
+    missing = [key for key in ("audio_filepath", "text") if key not in row]
+    if missing:
+        raise ValueError(f"{where}: a manifest row needs 'audio_filepath' and 'text' (missing {', '.join(missing)})")
+    if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"].strip():
+        raise ValueError(f"{where}: 'audio_filepath' must be a non-empty string, got {json.dumps(row['audio_filepath'])[:40]}")
+    if not isinstance(row["text"], str):
+        raise ValueError(f"{where}: 'text' must be a string, got {json.dumps(row['text'])[:40]}")
+    if "duration" in row:
+        value = row["duration"]
+        try:
+            duration = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            duration = math.nan
+        if not math.isfinite(duration) or duration < 0:
+            raise ValueError(f"{where}: 'duration' must be a non-negative number of seconds, got {json.dumps(value)[:40]}")
+        row["duration"] = duration
+    audio = Path(row["audio_filepath"])
+    row["audio_filepath"] = str(audio if audio.is_absolute() else (base / audio))
+    return row
+
+
 def load_manifest(path: str | os.PathLike) -> list[dict]:
-    """Read NeMo-style JSONL ({"audio_filepath","text","duration", ...}); paths made absolute."""
+    """Read NeMo-style JSONL ({"audio_filepath","text","duration", ...}); paths made absolute; every row
+    also gets its line number ("line"). A malformed row raises ValueError naming the manifest and line."""
     path = Path(path)
     base = path.resolve().parent
     rows = []
@@ -187,13 +249,8 @@ def load_manifest(path: str | os.PathLike) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "audio_filepath" not in row or "text" not in row:
-                raise ValueError(f"{path}:{lineno}: a manifest row needs 'audio_filepath' and 'text'")
-            audio = Path(row["audio_filepath"])
-            row["audio_filepath"] = str(audio if audio.is_absolute() else (base / audio))
-            if "duration" in row:
-                row["duration"] = float(row["duration"])
-            rows.append(row)
+            rows.append(_manifest_row(row, f"{path}:{lineno}", base))
+            rows[-1]["line"] = lineno
     return rows
 
 

@@ -145,28 +145,45 @@ def read_regular_file(path: Path, max_bytes: int, what: str) -> bytes:
         os.close(fd)
 
 
-def check_safetensors_header(data: bytes, what: str, allowed_dtypes=tuple(SAFETENSORS_DTYPES)) -> dict:
-    """Validate a safetensors file's layout before anything parses its tensors: header length within the
-    file, a JSON object of {name: {dtype, shape, data_offsets}}, known dtypes, non-negative shapes whose
-    byte size equals the offsets' span, and offsets that tile the data area exactly (no gaps, overlaps or
-    bytes past the end). Returns the header. Raises CheckpointError with a one-line reason."""
-    if len(data) < 8:
-        raise CheckpointError(f"{what} is truncated ({len(data)} bytes; not a safetensors file)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > MAX_HEADER_BYTES or 8 + n > len(data):
-        raise CheckpointError(f"{what} is not a valid safetensors file (header length {n} is beyond the "
-                              f"{len(data)}-byte file; truncated, or not safetensors at all)")
+def json_object(raw: bytes, what: str) -> dict:
+    """A JSON object from bytes, else CheckpointError("<what> is not valid JSON" / "is not a JSON object")."""
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise CheckpointError(f"{what} is not a valid safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{what} is not a valid safetensors file (its header is not a JSON object)")
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise CheckpointError(f"{what} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{what} is not a JSON object")
+    return obj
+
+
+def check_safetensors_header(data: bytes, what: str, allowed_dtypes=tuple(SAFETENSORS_DTYPES)) -> dict:
+    """Validate a whole safetensors file's layout before anything parses its tensors (see
+    `check_safetensors_entries`). Returns the header. Raises CheckpointError with a one-line reason."""
+    n = safetensors_header_length(data[:8], len(data), what)
+    return check_safetensors_entries(data[8:8 + n], len(data) - 8 - n, what, allowed_dtypes)
+
+
+def safetensors_header_length(first8: bytes, size: int, what: str) -> int:
+    """The header length a safetensors file of `size` bytes declares in its first 8 bytes, checked."""
+    if size < 8 or len(first8) < 8:
+        raise CheckpointError(f"{what} is truncated ({size} bytes; not a safetensors file)")
+    (n,) = struct.unpack("<Q", first8[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise CheckpointError(f"{what} is not a valid safetensors file (header length {n} is beyond the "
+                              f"{size}-byte file; truncated, or not safetensors at all)")
+    return n
+
+
+def check_safetensors_entries(header_bytes: bytes, body: int, what: str,
+                              allowed_dtypes=tuple(SAFETENSORS_DTYPES)) -> dict:
+    """A safetensors header (its JSON bytes; `body` = the size of the data area after it): a JSON object of
+    {name: {dtype, shape, data_offsets}}, known dtypes, non-negative shapes whose byte size equals the
+    offsets' span, and offsets that tile the data area exactly (no gaps, overlaps or bytes past the end)."""
+    header = json_object(header_bytes, f"the safetensors header of {what}")
     meta = header.get("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise CheckpointError(f"{what}: invalid safetensors metadata")
     spans = []
-    body = len(data) - 8 - n
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -298,6 +315,7 @@ def save_checkpoint(folder: str | os.PathLike, model: DynamicCTCModel, *, recipe
         return {
             "format": FORMAT, "version": VERSION, "recipe": recipe,
             "model": to_dict(model.config),
+            "model_sha256": config_digest(to_dict(model.config)),
             "weights_sha256": digest,
             "weights_dtype": str(dtype).replace("torch.", ""),
             **(metadata or {}),
@@ -309,6 +327,12 @@ def save_checkpoint(folder: str | os.PathLike, model: DynamicCTCModel, *, recipe
     return folder
 
 
+def config_digest(model: dict) -> str:
+    """The checksum of the model-defining config (family, sizes, vocabulary, ...) recorded next to the
+    weights' one: an edited config.json is refused like edited weights."""
+    return hashlib.sha256(json.dumps(model, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     """Read and check config.json only (cheap: used to list checkpoints)."""
     folder = Path(folder)
@@ -317,20 +341,36 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.exists() and not cfg_path.is_symlink():
         raise CheckpointError(f"{folder.name}: no {CONFIG_FILE} (not a DLD Studio checkpoint)")
-    raw = read_regular_file(cfg_path, MAX_CONFIG_BYTES, f"{folder.name}: {CONFIG_FILE}")
+    return parse_config(read_regular_file(cfg_path, MAX_CONFIG_BYTES, f"{folder.name}: {CONFIG_FILE}"), folder.name)
+
+
+def parse_config(raw: bytes, name: str) -> dict[str, Any]:
+    """config.json's bytes, checked: format and version, a model config within bounds, and the model
+    config's checksum. `name` prefixes every one-line error."""
     try:
         info = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{folder.name}: {CONFIG_FILE} is not valid JSON ({exc.__class__.__name__})") from None
+        raise CheckpointError(f"{name}: {CONFIG_FILE} is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{folder.name}: {CONFIG_FILE} is not a DLD Studio checkpoint config")
+        raise CheckpointError(f"{name}: {CONFIG_FILE} is not a DLD Studio checkpoint config")
     if info.get("version") != VERSION:
-        raise CheckpointError(f"{folder.name}: unsupported checkpoint version {info.get('version')!r}")
+        raise CheckpointError(f"{name}: unsupported checkpoint version {info.get('version')!r}")
     try:
         check_config_bounds(from_dict(ModelConfig, info.get("model")))
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder.name}: invalid model config: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+        raise CheckpointError(f"{name}: invalid model config: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
+    if info.get("model_sha256") != config_digest(info["model"]):
+        raise CheckpointError(f"{name}: the model config in {CONFIG_FILE} does not match its checksum "
+                              f"(model_sha256: edited or corrupt)")
     return info
+
+
+def max_weights_bytes(info: dict) -> int:
+    """The largest model.safetensors the (checked) config can need: every tensor in float32, plus a
+    generous header. A bigger file is refused from its size, before a byte of it is read."""
+    with torch.device("meta"):
+        skeleton = DynamicCTCModel(from_dict(ModelConfig, info["model"]))
+    return min(MAX_WEIGHTS_BYTES, sum(t.numel() for t in skeleton.state_dict().values()) * 8 + (1 << 20))
 
 
 # Generous bounds on what a checkpoint's config may ask for (the largest models here are ~100x smaller):
@@ -369,8 +409,9 @@ def _read_verified(folder: Path) -> tuple[dict, bytes]:
         if not isinstance(expected, str):
             raise CheckpointError(f"{folder.name}: {CONFIG_FILE} records no weights checksum")
         pending = pending_path(folder / WEIGHTS_FILE)
+        limit = max_weights_bytes(info)
         try:
-            data = read_regular_file(folder / WEIGHTS_FILE, MAX_WEIGHTS_BYTES, what)
+            data = read_regular_file(folder / WEIGHTS_FILE, limit, what)
         except CheckpointError:
             if not (pending.is_file() and not pending.is_symlink()):    # the first save, killed before its rename
                 raise
@@ -379,7 +420,7 @@ def _read_verified(folder: Path) -> tuple[dict, bytes]:
             return info, data
         if pending.is_file() and not pending.is_symlink():
             try:
-                data = read_regular_file(pending, MAX_WEIGHTS_BYTES, what)
+                data = read_regular_file(pending, limit, what)
             except CheckpointError:
                 continue
             if hashlib.sha256(data).hexdigest() == expected:

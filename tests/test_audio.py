@@ -189,3 +189,38 @@ def test_manifest_bad_line(tmp_path):
     man.write_text('{"audio_filepath": "a.wav", "text": "x"}\nnot json\n')
     with pytest.raises(ValueError, match=":2:"):
         load_manifest(man)
+
+
+# ------------------------------------------------------------------ reliability round 2 (issue 14)
+def test_huge_finite_samples_are_refused_like_nan():
+    from dld_core.audio import InvalidSamplesError, load_audio
+    for scale, spike in ((1e30, None), (1.0, 3e38)):
+        x = (np.sin(np.arange(16000) / 10) * 0.5 * scale).astype(np.float32)
+        if spike:
+            x[100] = spike
+        buf = io.BytesIO()
+        sf.write(buf, x, 16000, format="WAV", subtype="FLOAT")
+        with pytest.raises(InvalidSamplesError, match="sample values reach"):
+            load_audio(buf.getvalue())
+
+
+def test_header_shorter_than_the_audio_is_said():
+    from dld_core.audio import load_audio
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000 * 60, dtype=np.float32) + 0.01, 16000, format="WAV", subtype="PCM_16")
+    data = bytearray(buf.getvalue())
+    pos = data.index(b"data")
+    data[pos + 4: pos + 8] = struct.pack("<I", 2 * 16000 * 2)          # the header now claims 2 s
+    clip = load_audio(bytes(data))
+    assert clip.duration == pytest.approx(2.0)
+    assert "declares 2.0 s" in clip.warning and "58 s more" in clip.warning
+    assert load_audio(buf.getvalue()).warning == ""                    # an honest header: no warning
+
+
+def test_one_sample_at_a_high_rate_is_empty_not_a_zero_length_clip():
+    """Found by the fuzzer: 1 sample at 44.1 kHz resamples to nothing."""
+    from dld_core.audio import EmptyAudioError, load_audio
+    data = (b"RIFF%\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00D\xac\x00\x00D\xac\x00\x00\x01\x00\x08\x00"
+            b"data\x01\x00\x00\x00\x00")
+    with pytest.raises(EmptyAudioError, match="too short"):
+        load_audio(data)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from dld_core.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from dld_core.checkpoint import CheckpointError, config_digest, list_checkpoints, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_fp16(tmp_path, tiny_model):
@@ -35,8 +35,23 @@ def test_wrong_shapes_are_refused(tmp_path, tiny_model):
     info = json.loads((folder / "config.json").read_text())
     info["model"]["d_model"] = 64
     info["model"]["ffn_dim"] = 128
+    info["model_sha256"] = config_digest(info["model"])      # a consistent config that does not fit the weights
     (folder / "config.json").write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["vocab"].insert(3, m["vocab"].pop(4)),        # same size: the shapes fit, the text would be garbage
+    lambda m: m.update(dropout=0.3),
+    lambda m: m.pop("gate_unit"),
+])
+def test_an_edited_model_config_is_refused(tmp_path, tiny_model, edit):
+    folder = save_checkpoint(tmp_path / "ck", tiny_model, recipe="ld")
+    info = json.loads((folder / "config.json").read_text())
+    edit(info["model"])
+    (folder / "config.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
         load_checkpoint(folder)
 
 

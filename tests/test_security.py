@@ -24,7 +24,7 @@ from dld_core import checkpoint as ck
 from dld_core.archive import export_checkpoint_archive, import_checkpoint_archive
 from dld_core.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
 from dld_core.model import DynamicCTCModel
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -476,3 +476,21 @@ def test_archive_module_uses_no_pickle():
     source = Path(archive.__file__).read_text() + Path(ck.__file__).read_text()
     for banned in ("import pickle", "torch.load(", "pickle.load", "weights_only=False"):
         assert banned not in source
+
+
+def test_weights_bigger_than_the_config_needs_are_refused_from_declared_sizes(tmp_path, good, monkeypatch):
+    """An honest 1 GiB-class member is refused from the zip directory, before anything is extracted or
+    read: the limit follows the archive's own config.json (checkpoint.max_weights_bytes)."""
+    import resource
+    limit = ck.max_weights_bytes(ck.read_config(good))
+    assert (good / ck.WEIGHTS_FILE).stat().st_size <= limit < 64 << 20
+    big = good_members(good)[:1] + [("ck/" + ck.WEIGHTS_FILE, b"\0" * (limit + 1024))]
+    extracted = []
+    monkeypatch.setattr(archive, "_extract", lambda *a, **k: extracted.append(a))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="more than the .* bytes its config.json can need"):
+        import_checkpoint_archive(make_zip(big), tmp_path / "root")
+    assert extracted == [] and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200_000
+    (good / ck.WEIGHTS_FILE).write_bytes((good / ck.WEIGHTS_FILE).read_bytes() + b"\0" * (limit + 1))
+    with pytest.raises(CheckpointError, match="over the"):          # a folder: refused from its size too
+        load_checkpoint(good)
