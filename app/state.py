@@ -376,6 +376,22 @@ def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], tea
             "reference": ref_name}
 
 
+@st.cache_resource(ttl=30, show_spinner="Loading the beam decoder (lexicon + word LM)…")
+def beam_ready(vocab: tuple[str, ...]) -> tuple[bool, str]:
+    """(usable, why not): dld_core.decode.beam_status, once per vocabulary and server (it builds and caches
+    the shared decoder, ~2 s)."""
+    from dld_core.decode import beam_status
+    return beam_status(list(vocab))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def beam_text(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ckpt: Checkpoint,
+              _log_probs: np.ndarray) -> str:
+    """The beam decoder's transcript of an already computed result (student or teacher log-probs)."""
+    from dld_core.inference import decoder_for
+    return decoder_for(_ckpt.model, "beam")(torch.from_numpy(np.asarray(_log_probs, dtype=np.float32))[None], None)[0]
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def drop_one_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], teacher_key: Optional[str],
                     _ckpt: Checkpoint, _samples: np.ndarray, _reference_lp: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
+from .decode import DECODERS
 from .masks import LEVEL_POLICIES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", choices=LEVEL_POLICIES, default="random")
     e.add_argument("--custom", type=parse_int_list, default=None, help="kept indices for --policy custom")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--decoder", choices=DECODERS, default="greedy",
+                   help="greedy, or beam: lexicon + word LM (python -m dld_core build-lm)")
     e.add_argument("--json", required=True, help="output JSON path")
 
     r = sub.add_parser("transcribe", help="transcribe audio files with a layer mask")
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--keep", type=int, help="keep K modules spread evenly over the depth (the every_other policy)")
     g.add_argument("--drop", help="modules to drop: names (e.g. L2,L10 or A4,M4) or 0-based indices (1,5,9)")
+    r.add_argument("--decoder", choices=DECODERS, default="greedy",
+                   help="greedy, or beam: lexicon + word LM (python -m dld_core build-lm)")
     r.add_argument("audio", nargs="+")
 
     b = sub.add_parser("bench", help="CPU latency vs GFLOPs at every kept level")
@@ -178,7 +183,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
     result = evaluate(args.checkpoint, args.manifest, keep=args.keep, num_masks=args.masks, policy=args.policy,
-                      seed=args.seed, custom=args.custom)
+                      seed=args.seed, custom=args.custom, decoder=args.decoder)
     from .checkpoint import atomic_write_json
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(args.json), result)
@@ -256,7 +261,7 @@ def cmd_transcribe(args) -> int:
                        f"{1000 * MIN_SECONDS:.0f} ms is needed)")
             continue
         try:
-            text = transcribe(ckpt.model, [clip.samples], active)[0]
+            text = transcribe(ckpt.model, [clip.samples], active, decoder=args.decoder)[0]
         except (RuntimeError, ValueError, MemoryError) as exc:     # one bad file must not end the batch
             fail(path, f"cannot transcribe ({type(exc).__name__}: {one_line(exc, 160)})")
             continue
@@ -273,6 +278,10 @@ def cmd_bench(args) -> int:
     for level in result["levels"]:
         print(f"kept={level['kept']:>2}  latency={level['latency_ms']:8.1f} ms  ratio={level['latency_ratio']:.3f}  "
               f"GFLOPs={level['gflops']:.3f}  ratio={level['flops_ratio']:.3f}")
+    decode = result.get("decode", {})
+    if decode:
+        beam = f"{decode['beam_ms']:.1f} ms" if "beam_ms" in decode else f"unavailable ({decode.get('beam_error', '?')})"
+        print(f"decoding {args.seconds:g} s: greedy {decode.get('greedy_ms', float('nan')):.2f} ms, beam {beam}")
     return 0
 
 

@@ -33,6 +33,9 @@ class ModelConfig:
     subsampling: int = option(4, "conformer: 4 (40 ms frames) or 2 (20 ms; for dense character CTC)", choices=(2, 4))
     pos_enc: str = option("none", "conformer: absolute position encoding after subsampling",
                           choices=("none", "sinusoidal"))
+    front_end: str = option("logmel", "conformer: its own log-mel, or Whisper's (normalised, 3 zero frames each "
+                            "side: with 2x subsampling its frames line up with a Whisper teacher's)",
+                            choices=("logmel", "whisper"))
     vocab: list[str] = option(lambda: list(CHAR_VOCAB), "CTC tokens, blank first", cli=False)
     # wavlm family only: CNN feature extractor (channels, kernel, stride) and relative position buckets
     extractor_layers: list[list[int]] = option(

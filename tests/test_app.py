@@ -314,3 +314,27 @@ def test_the_operator_can_turn_training_off(env, monkeypatch):
     no_exceptions(at)
     assert any("Training is turned off" in i.value for i in at.info)
     assert at.button(key="train_start").disabled
+
+
+# ------------------------------------------------------------------------------------------------ decoders
+def test_inspect_decoder_switch_and_greedy_fallback(env, tmp_path, monkeypatch):
+    from dld_core import lm
+    monkeypatch.setenv(lm.DIR_ENV, str(tmp_path / "no-decoder-files"))   # beam unavailable: fall back, say so
+    at = run_app()
+    greedy = at.code[0].value
+    at.segmented_control(key="decoder").set_value("beam").run()
+    no_exceptions(at)
+    assert any("Beam decoding is unavailable here" in c.value and "build-lm" in c.value for c in at.caption)
+    assert at.code[0].value == greedy
+    words = ["the", "quick", "brown", "fox", "seven", "two", "nine"]
+    folder = lm.write_decoder_files(tmp_path / "tiny", {w: -1.0 for w in words})
+    monkeypatch.setenv(lm.DIR_ENV, str(folder))
+    from app import state
+    state.beam_ready.clear()                                     # (the server rechecks every 30 s)
+    at = run_app()
+    at.segmented_control(key="decoder").set_value("both").run()
+    no_exceptions(at)
+    assert not any("unavailable" in c.value for c in at.caption)
+    texts = [c.value for c in at.code]
+    assert texts[1] == greedy                                    # the greedy transcript shown next to beam's
+    assert any(m.value.startswith("**Student**") and m.value.endswith("· beam") for m in at.markdown)

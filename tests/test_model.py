@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from dld_core.config import ModelConfig
+from dld_core.families.conformer import encoder_frames
 from dld_core.families.wavlm import load_pretrained as load_wavlm_state_dict
 from dld_core.model import DynamicCTCModel
 from tests.helpers import tiny_config, wavlm_config
@@ -130,7 +132,6 @@ def test_sinusoidal_position_encoding_changes_output_and_keeps_gates():
 
 @pytest.mark.parametrize("factor", [2, 4])
 def test_subsampling_factor_sets_the_frame_rate(factor):
-    from dld_core.families.conformer import encoder_frames
     torch.manual_seed(0)
     model = DynamicCTCModel(tiny_config(subsampling=factor)).eval()
     for t in (9, 57, 1001):
@@ -139,3 +140,17 @@ def test_subsampling_factor_sets_the_frame_rate(factor):
             out = model(x, torch.tensor([t]))
         assert out.log_probs.shape[1] == int(out.lengths[0]) == encoder_frames(tiny_config(subsampling=factor), (t - 1) * 160)
     assert out.log_probs.shape[1] in range(1001 // factor - 3, 1001 // factor + 1)
+
+
+def test_conformer_on_whisper_features_has_a_whisper_teachers_frames():
+    """front_end "whisper" + 2x subsampling: exactly the Whisper encoder's frames for any clip length, so a
+    conformer student can be distilled from a Whisper teacher frame by frame."""
+    from dld_core.inference import recognize
+    student = DynamicCTCModel(tiny_config(front_end="whisper", subsampling=2)).eval()
+    teacher = DynamicCTCModel(tiny_config(family="whisper", d_model=32, n_heads=2, n_layers=1, ffn_dim=64)).eval()
+    rng = np.random.default_rng(0)
+    wavs = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (1600, 16000, 16159, 16160, 16321, 40000)]
+    s, t = recognize(student, wavs).output, recognize(teacher, wavs).output
+    assert s.lengths.tolist() == t.lengths.tolist() and s.log_probs.shape[1] == t.log_probs.shape[1]
+    for n in (16000, 16321):
+        assert encoder_frames(student.config, n) == int(recognize(teacher, [np.zeros(n, np.float32)]).output.lengths[0])

@@ -11,12 +11,19 @@ def fake_eval(path, wers):
 
 
 def test_report_table_and_figure(tmp_path):
-    fake_eval(tmp_path / "teacher.synthetic_test.json", {3: 0.2, 2: 0.9, 1: 1.0})
-    fake_eval(tmp_path / "ld.synthetic_test.json", {3: 0.4, 2: 0.5, 1: 0.8})
-    fake_eval(tmp_path / "dld.synthetic_test.json", {3: 0.3, 2: 0.45, 1: 0.7})
+    fake_eval(tmp_path / "teacher.synthetic_test.json", {3: 0.2, 2: 0.9, 1: 1.0})            # no decoder: greedy
+    fake_eval(tmp_path / "ld.synthetic_test.greedy.json", {3: 0.4, 2: 0.5, 1: 0.8})
+    fake_eval(tmp_path / "dld.synthetic_test.greedy.json", {3: 0.3, 2: 0.45, 1: 0.7})
+    fake_eval(tmp_path / "dld.synthetic_test.beam.json", {3: 0.25, 2: 0.4, 1: 0.6})
+    fake_eval(tmp_path / "conformer_dld.real_dev.beam.json", {3: 0.5})
+    fake_eval(tmp_path / "notes.json", {3: 0.5})                                              # not a result name
     out = write_report(tmp_path, tmp_path / "out")
     md = out["markdown"].read_text()
-    assert "| 3 | 0.30 | 20.0 (10.0) | 40.0 (20.0) | 30.0 (15.0) |" in md and "| 1 | 0.10 | 100.0 (50.0) | 80.0 (40.0) | 70.0 (35.0) |" in md
+    greedy = md[md.index("synthetic test (held-out sentences and voices), greedy"):md.index("synthetic test (held-out sentences and voices), beam")]
+    assert "| 3 | 20.0 (10.0) | 0.30 | 40.0 (20.0) | 0.30 | 30.0 (15.0) | 0.30 |" in greedy
+    assert "| 1 | 100.0 (50.0) | 0.10 | 80.0 (40.0) | 0.10 | 70.0 (35.0) | 0.10 |" in greedy
+    assert "| kept | DLD WER % (CER %) | GFLOPs |\n" in md and "conformer DLD WER %" in md
+    assert md.index("synthetic test") < md.index("real read speech")
     png = out["figure"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 

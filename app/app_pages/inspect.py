@@ -154,8 +154,24 @@ try:
 except (RuntimeError, ValueError) as exc:
     st.error(f"The student cannot run on this clip — {one_line(exc)}", icon=":material/error:")
     st.stop()
-s_score = state.score(reference, res["text"])
-t_score = state.score(reference, t_res["text"]) if t_res else None
+DECODER_LABELS = {"greedy": "Greedy", "beam": "Beam (lexicon + LM)", "both": "Both"}
+decoder = st.segmented_control("Decoder", list(DECODER_LABELS), format_func=DECODER_LABELS.get, default="greedy",
+                               required=True, key="decoder",
+                               help="Greedy: the most likely character in every frame. Beam: a search over "
+                                    "spellings of real words, scored by a word language model (fewer misspellings).")
+use_beam = False
+if decoder in ("beam", "both"):
+    ready, why = state.beam_ready(tuple(student.config.vocab))
+    use_beam = ready
+    if not ready:
+        st.caption(f"Beam decoding is unavailable here ({why}); showing greedy transcripts.")
+s_beam = state.beam_text(ckpt_key, clip.digest, mask, student, res["log_probs"]) if use_beam else None
+t_beam = (state.beam_text(teacher_key, clip.digest, (True,), teacher, t_res["log_probs"])
+          if use_beam and t_res is not None else None)
+s_text = s_beam if s_beam is not None else res["text"]
+t_text = t_beam if t_beam is not None else (t_res["text"] if t_res else "")
+s_score = state.score(reference, s_text)
+t_score = state.score(reference, t_text) if t_res else None
 
 saved = 100 * (1 - res["gflops"] / res["gflops_full"]) if res["gflops_full"] else 0.0
 m1, m2, m3, m4, m5 = st.columns(5)
@@ -178,14 +194,20 @@ m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
 
 c_s, c_t = st.columns(2, gap="large")
 with c_s:
-    st.markdown(f"**Student** · {sum(mask)}/{n_layers} modules")
-    st.code(res["text"] or "(empty transcript)", language=None, wrap_lines=True)
+    st.markdown(f"**Student** · {sum(mask)}/{n_layers} modules" + (" · beam" if use_beam else ""))
+    st.code(s_text or "(empty transcript)", language=None, wrap_lines=True)
+    if decoder == "both" and use_beam:
+        st.caption("Greedy:")
+        st.code(res["text"] or "(empty transcript)", language=None, wrap_lines=True)
     if s_score:
         st.html(diff.word_diff_html(s_score["diff"]))
 with c_t:
     if t_res is not None:
-        st.markdown("**Teacher** · full depth")
-        st.code(t_res["text"] or "(empty transcript)", language=None, wrap_lines=True)
+        st.markdown("**Teacher** · full depth" + (" · beam" if use_beam else ""))
+        st.code(t_text or "(empty transcript)", language=None, wrap_lines=True)
+        if decoder == "both" and use_beam:
+            st.caption("Greedy:")
+            st.code(t_res["text"] or "(empty transcript)", language=None, wrap_lines=True)
         if t_score:
             st.html(diff.word_diff_html(t_score["diff"]))
     else:

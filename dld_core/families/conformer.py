@@ -1,5 +1,9 @@
 """The conformer family: 80-dim log-mel (normalised per utterance) -> Conv2d subsampling (4x or 2x) ->
-torchaudio ConformerLayers, one gated module each (L1 .. LN)."""
+torchaudio ConformerLayers, one gated module each (L1 .. LN).
+
+front_end "whisper" feeds Whisper's log-mel instead (normalised per utterance, WHISPER_PAD zero frames
+on each side): with 2x subsampling the encoder then has exactly a Whisper encoder's frames, so a
+conformer student can be distilled from a Whisper teacher frame by frame."""
 from __future__ import annotations
 
 import math
@@ -13,27 +17,43 @@ from ..audio import SAMPLE_RATE
 from ..features import HOP_LENGTH, WIN_LENGTH, padding_mask
 
 INPUT = "log-mel"          # SpecAugment applies to this family's features
+WHISPER_PAD = 3            # zero frames on each side of the Whisper log-mel (front_end "whisper")
+
+
+def normalize(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per utterance over its valid frames; padded frames zero. [B, T, F]."""
+    valid = (~padding_mask(lengths, feats.shape[1]))[..., None]
+    count = (lengths[:, None, None] * feats.shape[2]).clamp(min=1)
+    mean = (feats * valid).sum(dim=(1, 2), keepdim=True) / count
+    var = (((feats - mean) * valid) ** 2).sum(dim=(1, 2), keepdim=True) / count
+    return (feats - mean) / (var.sqrt() + 1e-5) * valid
 
 
 class Features(nn.Module):
-    """80-dim log-mel of 25 ms windows every 10 ms, normalised per utterance over its valid frames."""
+    """80-dim log-mel of 25 ms windows every 10 ms (or Whisper's, see the module docstring), normalised per
+    utterance over its valid frames."""
 
     def __init__(self, cfg=None, n_mels: int = 80):
         super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=WIN_LENGTH, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
-            n_mels=cfg.n_mels if cfg is not None else n_mels)
+        self.front_end = getattr(cfg, "front_end", "logmel")
+        if self.front_end == "whisper":
+            from .whisper import Features as WhisperFeatures
+            self.whisper = WhisperFeatures(cfg)
+        else:
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                sample_rate=SAMPLE_RATE, n_fft=WIN_LENGTH, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
+                n_mels=cfg.n_mels if cfg is not None else n_mels)
 
     @torch.no_grad()
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """wavs [B, S] float, wav_lengths [B] -> features [B, T, n_mels], frame lengths [B]."""
+        if self.front_end == "whisper":
+            feats, lengths = self.whisper(wavs, wav_lengths)
+            feats = torch.nn.functional.pad(normalize(feats, lengths), (0, 0, WHISPER_PAD, WHISPER_PAD))
+            return feats, lengths + 2 * WHISPER_PAD
         feats = (self.mel(wavs.float()) + 1e-6).log().transpose(1, 2)           # [B, T, F]
         lengths = (torch.div(wav_lengths, HOP_LENGTH, rounding_mode="floor") + 1).clamp(max=feats.shape[1])
-        valid = (~padding_mask(lengths, feats.shape[1]))[..., None]
-        count = (lengths[:, None, None] * feats.shape[2]).clamp(min=1)
-        mean = (feats * valid).sum(dim=(1, 2), keepdim=True) / count
-        var = (((feats - mean) * valid) ** 2).sum(dim=(1, 2), keepdim=True) / count
-        return (feats - mean) / (var.sqrt() + 1e-5) * valid, lengths
+        return normalize(feats, lengths), lengths
 
 
 class Conv2dSubsampling(nn.Module):
@@ -98,18 +118,20 @@ def module_names(cfg) -> list[str]:
     return [f"L{i + 1}" for i in range(cfg.n_layers)]
 
 
-def feature_frames(num_samples: int) -> int:
+def feature_frames(cfg, num_samples: int) -> int:
+    if getattr(cfg, "front_end", "logmel") == "whisper":
+        return num_samples // HOP_LENGTH + 2 * WHISPER_PAD    # Whisper's frames, padded
     return num_samples // HOP_LENGTH + 1                      # centred STFT frames
 
 
 def dummy_features(cfg, num_samples: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    frames = feature_frames(num_samples)
+    frames = feature_frames(cfg, num_samples)
     return torch.zeros(1, frames, cfg.n_mels, device=device), torch.tensor([frames], device=device)
 
 
 def encoder_frames(cfg, num_samples: int) -> int:
     """Encoder output frames for a clip (10 ms log-mel, then 4x or 2x subsampling)."""
-    t = feature_frames(num_samples)
+    t = feature_frames(cfg, num_samples)
     return ((t - 1) // 2 - 3) // (2 if cfg.subsampling == 4 else 1) + 1
 
 
@@ -126,6 +148,10 @@ def validate(cfg) -> None:
         raise ValueError(f"subsampling must be 2 or 4, got {cfg.subsampling!r}")
     if cfg.pos_enc not in ("none", "sinusoidal"):
         raise ValueError(f"unknown pos_enc {cfg.pos_enc!r} (expected none or sinusoidal)")
+    if cfg.front_end not in ("logmel", "whisper"):
+        raise ValueError(f"unknown front_end {cfg.front_end!r} (expected logmel or whisper)")
+    if cfg.front_end == "whisper" and cfg.n_mels != 80:
+        raise ValueError("front_end whisper has 80 mel bins")
 
 
 def analytic_layer_flops(d_model: int, ffn_dim: int, n_heads: int, conv_kernel: int, frames: int) -> int:
