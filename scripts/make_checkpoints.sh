@@ -1,43 +1,39 @@
 #!/usr/bin/env bash
-# Reproduce the shipped checkpoints and the results table with the project's own CLI:
-#   corpus -> teacher -> LD and DLD students -> export -> evaluate -> table + figure
-# Usage: bash scripts/make_checkpoints.sh      (CPU; DEVICE=cuda on a GPU, THREADS for torch CPU threads)
+# Reproduce the shipped checkpoints and the results with the project's own CLI (issue 12's recipe,
+# scripts/recipe.sh): corpus -> Whisper teacher -> four students -> export -> evaluate -> table + figure.
+# Usage: bash scripts/make_checkpoints.sh   (CPU; DEVICE=cuda on a GPU; THREADS for the teacher)
+# Long: hours on 2 CPU cores. Every training checkpoints each epoch; rerun with RESUME=1 to continue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
 DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-2}
-CORPUS=${CORPUS:-corpus/main}
+CORPUS=${CORPUS:-corpus/whisper}
 RUNS=${RUNS:-runs}
 source scripts/recipe.sh
-ARCH="$ARCH --batch-seconds $BATCH_SECONDS --device $DEVICE"
+RESUME_FLAG=$([ "${RESUME:-0}" = 1 ] && echo --resume || true)
 
-$PY -m dld_core synth --out "$CORPUS" --hours 2.5 --seed 0
-# The shipped teacher ran an 8-epoch schedule, extended with `--resume --epochs N` to 10 (step 638), 28
-# (step 1560: a warm restart of the cosine schedule) and 36 (step 1620); see checkpoints/teacher/train_log.jsonl.
-# This runs the 36-epoch schedule directly (no restarts), so its numbers will differ somewhat.
+$PY -m dld_core synth --out "$CORPUS" --hours 5.5 --seed 1
+$PY -m dld_core real-dev --out corpus/real_dev
 $PY -m dld_core train --recipe teacher --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/teacher" --epochs ${TEACHER_EPOCHS:-36} --lr 2e-3 --warmup 150 --threads "$THREADS" $ARCH
-# LD and DLD: same architecture, data and initialisation (the teacher's weights); DLD gets fewer epochs
-# so that its wall time stays at or below LD's. lambda 1, tau 2: chosen on valid (scripts/ablation.sh).
-# They run side by side, one thread each.
-$PY -m dld_core train --recipe ld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/ld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${LD_EPOCHS:-6} $STUDENT_LR \
-    --threads 1 --quiet $ARCH > "$RUNS/ld.log" 2>&1 &
-LD_PID=$!
-$PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-    --out "$RUNS/dld" --teacher "$RUNS/teacher" --init-from-teacher --epochs ${DLD_EPOCHS:-4} $STUDENT_LR \
-    --lambda 1 --tau 2 --threads 1 --quiet $ARCH > "$RUNS/dld.log" 2>&1
-wait $LD_PID
+    --out "$RUNS/whisper_teacher" --epochs ${TEACHER_EPOCHS:-8} --batch-seconds $BATCH_SECONDS \
+    --threads "$THREADS" --device "$DEVICE" $TEACHER_ARGS $RESUME_FLAG
+$PY -m dld_core export --run "$RUNS/whisper_teacher" --out checkpoints/teacher
+RUNS="$RUNS" bash scripts/students.sh checkpoints/teacher "$CORPUS"
 
+declare -A FROM=([ld]=whisper_ld [dld]=whisper_dld [conformer_ld]=conformer_ld [conformer_dld]=conformer_dld)
+for name in "${!FROM[@]}"; do
+  $PY -m dld_core export --run "$RUNS/${FROM[$name]}" --out "checkpoints/$name"
+done
 mkdir -p results
-for name in teacher ld dld; do
-  $PY -m dld_core export --run "$RUNS/$name" --out "checkpoints/$name"
-  for set in test fsdd_test; do
-    label=$([ "$set" = test ] && echo synthetic_test || echo fsdd_test)
-    $PY -m dld_core evaluate --checkpoint "checkpoints/$name" --manifest "$CORPUS/$set.jsonl" --masks 4 \
-        --seed 0 --json "results/$name.$label.json"
+for name in teacher ld dld conformer_ld conformer_dld; do
+  for set in synthetic_test fsdd_test real_dev; do
+    manifest=$([ "$set" = synthetic_test ] && echo "$CORPUS/test.jsonl" || ([ "$set" = fsdd_test ] && echo "$CORPUS/fsdd_test.jsonl" || echo corpus/real_dev/real_dev.jsonl))
+    for decoder in greedy beam; do
+      $PY -m dld_core evaluate --checkpoint "checkpoints/$name" --manifest "$manifest" --masks 4 --seed 0 \
+          --decoder $decoder --json "results/$name.$set.$decoder.json"
+    done
   done
 done
 $PY -m dld_core report --results results --out results

@@ -197,7 +197,7 @@ def test_layer_strip_is_rebuilt_after_a_failed_load(server, browser):
     wait_idle(page)
     toggles = page.get_by_test_id("stCheckbox").locator("input")
     assert toggles.count() == 4 and all(toggles.nth(i).is_checked() for i in range(4))
-    assert page.get_by_label("k").input_value() == "2"
+    assert page.locator('input[aria-label="k"]').input_value() == "2"
     assert "4/4" in page.get_by_test_id("stMetric").nth(1).inner_text()
     page.get_by_test_id("stCheckbox").filter(has_text="L3").first.click()
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
