@@ -254,7 +254,7 @@ def checkpoint_summary(ckpt: Checkpoint) -> dict[str, Any]:
     cfg = ckpt.config
     return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.num_modules,
             "d_model": cfg.d_model, "params_m": count_parameters(ckpt.model) / 1e6,
-            "valid_wer": metrics.get("valid_wer", metrics.get("wer"))}
+            "valid_wer": next((metrics[k] for k in ("best_valid_wer", "valid_wer", "wer") if isinstance(metrics.get(k), (int, float))), None)}
 
 
 # ------------------------------------------------------------------------------------------------ audio

@@ -192,24 +192,23 @@ m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
 m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
           help="Character error rate of the student against the reference")
 
-c_s, c_t = st.columns(2, gap="large")
-with c_s:
-    st.markdown(f"**Student** · {sum(mask)}/{n_layers} modules" + (" · beam" if use_beam else ""))
-    st.code(s_text or "(empty transcript)", language=None, wrap_lines=True)
+def transcript(title: str, text: str, greedy_text: str, score) -> None:
+    """One model's transcript (the chosen decoder's; with "Both", the greedy one under it) and its diff."""
+    st.markdown(title + (" · beam" if use_beam else ""))
+    st.code(text or "(empty transcript)", language=None, wrap_lines=True)
     if decoder == "both" and use_beam:
         st.caption("Greedy:")
-        st.code(res["text"] or "(empty transcript)", language=None, wrap_lines=True)
-    if s_score:
-        st.html(diff.word_diff_html(s_score["diff"]))
+        st.code(greedy_text or "(empty transcript)", language=None, wrap_lines=True)
+    if score:
+        st.html(diff.word_diff_html(score["diff"]))
+
+
+c_s, c_t = st.columns(2, gap="large")
+with c_s:
+    transcript(f"**Student** · {sum(mask)}/{n_layers} modules", s_text, res["text"], s_score)
 with c_t:
     if t_res is not None:
-        st.markdown("**Teacher** · full depth" + (" · beam" if use_beam else ""))
-        st.code(t_text or "(empty transcript)", language=None, wrap_lines=True)
-        if decoder == "both" and use_beam:
-            st.caption("Greedy:")
-            st.code(t_res["text"] or "(empty transcript)", language=None, wrap_lines=True)
-        if t_score:
-            st.html(diff.word_diff_html(t_score["diff"]))
+        transcript("**Teacher** · full depth", t_text, t_res["text"], t_score)
     else:
         st.markdown("**Teacher**")
         st.caption("No teacher loaded.")
