@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", choices=LEVEL_POLICIES, default="random")
     e.add_argument("--custom", type=parse_int_list, default=None, help="kept indices for --policy custom")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--decoder", choices=DECODERS, default="greedy",
-                   help="greedy, or beam: lexicon + word LM (python -m dld_core build-lm)")
-    e.add_argument("--json", required=True, help="output JSON path")
+    e.add_argument("--decoder", type=parse_decoders, default=["greedy"],
+                   help="greedy, beam (lexicon + word LM: python -m dld_core build-lm), or both as greedy,beam "
+                        "(one forward pass per mask, decoded twice; --json then needs a {decoder} placeholder)")
+    e.add_argument("--json", required=True, help="output JSON path (with several decoders: e.g. out.{decoder}.json)")
 
     r = sub.add_parser("transcribe", help="transcribe audio files with a layer mask")
     r.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
@@ -180,15 +181,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def parse_decoders(text: str) -> list[str]:
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [d for d in names if d not in DECODERS]
+    if not names or bad or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected one or more of {', '.join(DECODERS)}, comma-separated; got {text!r}")
+    return names
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
-    result = evaluate(args.checkpoint, args.manifest, keep=args.keep, num_masks=args.masks, policy=args.policy,
-                      seed=args.seed, custom=args.custom, decoder=args.decoder)
     from .checkpoint import atomic_write_json
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(Path(args.json), result)
-    for level in result["levels"]:
-        print(f"kept={level['kept']:>2}  WER={100 * level['wer']:6.2f}%  CER={100 * level['cer']:6.2f}%  GFLOPs={level['gflops']:.3f}")
+    from .evaluate import evaluate
+    if len(args.decoder) > 1 and "{decoder}" not in args.json:
+        raise ValueError("with several decoders, --json needs a {decoder} placeholder (e.g. out.{decoder}.json)")
+    results = evaluate(args.checkpoint, args.manifest, keep=args.keep, num_masks=args.masks, policy=args.policy,
+                       seed=args.seed, custom=args.custom, decoder=args.decoder)
+    for name, result in results.items():
+        path = Path(args.json.replace("{decoder}", name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, result)
+        for level in result["levels"]:
+            print(f"{name:>6}  kept={level['kept']:>2}  WER={100 * level['wer']:6.2f}%  CER={100 * level['cer']:6.2f}%  "
+                  f"GFLOPs={level['gflops']:.3f}")
     if result["skipped"]:
         print(f"error: skipped {len(result['skipped'])} of {len(result['skipped']) + result['utterances']} rows "
               f"whose audio could not be read (listed above; the results leave them out)", file=sys.stderr)

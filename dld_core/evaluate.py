@@ -18,7 +18,7 @@ import torch
 from . import masks as M
 from .checkpoint import Checkpoint, load_checkpoint
 from .flops import gflops_for_seconds
-from .inference import featurize, recognize
+from .inference import decoder_for, featurize, recognize
 from .metrics import error_counts, error_rate
 from .model import DynamicCTCModel
 
@@ -39,14 +39,17 @@ def length_batches(durations: Sequence[float], batch_seconds: float) -> list[lis
 
 def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Optional[Sequence[int]] = None,
                    num_masks: int = 4, policy: str = "random", seed: int = 0, batch_seconds: float = 120.0,
-                   custom=None, progress: bool = True, decoder: str = "greedy") -> list[dict]:
+                   custom=None, progress: bool = True, decoder="greedy"):
     """The evaluation loop over manifest-like rows; `load(row)` returns the 16 kHz waveform, or None for a
-    row to leave out (an unreadable clip): such rows count in no level."""
+    row to leave out (an unreadable clip): such rows count in no level. `decoder` is a name, or a list of
+    names decoded from the same forward passes; then the result is {decoder: levels}."""
+    decoders = [decoder] if isinstance(decoder, str) else list(decoder)
+    extra = {d: decoder_for(model, d) for d in decoders[1:]}
     n = model.num_modules
     plan = [(k, M.level_masks(n, k, policy, num_masks, seed, custom)) for k in M.levels(n, keep, policy, custom)]
     jobs = [(li, mask) for li, (_, masks) in enumerate(plan) for mask in masks]
-    hyps = {(li, tuple(mask)): [""] * len(items) for li, mask in jobs}
-    seconds = {key: 0.0 for key in hyps}
+    hyps = {(d, li, tuple(mask)): [""] * len(items) for d in decoders for li, mask in jobs}
+    seconds = {(li, tuple(mask)): 0.0 for li, mask in jobs}
     used: set[int] = set()
     durations = [float(row.get("duration") or batch_seconds) for row in items]   # unknown: a batch of its own
     batches = length_batches(durations, batch_seconds)
@@ -66,10 +69,13 @@ def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Op
             feats, lengths = featurize(model, [wavs[i] for i in batch])
             used.update(batch)
             for li, mask in jobs:
-                result = recognize(model, features=(feats, lengths), active=mask, decoder=decoder)
+                result = recognize(model, features=(feats, lengths), active=mask, decoder=decoders[0])
                 seconds[(li, tuple(mask))] += result.forward_ms / 1000
-                for i, text in zip(batch, result.texts):
-                    hyps[(li, tuple(mask))][i] = text
+                texts = {decoders[0]: result.texts,
+                         **{d: fn(result.output.log_probs, result.output.lengths) for d, fn in extra.items()}}
+                for d, decoded in texts.items():
+                    for i, text in zip(batch, decoded):
+                        hyps[(d, li, tuple(mask))][i] = text
                 if bar is not None:
                     bar.update(1)
     if bar is not None:
@@ -79,13 +85,13 @@ def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Op
     rows = sorted(used)
     refs = [items[i]["text"] for i in rows]
 
-    def rate(mask_key, unit: str) -> float:
-        return error_rate(error_counts(refs, [hyps[mask_key][i] for i in rows], unit))
+    def rate(key, unit: str) -> float:
+        return error_rate(error_counts(refs, [hyps[key][i] for i in rows], unit))
 
-    results = []
-    for li, (k, masks) in enumerate(plan):
-        w = [rate((li, tuple(m)), "word") for m in masks]
-        c = [rate((li, tuple(m)), "char") for m in masks]
+    by_decoder = {d: [] for d in decoders}
+    for (d, results), (li, (k, masks)) in ((dr, lp) for dr in by_decoder.items() for lp in enumerate(plan)):
+        w = [rate((d, li, tuple(m)), "word") for m in masks]
+        c = [rate((d, li, tuple(m)), "char") for m in masks]
         results.append({
             "kept": k,
             "wer": float(np.mean(w)),
@@ -94,13 +100,14 @@ def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Op
             "masks": [list(m) for m in masks],
             "latency_ms": float(np.mean([seconds[(li, tuple(m))] for m in masks]) * 1000 / len(rows)),
         })
-    return results
+    return by_decoder[decoder] if isinstance(decoder, str) else by_decoder
 
 
 def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, num_masks: int = 4,
              policy: str = "random", seed: int = 0, batch_seconds: float = 120.0, custom=None,
-             progress: bool = True, decoder: str = "greedy") -> dict:
-    """Evaluate a checkpoint (folder or loaded Checkpoint) on a JSONL manifest.
+             progress: bool = True, decoder="greedy") -> dict:
+    """Evaluate a checkpoint (folder or loaded Checkpoint) on a JSONL manifest. `decoder`: a name, or a list
+    of names decoded from the same forward passes (then the result is {decoder: result}).
 
     keep: kept-module levels, e.g. [12, 9, 6, 3]; None = every level N..1 (or the custom masks' sizes).
     """
@@ -126,7 +133,11 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
     levels = evaluate_items(ckpt.model, items, load,
                             keep=keep, num_masks=num_masks, policy=policy, seed=seed,
                             batch_seconds=batch_seconds, custom=custom, progress=progress, decoder=decoder)
-    return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
-            "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
-            "policy": policy, "decoder": decoder, "utterances": len(items) - len(skipped), "skipped": skipped,
-            "levels": levels}
+    def result(name: str, by_level: list) -> dict:
+        return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
+                "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
+                "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
+                "levels": by_level}
+    if isinstance(decoder, str):
+        return result(decoder, levels)
+    return {name: result(name, by_level) for name, by_level in levels.items()}

@@ -26,15 +26,4 @@ declare -A FROM=([ld]=whisper_ld [dld]=whisper_dld [conformer_ld]=conformer_ld [
 for name in "${!FROM[@]}"; do
   $PY -m dld_core export --run "$RUNS/${FROM[$name]}" --out "checkpoints/$name"
 done
-mkdir -p results
-for name in teacher ld dld conformer_ld conformer_dld; do
-  for set in synthetic_test fsdd_test real_dev; do
-    manifest=$([ "$set" = synthetic_test ] && echo "$CORPUS/test.jsonl" || ([ "$set" = fsdd_test ] && echo "$CORPUS/fsdd_test.jsonl" || echo corpus/real_dev/real_dev.jsonl))
-    for decoder in greedy beam; do
-      $PY -m dld_core evaluate --checkpoint "checkpoints/$name" --manifest "$manifest" --masks 4 --seed 0 \
-          --decoder $decoder --json "results/$name.$set.$decoder.json"
-    done
-  done
-done
-$PY -m dld_core report --results results --out results
-$PY -m dld_core bench --checkpoint checkpoints/dld --seconds 10 --json results/bench.json
+bash scripts/evaluate_shipped.sh "$CORPUS"

@@ -166,3 +166,16 @@ def test_evaluate_skips_unreadable_clips_and_says_so(setup, tmp_path):
     assert result["utterances"] == 3 and [s["line"] for s in result["skipped"]] == [2]
     clean = evaluate(ckpt, manifest, keep=[4], num_masks=1, progress=False)
     assert result["levels"][0]["wer"] == pytest.approx(clean["levels"][0]["wer"])   # the others count as before
+
+
+def test_several_decoders_share_the_forward_passes(setup, tmp_path, monkeypatch):
+    from dld_core import lm
+    ckpt, manifest, _ = setup
+    monkeypatch.setenv(lm.DIR_ENV, str(lm.write_decoder_files(tmp_path / "lm", {w: -1.0 for t in TEXTS for w in t.split()})))
+    both = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, progress=False, decoder=["greedy", "beam"])
+    greedy = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, progress=False)
+    beam = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, progress=False, decoder="beam")
+    assert set(both) == {"greedy", "beam"} and both["beam"]["decoder"] == "beam"
+    for name, alone in (("greedy", greedy), ("beam", beam)):
+        assert [(lv["wer"], lv["cer"], lv["masks"]) for lv in both[name]["levels"]] == \
+               [(lv["wer"], lv["cer"], lv["masks"]) for lv in alone["levels"]]
