@@ -799,6 +799,9 @@ def main(argv=None) -> int:
                    help="more manifests whose sentences the LM must not see (the tuning manifest always is)")
     t.add_argument("--limit", type=int, default=None)
     t.add_argument("--min-gain", type=float, default=0.01, help="WER gain a bigram needs over the unigram")
+    t.add_argument("--max-ms", type=float, default=10.0,
+                   help="decoding time cap in ms per audio second (0 = none: on a busy machine the timing here "
+                        "is inflated; check the choice with python -m dld_core bench on an idle one)")
     t.add_argument("--out", default=str(PARAMS_PATH), help="where to write the chosen parameters ('' = nowhere)")
     x = sub.add_parser("perplexity", help="LM perplexity and OOV rate on a manifest's transcripts")
     x.add_argument("--manifest", required=True)
@@ -811,7 +814,7 @@ def main(argv=None) -> int:
             recipes = {o: default_recipe(order=o, text=args.text, exclude=[args.manifest, *args.exclude])
                        for o in orders}
             res = tune_decoder(args.checkpoint, args.manifest, grid, out=args.out or None, recipes=recipes,
-                               limit=args.limit, min_gain=args.min_gain)
+                               limit=args.limit, min_gain=args.min_gain, max_ms_per_audio_s=args.max_ms or None)
             print(json.dumps({"params": res["params"], "greedy_wer": res["tuned"]["greedy_wer"],
                               "best_wer": res["tuned"]["best_wer"]}, indent=2))
         else:
