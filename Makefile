@@ -8,4 +8,4 @@ test:
 checkpoints:
 	bash scripts/make_checkpoints.sh
 bench:
-	.venv/bin/python -m dld_core bench --checkpoint checkpoints/dld --json results/bench.json
+	.venv/bin/python -m dld_core bench --checkpoint checkpoints/teacher --json results/bench.json

@@ -19,7 +19,9 @@ from .masks import LEVEL_POLICIES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FSDD = REPO.parent / "shared" / "data" / "fsdd"
-DEFAULT_CHECKPOINT = REPO / "checkpoints" / "dld"
+# the shipped DLD student, else (until one ships) the shipped teacher
+DEFAULT_CHECKPOINT = next((p for p in (REPO / "checkpoints" / "dld", REPO / "checkpoints" / "teacher") if p.is_dir()),
+                          REPO / "checkpoints" / "dld")
 
 
 def parse_int_list(text: str) -> list[int]:
