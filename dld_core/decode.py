@@ -10,7 +10,6 @@
   ``<unk>`` score and beam size come from ``dld_core/decoder_params.json`` (tuned on a validation set).
   A beam decoder is built once per (vocabulary, files, parameters) and shared; decoding is guarded by a
   lock, so one decoder can serve every browser session.
-* :class:`BeamDecoder` — lexicon-free beam search over the tokens (no LM), kept for comparison.
 """
 from __future__ import annotations
 
@@ -82,47 +81,6 @@ def _flashlight_tokens(vocab: list[str]) -> list[str]:
     return [WORD_DELIMITER if t == " " else t for t in vocab]
 
 
-class BeamDecoder:
-    """Lexicon-free CTC beam search over the model's tokens; " " is the word delimiter.
-
-    `lm` is an optional KenLM binary/arpa path (word-level LM needs a lexicon, so it is only useful
-    with `lexicon`); without both it is a pure acoustic beam search. See `make_decoder("beam", ...)`
-    for the lexicon + LM decoder the app and the CLI use.
-    """
-
-    def __init__(self, vocab: list[str], beam_size: int = 16, lexicon: Optional[str] = None,
-                 lm: Optional[str] = None, lm_weight: float = 2.0, word_score: float = 0.0):
-        _require_flashlight()
-        from torchaudio.models.decoder import ctc_decoder
-
-        self.vocab = list(vocab)
-        self.tokens = _flashlight_tokens(self.vocab)
-        self.decoder = ctc_decoder(lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=1, beam_size=beam_size,
-                                   lm_weight=lm_weight, word_score=word_score, blank_token="<blank>",
-                                   sil_token=WORD_DELIMITER)
-        self._lock = threading.Lock()
-
-    def __call__(self, log_probs: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> list[str]:
-        log_probs, lengths = _as_batch(log_probs, lengths)
-        emissions = log_probs.detach().float().cpu().contiguous()
-        with self._lock:
-            results = self.decoder(emissions, torch.tensor(lengths, dtype=torch.int32))
-        texts = []
-        for hyps in results:
-            if not hyps:
-                texts.append("")
-                continue
-            best = hyps[0]
-            if best.words:
-                texts.append(_clean(" ".join(best.words)))
-            else:
-                chars = (self.tokens[i] for i in best.tokens.tolist() if i != 0)
-                texts.append(_clean("".join(chars).replace(WORD_DELIMITER, " ")))
-        return texts
-
-
-# ------------------------------------------------------------------------------------------------
-# word language models for flashlight (log10 scores, like KenLM)
 def _lm_classes():
     from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
 

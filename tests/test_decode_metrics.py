@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dld_core.config import CHAR_VOCAB
-from dld_core.decode import BeamDecoder, beam_available, greedy_decode
+from dld_core.decode import greedy_decode
 from dld_core.metrics import cer, error_counts, wer, word_diff
 from dld_core.tokenizer import CharTokenizer
 
@@ -29,15 +29,6 @@ def test_greedy_batch_respects_lengths():
     assert greedy_decode(batch, None, TOK) == ["abc", "xyz"]
     with pytest.raises(ValueError):
         greedy_decode(batch, torch.tensor([4]), TOK)
-
-
-def test_beam_decoder():
-    if not beam_available():
-        with pytest.raises(RuntimeError, match="flashlight-text"):
-            BeamDecoder(list(CHAR_VOCAB))
-        return
-    lp = peaked("hhe_ll_l_oo  wwo_rld")
-    assert BeamDecoder(list(CHAR_VOCAB), beam_size=4)(lp) == greedy_decode(lp, None, TOK)
 
 
 def test_wer_cer_known_strings():
