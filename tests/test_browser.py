@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,7 @@ def test_layer_strip_is_rebuilt_after_a_failed_load(server, browser):
     data = bytearray((broken / "model.safetensors").read_bytes())
     data[-8] ^= 0x01
     (broken / "model.safetensors").write_bytes(bytes(data))
+    time.sleep(3.5)                                 # the app rescans checkpoint folders every 3 s
     context = browser.new_context(viewport={"width": 1440, "height": 2000})
     page = context.new_page()
     page.goto(server["url"], wait_until="domcontentloaded")
