@@ -22,6 +22,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,19 +162,49 @@ def last_error_line(text: str) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
+# dld_core speaks to the command line ("--resume", "--teacher CKPT"); the app's pages say what its buttons and
+# fields say. Longer phrases first.
+UI_WORDS = (
+    ("continue with --resume", "press Continue"),
+    ("nothing to resume in", "nothing to continue from in"),
+    ("no complete resume/ state", "no complete saved state to continue from"),
+    ("a resumable checkpoint", "a checkpoint to continue from"),
+    ("--resume", "Continue"),
+    ("needs --teacher CKPT", "needs a teacher"),
+    ("--teacher CKPT", "a teacher"),
+    ("--teacher", "a teacher"),
+    (" with --init-from-teacher", " (starting from the teacher's weights)"),
+    ("--init-from-teacher", "Starting from the teacher's weights"),
+    ("--pretrained is not supported", "Pretrained weights are not supported"),
+    ("--pretrained", "Pretrained weights"),
+    ("--stop-after-epochs", "the epoch limit"),
+    ("--epochs", "Epochs"),
+    ("--max-steps", "Max steps"),
+    ("--batch-seconds", "Batch size"),
+    ("--threads", "CPU threads"),
+)
+
+
+def ui_message(text: str) -> str:
+    """A job's message in the app's words: no command-line options."""
+    for cli, ui in UI_WORDS:
+        text = text.replace(cli, ui)
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", " "), text)
+
+
 def status(job: Job) -> dict:
     """{"state": running | finished | stopped | failed, "returncode", "message"} (message: the reason a
-    job failed, in one line)."""
+    job failed, in one line, in the app's words)."""
     if alive(job):
         return {"state": "running", "returncode": None, "message": ""}
     try:
         result = json.loads((Path(job.dir) / RESULT_FILE).read_text())
     except (OSError, ValueError):
         reason = last_error_line(tail(job.log_path, 40)) or "the process ended without a result (killed?)"
-        return {"state": "failed", "returncode": None, "message": reason}
+        return {"state": "failed", "returncode": None, "message": ui_message(reason)}
     code = result.get("returncode")
     state = "finished" if code == 0 else "stopped" if code in STOPPED_CODES else "failed"
-    return {"state": state, "returncode": code, "message": result.get("message", "")}
+    return {"state": state, "returncode": code, "message": ui_message(str(result.get("message", "")))}
 
 
 # ------------------------------------------------------------------------------------- start / stop
@@ -306,7 +337,7 @@ def run(job_dir: Path) -> int:
     try:
         (_run_train if job.kind == "train" else _run_evaluate)(spec)
     except Interrupted:
-        code, message = 130, "stopped; a resumable checkpoint was written"
+        code, message = 130, "stopped; a checkpoint to continue from was written"
     except (ValueError, OSError, RuntimeError) as exc:      # user errors and failed writes: one line
         code, message = 2, describe_error(exc)
         print(f"error: {message}", file=sys.stderr, flush=True)

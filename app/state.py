@@ -166,20 +166,37 @@ def _short_hash(text: str) -> str:
 @dataclass(frozen=True)
 class CheckpointEntry:
     path: Path
-    label: str
+    label: str           # folder · recipe · validation WER (when metrics.json has one): what pickers show
     recipe: str
     origin: str          # "shipped" (under checkpoints/) or "trained" (made by the trainer)
+    valid_wer: Optional[float] = None     # the trainer's best validation WER (fraction), None if unknown
+
+
+def metrics_valid_wer(metrics: Optional[dict]) -> Optional[float]:
+    """The validation WER a trainer's metrics.json records (best_valid_wer; older files: valid_wer / wer)."""
+    metrics = metrics or {}
+    return next((float(metrics[k]) for k in ("best_valid_wer", "valid_wer", "wer")
+                 if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)), None)
+
+
+def wer_text(wer: Optional[float]) -> str:
+    """" · valid WER 12.3%" for a picker label ("" when unknown)."""
+    return f" · valid WER {100 * wer:.1f}%" if isinstance(wer, (int, float)) else ""
 
 
 @st.cache_data(ttl=3, show_spinner=False)
-def _scan(root: str, origin: str) -> list[tuple[str, str, str]]:
+def _scan(root: str, origin: str) -> list[tuple[str, str, str, Optional[float]]]:
     out = []
     for folder in list_checkpoints(root):
         try:
             recipe = str(read_config(folder).get("recipe", "unknown"))
         except CheckpointError:
             continue
-        out.append((str(folder), recipe, origin))
+        try:
+            wer = metrics_valid_wer(read_metrics(folder))
+        except (CheckpointError, OSError, ValueError):
+            wer = None
+        out.append((str(folder), recipe, origin, wer))
     return out
 
 
@@ -187,7 +204,7 @@ def find_checkpoints() -> list[CheckpointEntry]:
     """Every usable checkpoint folder: under checkpoints/ and under the trainer's jobs folder."""
     entries, seen = [], set()
     for root, origin in ((checkpoints_dir(), "shipped"), (jobs_dir(), "trained")):
-        for path_s, recipe, org in _scan(str(root), origin):
+        for path_s, recipe, org, wer in _scan(str(root), origin):
             path = Path(path_s)
             if path.resolve() in seen:
                 continue
@@ -197,8 +214,8 @@ def find_checkpoints() -> list[CheckpointEntry]:
             except ValueError:
                 rel = Path(path.name)
             prefix = "" if org == "shipped" else "trained/"
-            label = f"{prefix}{rel.as_posix()}  ·  {RECIPE_NAMES.get(recipe, recipe)}"
-            entries.append(CheckpointEntry(path, label, recipe, org))
+            label = f"{prefix}{rel.as_posix()}  ·  {RECIPE_NAMES.get(recipe, recipe)}{wer_text(wer)}"
+            entries.append(CheckpointEntry(path, label, recipe, org, wer))
     return entries
 
 
@@ -254,7 +271,7 @@ def checkpoint_summary(ckpt: Checkpoint) -> dict[str, Any]:
     cfg = ckpt.config
     return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.num_modules,
             "d_model": cfg.d_model, "params_m": count_parameters(ckpt.model) / 1e6,
-            "valid_wer": next((metrics[k] for k in ("best_valid_wer", "valid_wer", "wer") if isinstance(metrics.get(k), (int, float))), None)}
+            "valid_wer": metrics_valid_wer(metrics)}
 
 
 # ------------------------------------------------------------------------------------------------ audio
@@ -303,13 +320,58 @@ def load_samples() -> list[dict]:
     return [r for r in rows if Path(r["audio_filepath"]).is_file()]
 
 
+_ENGINES = {"flite": "Flite", "festival": "Festival", "espeak": "eSpeak", "piper": "Piper"}
+_EFFECTS = {"pink_noise": "with background noise", "white_noise": "with background noise", "noise": "with noise",
+            "reverb": "in a reverberant room", "telephone": "over a telephone line"}
+
+
+_ARCTIC_SPEAKERS = {"awb", "bdl", "clb", "jmk", "ksp", "rms", "slt"}      # CMU ARCTIC speakers go by initials
+_LANGUAGES = {"en-gb": "British English", "en-gb-x-rp": "British English", "en-us": "American English",
+              "en-029": "Caribbean English", "en-sc": "Scottish English", "en": "English"}
+
+
+def _voice_name(voice: str) -> str:
+    """A synthesizer voice id as a name: cmu_us_slt_arctic_hts -> SLT, kal16 / kal_diphone -> Kal,
+    awb -> AWB, en-gb-x-rp+f3 -> British English, female."""
+    import re
+    voice = voice.strip()
+    if "-" in voice or "+" in voice:                                  # eSpeak: language[+variant]
+        lang, _, variant = voice.partition("+")
+        sex = {"f": "female", "m": "male"}.get(variant[:1].lower(), "")
+        return ", ".join(x for x in (_LANGUAGES.get(lang.lower(), lang), sex) if x)
+    v = re.sub(r"^cmu_[a-z]+_|_arctic.*$|_diphone$|_hts$|\d+$", "", voice)
+    return v.upper() if v.lower() in _ARCTIC_SPEAKERS else v.capitalize()
+
+
+def sample_title(row: dict) -> str:
+    """A human name for a sample clip: the manifest's "title" when it has one, else one made from its
+    "source" ("Synthetic voice (Flite, Kal)", "Recorded digit: zero (speaker Nicolas)"); never a file name,
+    voice id or licence text."""
+    title = str(row.get("title") or "").strip()
+    if title:
+        return title
+    src, text = str(row.get("source") or "").strip(), str(row.get("text", "")).strip()
+    if src.upper().startswith("FSDD"):
+        parts = src.split()
+        speaker = parts[1].strip("(;,").capitalize() if len(parts) > 1 else ""
+        return f"Recorded digit: {text}" + (f" (speaker {speaker})" if speaker else "")
+    engine, sep, rest = src.partition(":")
+    if sep and engine.lower() in _ENGINES:
+        voice, _, aug = rest.partition(", augmented:")
+        held_out = "held-out" in voice
+        name = _voice_name(voice.split("(")[0])
+        effect = next((e for k, e in _EFFECTS.items() if k in aug), "with effects" if aug.strip() else "")
+        return (f"Synthetic voice ({_ENGINES[engine.lower()]}, {name}{'; not heard in training' if held_out else ''})"
+                + (f", {effect}" if effect else ""))
+    return "Sample clip"
+
+
 def sample_label(row: dict) -> str:
-    text = str(row.get("text", ""))
-    short = text if len(text) <= 48 else text[:45] + "…"
-    src = row.get("source")
+    """What the sample picker shows: the clip's human name, the whole sentence (never cut) and its length."""
+    title, text = sample_title(row), str(row.get("text", "")).strip()
+    said = "" if not text or text.lower() in title.lower() else f" — “{text}”"
     dur = row.get("duration")
-    meta = ", ".join(x for x in (str(src) if src else "", f"{dur:.1f} s" if isinstance(dur, (int, float)) else "") if x)
-    return f"{Path(row['audio_filepath']).stem} — “{short}”" + (f" ({meta})" if meta else "")
+    return f"{title}{said}" + (f" · {dur:.1f} s" if isinstance(dur, (int, float)) else "")
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -348,27 +410,34 @@ def gflops_for(ckpt: Checkpoint, seconds_or_samples, mask: Sequence[bool]) -> fl
     return float(gflops(ckpt.model, seconds_or_samples, _mask_list(mask)))
 
 
+LATENCY_REPEATS = 5     # timed forward runs per (clip, mask): Inspect shows their median
+
+
 @st.cache_data(max_entries=512, show_spinner=False)
 def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], teacher_key: Optional[str],
                    _ckpt: Checkpoint, _samples: np.ndarray, _teacher_lp: Optional[np.ndarray] = None
                    ) -> dict[str, Any]:
     """Everything that changes on a toggle: transcript, GFLOPs, latency, posteriorgram and the depth
-    (logit-lens) KL view. Cached by (checkpoint, audio hash, mask, teacher)."""
-    from dld_core.inference import frame_seconds, recognize
+    (logit-lens) KL view. Cached by (checkpoint, audio hash, mask, teacher).
+
+    latency_ms: the median of LATENCY_REPEATS forward runs + the greedy decode (dld_core.inference.recognize);
+    rtf: that compute over the clip's duration (dld_core.inference.real_time_factor)."""
+    from dld_core.inference import frame_seconds, real_time_factor, recognize
     from dld_core.layers import depth_kl, reference_log_probs
 
     model = _ckpt.model
     active = _mask_list(mask)
     feats, lengths = _features(model, _samples, audio_digest)
-    t0 = time.perf_counter()
-    result = recognize(model, features=(feats, lengths), active=active, return_hidden=True)  # hidden: depth view
-    latency_ms = (time.perf_counter() - t0) * 1000
+    result = recognize(model, features=(feats, lengths), active=active, return_hidden=True,   # hidden: depth view
+                       repeats=LATENCY_REPEATS)
+    latency_ms = result.compute_ms
     log_probs = result.log_probs().float().numpy()
     n_frames = log_probs.shape[0]
     ref_lp, ref_name = reference_log_probs(_teacher_lp, log_probs, n_frames)
     depth = depth_kl(model, ref_lp, feats, lengths, output=result.output)
     num_samples = len(_samples)
-    return {"text": result.texts[0], "latency_ms": latency_ms,
+    return {"text": result.texts[0], "latency_ms": latency_ms, "latency_runs": LATENCY_REPEATS,
+            "rtf": real_time_factor(latency_ms, num_samples),
             "gflops": gflops_for(_ckpt, num_samples, active),
             "gflops_full": gflops_for(_ckpt, num_samples, [True] * len(active)),
             "posteriors": np.exp(log_probs).astype(np.float16), "log_probs": log_probs,
@@ -435,11 +504,32 @@ def score(reference: str, hypothesis: str) -> Optional[dict]:
 
 
 # -------------------------------------------------------------------------------------- evaluate results
-def read_eval_results(checkpoint: Path) -> Optional[dict]:
-    """The newest evaluation JSON for this checkpoint, or None."""
+# Human names of the evaluation sets, by the manifest's file name (the sample clips by their folder).
+EVAL_SET_NAMES = {"test.jsonl": "Synthetic test (speech synthesis)",
+                  "fsdd_test.jsonl": "Spoken digits (FSDD test speaker)",
+                  "real_dev.jsonl": "Real read speech (dev set)",
+                  "samples": "Sample clips"}
+EVAL_SET_ORDER = ("test.jsonl", "fsdd_test.jsonl", "real_dev.jsonl", "samples")
+
+
+def eval_set_key(manifest) -> str:
+    """The evaluation set a result was made on: the manifest's file name, or "samples" for the sample clips."""
+    path = Path(str(manifest or ""))
+    if path.name == samples_manifest().name and (
+            path.parent.name in ("data_samples", samples_dir().name) or path.resolve() == samples_manifest().resolve()):
+        return "samples"
+    return path.name or "unknown"
+
+
+def eval_set_name(key: str) -> str:
+    return EVAL_SET_NAMES.get(key, key)
+
+
+def _eval_results(checkpoint: Path) -> list[tuple[float, dict]]:
+    """(mtime, data) of every evaluation JSON of this checkpoint."""
     checkpoint = Path(checkpoint)
     want = {checkpoint.resolve()}
-    best, best_mtime = None, -1.0
+    found = []
     for path in dict.fromkeys(eval_result_paths(checkpoint) + [background_eval_path(checkpoint)]):
         if not path.is_file():
             continue
@@ -461,10 +551,46 @@ def read_eval_results(checkpoint: Path) -> Optional[dict]:
                 named_path.name == checkpoint.name and named_path.parent.name == checkpoint.parent.name)
             if not same:
                 continue
-        mtime = path.stat().st_mtime
+        found.append((path.stat().st_mtime, data))
+    return found
+
+
+def eval_sets(checkpoint: Path) -> set[tuple[str, str]]:
+    """(test set key, decoder) of every evaluation result of this checkpoint."""
+    return {(eval_set_key(d.get("manifest")), str(d.get("decoder") or "greedy")) for _, d in _eval_results(checkpoint)}
+
+
+def read_eval_results(checkpoint: Path, test_set: Optional[str] = None, decoder: Optional[str] = None
+                      ) -> Optional[dict]:
+    """The newest evaluation JSON for this checkpoint, or None; optionally only those made on a test set
+    (an eval_set_key) and with a decoder ("greedy" when the JSON names none)."""
+    best, best_mtime = None, -1.0
+    for mtime, data in _eval_results(checkpoint):
+        if test_set is not None and eval_set_key(data.get("manifest")) != test_set:
+            continue
+        if decoder is not None and str(data.get("decoder") or "greedy") != decoder:
+            continue
         if mtime > best_mtime:
             best, best_mtime = data, mtime
     return best
+
+
+def read_bench(num_layers: int, full_gflops: float) -> Optional[dict]:
+    """Measured latency of an architecture (`python -m dld_core bench` JSONs: results/bench.json and
+    results/*/bench.json), matched by its module count and full-depth GFLOPs (within 1%):
+    {"seconds", "threads", "latency_ms": {kept: ms}}, or None."""
+    for path in [results_dir() / "bench.json", *sorted(results_dir().glob("*/bench.json"))]:
+        try:
+            data = json.loads(path.read_text())
+            levels = {int(lv["kept"]): lv for lv in data["levels"]}
+            full = float(levels[int(num_layers)]["gflops"])
+            seconds = float(data.get("seconds", 10.0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if max(levels) == int(num_layers) and abs(full - float(full_gflops)) <= 0.01 * max(full, 1e-9):
+            return {"seconds": seconds, "threads": data.get("threads"),
+                    "latency_ms": {k: float(lv["latency_ms"]) for k, lv in levels.items() if "latency_ms" in lv}}
+    return None
 
 
 # ------------------------------------------------------------------------------------ layer importance
@@ -487,15 +613,49 @@ def computed_registry() -> set:
     return set()
 
 
+IMPORTANCE_RESAMPLES = 1000     # bootstrap resamples over utterances for the ΔWER intervals (seed 0)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def importance_over_samples(ckpt_key: str, teacher_key: Optional[str], samples_key_: str, criterion: str,
-                            _ckpt: Checkpoint, _teacher: Optional[Checkpoint], _rows: Sequence[dict]) -> dict:
-    """dld_core.layers.layer_importance (drop-one from full depth) and greedy_drop_path over the samples."""
+                            _ckpt: Checkpoint, _teacher: Optional[Checkpoint], _rows: Sequence[dict],
+                            base_mask: Optional[tuple[bool, ...]] = None,
+                            resamples: int = IMPORTANCE_RESAMPLES) -> dict:
+    """dld_core.layers.importance_report over the rows' clips: drop-one from `base_mask` (None: full depth)
+    with bootstrap intervals of ΔWER, and the greedy drop path from the same mask."""
     from dld_core.audio import load_audio
-    from dld_core.layers import greedy_drop_path, layer_importance
+    from dld_core.layers import importance_report
 
     clips = [(load_audio(r["audio_filepath"]).samples, str(r.get("text", ""))) for r in _rows]
     teacher = _teacher.model if _teacher is not None else None
-    importance = layer_importance(_ckpt.model, teacher, clips)
-    path = greedy_drop_path(_ckpt.model, teacher, clips, criterion=criterion)
-    return {"importance": importance, "path": path}
+    return importance_report(_ckpt.model, teacher, clips, base_active=None if base_mask is None else list(base_mask),
+                             criterion=criterion, resamples=resamples, seed=0)
+
+
+def corpus_dir() -> Path:
+    """The built-in corpora (DLD_CORPUS_DIR overrides <repo>/corpus)."""
+    return _env_path("DLD_CORPUS_DIR", REPO_ROOT / "corpus")
+
+
+def importance_sets() -> dict[str, tuple[str, Path]]:
+    """Evaluation sets the Layer importance page offers, {key: (label, manifest)}, only those present: the
+    sample clips, then the test sets of dld_core.report.SETS."""
+    from dld_core.report import SETS
+    corpus = corpus_dir()
+    candidates = {"samples": ("Sample clips", samples_manifest()),
+                  "synthetic_test": (SETS["synthetic_test"], corpus / "whisper" / "test.jsonl"),
+                  "fsdd_test": (SETS["fsdd_test"], corpus / "whisper" / "fsdd_test.jsonl"),
+                  "real_dev": (SETS["real_dev"], corpus / "real_dev" / "real_dev.jsonl")}
+    return {k: (label[:1].upper() + label[1:], path) for k, (label, path) in candidates.items() if path.is_file()}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _manifest_rows(path: str, stamp: int) -> list[dict]:
+    from dld_core.audio import load_manifest
+    return [r for r in load_manifest(path) if Path(r["audio_filepath"]).is_file()]
+
+
+def manifest_rows(path: Path) -> list[dict]:
+    """A manifest's rows whose audio file exists (absolute paths). Raises OSError / ValueError (one line)."""
+    path = Path(path)
+    return _manifest_rows(str(path.resolve()), path.stat().st_mtime_ns)

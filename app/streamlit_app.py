@@ -22,8 +22,19 @@ state.configure_torch()
 state.warm_up_flop_counter()
 
 PAGES = Path(__file__).resolve().parent / "app_pages"
+INSPECT = st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/graphic_eq:", url_path="inspect")
+
+
+def open_inspect() -> None:
+    """The app root ("/") opens Inspect. Inspect itself is not the default page: Streamlit serves a default
+    page at "/" only, so a typed /inspect would show "Page not found"; as a page of its own it has both."""
+    st.switch_page(INSPECT)
+
+
 nav = st.navigation([
-    st.Page(PAGES / "inspect.py", title="Inspect", icon=":material/graphic_eq:", url_path="inspect", default=True),
+    st.Page(open_inspect, title="DLD Studio", url_path="start", default=True, visibility="hidden"),
+    st.Page(PAGES / "how_dld_works.py", title="How DLD works", icon=":material/school:", url_path="how-it-works"),
+    INSPECT,
     st.Page(PAGES / "budgets.py", title="Budgets", icon=":material/speed:", url_path="budgets"),
     st.Page(PAGES / "importance.py", title="Layer importance", icon=":material/bar_chart:", url_path="importance"),
     st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", url_path="train"),

@@ -6,7 +6,7 @@ model on audio. Features can be computed once (`featurize`) and passed to `recog
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
@@ -40,23 +40,45 @@ def decoder_for(model: DynamicCTCModel, decoder: str = "greedy"):
 class Recognition:
     texts: list[str]
     output: ModelOutput          # log-probs [B, T', V], lengths, hidden states (if asked for)
-    forward_ms: float            # model forward only (features and decoding excluded)
+    forward_ms: float            # model forward only (features and decoding excluded): median of the timed runs
+    forward_runs_ms: list[float] = field(default_factory=list)   # every timed forward run (`repeats` of them)
+    decode_ms: float = 0.0       # decoding the batch once
 
     def log_probs(self, i: int = 0) -> torch.Tensor:
         """Utterance i's valid log-probs [T', V]."""
         return self.output.log_probs[i, : int(self.output.lengths[i])]
 
+    @property
+    def compute_ms(self) -> float:
+        """Median forward + decoding: the compute one transcript costs (features excluded)."""
+        return self.forward_ms + self.decode_ms
+
+
+def real_time_factor(compute_ms: float, num_samples: int) -> float:
+    """RTF = compute seconds / audio seconds (below 1: faster than real time); inf for empty audio."""
+    seconds = num_samples / SAMPLE_RATE
+    return compute_ms / 1000 / seconds if seconds > 0 else float("inf")
+
 
 @torch.inference_mode()
 def recognize(model: DynamicCTCModel, waveforms: Optional[Sequence[np.ndarray]] = None, *,
               features: Optional[tuple[torch.Tensor, torch.Tensor]] = None, active=None,
-              decoder: str = "greedy", return_hidden: bool = False) -> Recognition:
-    """Transcribe waveforms (or precomputed `features` from `featurize`) with one layer mask."""
+              decoder: str = "greedy", return_hidden: bool = False, repeats: int = 1) -> Recognition:
+    """Transcribe waveforms (or precomputed `features` from `featurize`) with one layer mask.
+
+    repeats > 1 runs the (deterministic, eval-mode) forward that many times and reports the median time as
+    forward_ms: a latency that one scheduler hiccup does not decide. The output is the last run's."""
     feats, lengths = features if features is not None else featurize(model, waveforms)
+    runs = []
+    for _ in range(max(1, int(repeats))):
+        start = time.perf_counter()
+        out = model(feats, lengths, active=active, return_hidden=return_hidden)
+        runs.append((time.perf_counter() - start) * 1000)
+    decode = decoder_for(model, decoder)
     start = time.perf_counter()
-    out = model(feats, lengths, active=active, return_hidden=return_hidden)
-    forward_ms = (time.perf_counter() - start) * 1000
-    return Recognition(decoder_for(model, decoder)(out.log_probs, out.lengths), out, forward_ms)
+    texts = decode(out.log_probs, out.lengths)
+    decode_ms = (time.perf_counter() - start) * 1000
+    return Recognition(texts, out, float(np.median(runs)), runs, decode_ms)
 
 
 def transcribe(model: DynamicCTCModel, waveforms: Sequence[np.ndarray], active=None,

@@ -16,7 +16,7 @@ from . import masks as M
 from .families import get_family
 from .inference import decoder_for, featurize, recognize
 from .losses import kl_per_frame
-from .metrics import error_counts, error_rate
+from .metrics import bootstrap_delta_rate, error_counts, error_rate, utterance_errors
 from .model import DynamicCTCModel, ModelOutput
 
 
@@ -149,6 +149,13 @@ def _clips(student: DynamicCTCModel, teacher, clips) -> list[tuple]:
 
 def _score(prepared, per_clip_log_probs, decode) -> tuple[list, list]:
     """WER and frame-weighted mean KL for each of R variants; per_clip_log_probs[c] is [R, T', V]."""
+    wers, kls, _ = _score_detail(prepared, per_clip_log_probs, decode)
+    return wers, kls
+
+
+def _score_detail(prepared, per_clip_log_probs, decode, per_utterance: bool = False) -> tuple[list, list, Optional[tuple]]:
+    """`_score`, plus (per_utterance=True) the per-utterance word errors [R, U] and reference words [U] of
+    the clips with a reference (None without references)."""
     rows = per_clip_log_probs[0].shape[0]
     kl_sum, frames = torch.zeros(rows), 0
     refs, hyps = [], [[] for _ in range(rows)]
@@ -165,15 +172,19 @@ def _score(prepared, per_clip_log_probs, decode) -> tuple[list, list]:
                 hyps[r].append(h)
     wers = [error_rate(error_counts(refs, h)) if refs else None for h in hyps]
     kls = [float(k) / frames if frames else None for k in kl_sum]
-    return wers, kls
+    detail = None
+    if per_utterance and refs:
+        counts = [utterance_errors(refs, h) for h in hyps]
+        detail = (np.stack([c[0] for c in counts]), counts[0][1])
+    return wers, kls, detail
 
 
-def _importance(student, prepared, base) -> dict:
+def _importance(student, prepared, base, resamples: int = 0, seed: int = 0, level: float = 0.95) -> dict:
     per_clip, removed = [], []
     for feats, lengths, _, _ in prepared:
         lp, removed = drop_one_log_probs(student, feats, lengths, base)
         per_clip.append(lp)
-    wers, kls = _score(prepared, per_clip, decoder_for(student))
+    wers, kls, detail = _score_detail(prepared, per_clip, decoder_for(student), per_utterance=resamples > 0)
     n = student.num_modules
     out = {"base_active": [i for i in range(n) if base[i]], "base_wer": wers[0], "base_kl": kls[0],
            "wer": [None] * n, "kl": [None] * n, "delta_wer": [None] * n, "delta_kl": [None] * n}
@@ -181,16 +192,28 @@ def _importance(student, prepared, base) -> dict:
         out["wer"][i], out["kl"][i] = wers[r], kls[r]
         out["delta_wer"][i] = None if wers[r] is None else wers[r] - wers[0]
         out["delta_kl"][i] = None if kls[r] is None else kls[r] - kls[0]
+    if resamples > 0:
+        out["delta_wer_ci"] = [None] * n
+        out["ci_level"], out["resamples"] = level, int(resamples)
+        if detail is not None and removed:
+            errors, words = detail
+            intervals = bootstrap_delta_rate(errors[0], errors[1:], words, resamples, seed, level)
+            for i, ci in zip(removed, intervals):
+                out["delta_wer_ci"][i] = ci
     return out
 
 
-def layer_importance(student: DynamicCTCModel, teacher, clips, base_active=None) -> dict:
+def layer_importance(student: DynamicCTCModel, teacher, clips, base_active=None, resamples: int = 0,
+                     seed: int = 0, level: float = 0.95) -> dict:
     """Effect of removing each active module from base_active, over clips.
 
     Returns {"base_active": kept indices, "base_wer", "base_kl", "wer", "kl", "delta_wer", "delta_kl"}:
     per-module lists (None for modules already dropped, or when there is no teacher / no references).
-    WER is corpus-level over the clips with a reference; KL is the mean over all frames."""
-    return _importance(student, _clips(student, teacher, clips), M.as_bools(base_active, student.num_modules))
+    WER is corpus-level over the clips with a reference; KL is the mean over all frames.
+    resamples > 0 adds "delta_wer_ci": per module a (low, high) `level` interval of ΔWER from a paired
+    bootstrap over utterances (metrics.bootstrap_delta_rate, seeded by `seed`), None where ΔWER is None."""
+    return _importance(student, _clips(student, teacher, clips), M.as_bools(base_active, student.num_modules),
+                       resamples, seed, level)
 
 
 def _key(result: dict, i: int, criterion: str):
@@ -207,8 +230,14 @@ def greedy_drop_path(student: DynamicCTCModel, teacher, clips, start_active=None
     if criterion not in ("kl", "wer"):
         raise ValueError("criterion must be 'kl' or 'wer'")
     prepared = _clips(student, teacher, clips)
-    mask = M.as_bools(start_active, student.num_modules)
-    result = _importance(student, prepared, mask)
+    return _greedy(student, prepared, M.as_bools(start_active, student.num_modules), criterion, min_kept)
+
+
+def _greedy(student, prepared, mask: list[bool], criterion: str, min_kept: int = 1,
+            first: Optional[dict] = None) -> list[dict]:
+    """greedy_drop_path on prepared clips; `first` is the drop-one result of the start mask if known."""
+    mask = list(mask)
+    result = first if first is not None else _importance(student, prepared, mask)
     steps = [{"kept": sum(mask), "dropped": None, "active": result["base_active"],
               "wer": result["base_wer"], "kl": result["base_kl"]}]
     while sum(mask) > min_kept:
@@ -220,6 +249,20 @@ def greedy_drop_path(student: DynamicCTCModel, teacher, clips, start_active=None
         if sum(mask) > min_kept:
             result = _importance(student, prepared, mask)
     return steps
+
+
+def importance_report(student: DynamicCTCModel, teacher, clips, base_active=None, criterion: str = "kl",
+                      resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """layer_importance (with bootstrap intervals) and greedy_drop_path from the same mask, over clips
+    prepared once: {"importance": ..., "path": ...}."""
+    if criterion not in ("kl", "wer"):
+        raise ValueError("criterion must be 'kl' or 'wer'")
+    prepared = _clips(student, teacher, clips)
+    mask = M.as_bools(base_active, student.num_modules)
+    if not any(mask):
+        raise ValueError("the mask keeps no module: keep at least one")
+    importance = _importance(student, prepared, mask, resamples, seed, level)
+    return {"importance": importance, "path": _greedy(student, prepared, mask, criterion, first=importance)}
 
 
 def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, num_candidates: int = 8,

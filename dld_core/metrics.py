@@ -74,3 +74,50 @@ def word_diff(ref: str, hyp: str) -> list[tuple[str, Optional[str], Optional[str
         else:
             diff += [(chunk.type, a, b) for a, b in zip(r, h)]
     return diff
+
+
+# ------------------------------------------------------------------------ per utterance, bootstrap intervals
+
+def utterance_errors(refs: Texts, hyps: Texts, unit: str = "word") -> tuple["np.ndarray", "np.ndarray"]:
+    """Per-utterance (errors, reference units) as two int arrays: the pieces of the corpus-level rate
+    (errors.sum() / units.sum() is `error_rate(error_counts(refs, hyps))` when units.sum() > 0)."""
+    import numpy as np
+    refs, hyps = _pairs(refs, hyps)
+    errors, units = np.zeros(len(refs), dtype=np.int64), np.zeros(len(refs), dtype=np.int64)
+    for i, (r, h) in enumerate(zip(refs, hyps)):
+        c = error_counts(r, h, unit)
+        errors[i], units[i] = c["errors"], c["n"]
+    return errors, units
+
+
+def bootstrap_delta_rate(base_errors, variant_errors, units, resamples: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> list[tuple[float, float]]:
+    """Paired percentile-bootstrap intervals over utterances for the change of the corpus-level error rate.
+
+    base_errors [U] and units [U] from `utterance_errors` of the base system; variant_errors [R, U] (or [U])
+    for R variants on the same utterances. Each resample draws U utterances with replacement (the same draws
+    for every variant, from a generator seeded by `seed`) and computes
+    (sum variant errors - sum base errors) / sum units. Returns one (low, high) per variant: the
+    (1 - level) / 2 and (1 + level) / 2 quantiles."""
+    import numpy as np
+    base = np.asarray(base_errors, dtype=np.float64)
+    var = np.atleast_2d(np.asarray(variant_errors, dtype=np.float64))
+    units = np.asarray(units, dtype=np.float64)
+    if base.ndim != 1 or var.shape[1] != base.shape[0] or units.shape != base.shape:
+        raise ValueError("bootstrap needs base errors, variant errors and units over the same utterances")
+    if base.size == 0:
+        raise ValueError("bootstrap needs at least one utterance")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError("bootstrap needs resamples >= 1 and 0 < level < 1")
+    idx = np.random.default_rng(seed).integers(0, base.size, size=(resamples, base.size))
+    n = units[idx].sum(axis=1)                                            # [B]
+
+    def rate(errors):                                                     # error_rate, per resample
+        e = errors[idx].sum(axis=1)
+        return np.where(n > 0, e / np.maximum(n, 1), (e > 0).astype(np.float64))
+
+    base_rate, out = rate(base), []
+    for row in var:
+        lo, hi = np.quantile(rate(row) - base_rate, [(1 - level) / 2, (1 + level) / 2])
+        out.append((float(lo), float(hi)))
+    return out

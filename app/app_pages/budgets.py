@@ -1,5 +1,6 @@
-"""Budgets: WER vs GFLOPs for teacher, LD and DLD from `evaluate` results (computed in the background
-when missing), the Pareto front, a table with CSV download, and a recommended mask for a GFLOPs budget."""
+"""Budgets: WER vs GFLOPs (and measured latency) for teacher, LD and DLD from `evaluate` results (computed in
+the background when missing) on a chosen test set and decoder, the Pareto front, the best model at a budget,
+a table with CSV download, and a recommended mask for a GFLOPs budget."""
 from __future__ import annotations
 
 import math
@@ -13,9 +14,12 @@ import time
 from app import jobs, state
 from app.views import layer_strip, plots
 
+DECODER_NAMES = {"greedy": "Greedy", "beam": "Beam search + word LM"}
+RECIPE_ORDER = {"dld": 0, "ld": 1, "teacher": 2}
+
 st.title("Budgets")
-st.caption("Word error rate against compute at every depth. GFLOPs are for a 10 s clip; WER is the mean "
-           "over random masks with that many modules kept (the `evaluate` protocol).")
+st.caption("Word error rate against compute at every depth, for the test set chosen below. GFLOPs are for a "
+           "10 s clip; WER is the mean over random masks with that many modules kept (the `evaluate` protocol).")
 
 entries = state.find_checkpoints()
 if not entries:
@@ -28,20 +32,71 @@ defaults = [str(e.path) for e in entries if e.origin == "shipped" and e.recipe i
 chosen = st.multiselect("Models", list(by_path), default=defaults or [str(entries[0].path)],
                         format_func=lambda p: by_path[p].label, key="budget_models")
 
-rows, missing = [], []
+# Which results: the test set (by the manifest the results were made on) and the decoder.
+available = {p: state.eval_sets(by_path[p].path) for p in chosen}
+found = set().union(*available.values()) if available else set()
+set_keys = sorted({s for s, _ in found}, key=lambda s: (state.EVAL_SET_ORDER.index(s) if s in state.EVAL_SET_ORDER
+                                                        else len(state.EVAL_SET_ORDER), s))
+test_set, decoder = None, None
+if set_keys:
+    c_set, c_dec = st.columns([2, 1], vertical_alignment="bottom")
+    test_set = c_set.selectbox("Test set", set_keys,
+                               index=set_keys.index("test.jsonl") if "test.jsonl" in set_keys else 0,
+                               format_func=state.eval_set_name, key="budget_set",
+                               help="The recordings the models were scored on. Results of different sets do not "
+                                    "compare: synthetic speech is easy, real read speech is hard.")
+    decoders = sorted({d for s, d in found if s == test_set})
+    if len(decoders) > 1:
+        decoder = c_dec.radio("Decoder", decoders, index=decoders.index("beam") if "beam" in decoders else 0,
+                              format_func=lambda d: DECODER_NAMES.get(d, d), horizontal=True, key="budget_decoder",
+                              help="Greedy takes the most likely token per frame; beam search also weighs whole "
+                                   "words with a word language model (slower, usually fewer errors).")
+    else:
+        decoder = decoders[0]
+        c_dec.caption(f"Decoder: {DECODER_NAMES.get(decoder, decoder)} (the only one with results)")
+set_name = state.eval_set_name(test_set) if test_set else ""
+
+
+def model_name(entry) -> str:
+    """"DLD (dld)", "LD (scratch/ld)", "DLD (trained/models/dld-x)": the recipe and where the model lives."""
+    recipe = plots.RECIPE_NAMES.get(entry.recipe, entry.recipe)
+    for root, prefix in ((state.checkpoints_dir(), ""), (state.jobs_dir(), "trained/")):
+        try:
+            return f"{recipe} ({prefix}{entry.path.relative_to(root).as_posix()})"
+        except ValueError:
+            continue
+    return f"{recipe} ({entry.path.name})"
+
+
+rows, missing, absent, manifests = [], [], [], {}
 for path_s in chosen:
     entry = by_path[path_s]
-    result = state.read_eval_results(entry.path)
-    if result is None:
-        missing.append(entry)
+    if not available[path_s]:
+        missing.append(entry)                  # no results at all: computed in the background below
         continue
-    name = f"{plots.RECIPE_NAMES.get(entry.recipe, entry.recipe)} ({entry.path.name})"
-    for level in result.get("levels", []):
+    result = state.read_eval_results(entry.path, test_set=test_set, decoder=decoder)
+    if result is None:
+        absent.append(entry)                   # results, but not on this test set / with this decoder
+        continue
+    manifests[str(result.get("manifest", ""))] = result.get("utterances")
+    name = model_name(entry)
+    levels = [lv for lv in result.get("levels", []) if isinstance(lv, dict)]
+    try:
+        n_layers = int(result.get("num_layers") or max(int(lv["kept"]) for lv in levels))
+        full = next(float(lv["gflops"]) for lv in levels if int(lv["kept"]) == n_layers)
+    except (KeyError, TypeError, ValueError, StopIteration):
+        n_layers, full = 0, None
+    bench = state.read_bench(n_layers, full) if full else None
+    names = result.get("module_names") or []
+    for level in levels:
         try:
-            rows.append({"model": name, "recipe": entry.recipe, "path": path_s, "kept": int(level["kept"]),
+            kept = int(level["kept"])
+            ms = (bench or {}).get("latency_ms", {}).get(kept)
+            rows.append({"model": name, "recipe": entry.recipe, "path": path_s, "kept": kept,
                          "gflops": float(level["gflops"]), "wer": float(level["wer"]),
                          "cer": float(level.get("cer", float("nan"))), "masks": level.get("masks") or [],
-                         "num_layers": int(result.get("num_layers", 0))})
+                         "num_layers": n_layers, "module_names": list(names),
+                         "latency_ms": ms, "rtf": ms / (1000 * bench["seconds"]) if ms is not None else None})
         except (KeyError, TypeError, ValueError):
             continue
 
@@ -101,12 +156,33 @@ def background_panel(missing_entries):
 
 if missing:
     background_panel(missing)
+if absent:
+    st.caption(f"No {set_name} results ({DECODER_NAMES.get(decoder, decoder)}) for: "
+               f"{', '.join(model_name(e) for e in absent)} — pick another test set or decoder to see them.")
 
 if not rows:
     st.info("No evaluation results to plot yet.", icon=":material/info:")
     st.stop()
 
 df = pd.DataFrame(rows)
+sources = "; ".join(f"`{m}`" + (f", {n} utterances" if isinstance(n, int) else "") for m, n in manifests.items())
+st.caption(f"Test set: **{set_name}** · decoder: {DECODER_NAMES.get(decoder, decoder)} · {sources}")
+
+
+def model_order(model: str) -> tuple:
+    return (RECIPE_ORDER.get(str(df[df["model"] == model]["recipe"].iloc[0]), 9), model)
+
+
+# The headline: every shown model at the depth nearest half of its full-depth compute.
+half = []
+for model in sorted(df["model"].unique(), key=model_order):
+    part = df[df["model"] == model]
+    row = part.loc[(part["gflops"] - part["gflops"].max() / 2).abs().idxmin()]
+    n_all = int(row["num_layers"]) or int(part["kept"].max())
+    half.append(f"{model} **{100 * row['wer']:.1f}%** ({int(row['kept'])}/{n_all} modules)")
+st.markdown("#### At 50% compute: " + " · ".join(half))
+st.caption("WER of each model at the depth whose GFLOPs are nearest half of its full-depth GFLOPs (lower is better).")
+
 lo, hi = float(df["gflops"].min()), float(df["gflops"].max())
 students = [m for m in df["model"].unique() if not df[df["model"] == m]["recipe"].eq("teacher").all()]
 target_models = students or list(df["model"].unique())
@@ -124,6 +200,16 @@ with c_budget:
         budget = hi
         st.caption(f"All results cost {hi:.3f} GFLOPs.")
 
+# The best model at this budget, whichever it is (not only the one chosen in "Recommend for").
+fits = df[df["gflops"] <= budget + 1e-9]
+best_any = fits.sort_values(["wer", "gflops"]).iloc[0] if not fits.empty else None
+if best_any is not None:
+    n_any = int(best_any["num_layers"]) or int(df[df["model"] == best_any["model"]]["kept"].max())
+    st.metric("Best at this budget (any model)", str(best_any["model"]),
+              delta=f"WER {100 * best_any['wer']:.1f}% · {int(best_any['kept'])}/{n_any} modules · "
+                    f"{best_any['gflops']:.3f} GFLOPs", delta_color="off", delta_arrow="off",
+              help="The lowest WER among every shown model and depth that fits in the budget.")
+
 part = df[(df["model"] == target) & (df["gflops"] <= budget + 1e-9)]
 recommended = None
 if part.empty:
@@ -138,12 +224,14 @@ else:
         from dld_core.masks import every_other
         kept_idx, how = every_other(n, int(best["kept"])), "modules spread evenly"
     mask = [i in set(kept_idx) for i in range(n)]
+    names = best["module_names"] if len(best["module_names"]) == n else [f"L{i + 1}" for i in range(n)]
     recommended = (float(best["gflops"]), float(best["wer"]))
-    strip = " ".join(f"<span style='display:inline-block;width:30px;text-align:center;margin:1px;"
-                     f"border-radius:4px;padding:2px 0;font-size:0.8rem;"
+    strip = " ".join(f"<span style='display:inline-block;min-width:30px;text-align:center;margin:1px;"
+                     f"border-radius:4px;padding:2px 4px;font-size:0.8rem;"
                      f"background:{'#4f46e5' if on else '#e2e8f0'};color:{'white' if on else '#64748b'}'>"
-                     f"L{i + 1}</span>" for i, on in enumerate(mask))
+                     f"{name}</span>" for name, on in zip(names, mask))
     with st.container(border=True):
+        st.markdown(f"**Recommended for {target}**")
         a, b, c = st.columns(3)
         a.metric("Recommended depth", f"{int(best['kept'])}/{n} modules")
         b.metric("Expected WER", f"{100 * best['wer']:.1f}%")
@@ -158,15 +246,34 @@ else:
             st.session_state["_mask_model"] = None        # make the strip take the new mask
             st.switch_page(str(Path(__file__).resolve().parent / "inspect.py"))
 
-st.plotly_chart(plots.wer_vs_gflops(df, budget=budget, recommended=recommended), key="budget_chart",
+title = f"WER vs compute — {set_name}, {DECODER_NAMES.get(decoder, decoder).lower()}"
+st.plotly_chart(plots.wer_vs_gflops(df, budget=budget, recommended=recommended, title=title), key="budget_chart",
                 config={"displaylogo": False})
+if (df["wer"] > 1).any():
+    st.caption(plots.WER_CAP_NOTE)
 
-front = plots.pareto_front(df)
-table = df.assign(pareto=[(m, k) in set(zip(front["model"], front["kept"])) for m, k in zip(df["model"], df["kept"])])
-table = table[["model", "kept", "gflops", "wer", "cer", "pareto"]].sort_values(["model", "kept"], ascending=[True, False])
-table = table.assign(wer=(table["wer"] * 100).round(2), cer=(table["cer"] * 100).round(2), gflops=table["gflops"].round(4))
-table = table.rename(columns={"kept": "modules kept", "gflops": "GFLOPs", "wer": "WER %", "cer": "CER %",
-                              "pareto": "on Pareto front"})
+pareto = plots.pareto_front(df)
+front = set(zip(pareto["model"], pareto["kept"]))
+
+
+def dash(value, fmt: str) -> str:
+    return "—" if value is None or value != value else format(value, fmt)
+
+
+best_key = (best_any["model"], int(best_any["kept"])) if best_any is not None else None
+table = pd.DataFrame({
+    "model": df["model"], "modules kept": df["kept"], "GFLOPs": df["gflops"].round(4),
+    "latency (ms per 10 s)": [dash(v, ".0f") for v in df["latency_ms"]],
+    "RTF": [dash(v, ".4f") for v in df["rtf"]],
+    "WER %": (df["wer"] * 100).round(2), "CER %": (df["cer"] * 100).round(2),
+    "on Pareto front": ["✓ Pareto" if (m, k) in front else "" for m, k in zip(df["model"], df["kept"])],
+    "at this budget": ["★ best" if (m, k) == best_key else "fits" if g <= budget + 1e-9 else ""
+                       for m, k, g in zip(df["model"], df["kept"], df["gflops"])],
+}).sort_values(["model", "modules kept"], ascending=[True, False])
 st.dataframe(table, hide_index=True, width="stretch", key="budget_table")
+st.caption("Latency: median CPU time of the model forward for a 10 s clip on one thread (`results/bench.json`, "
+           "masks keeping the first modules); RTF = latency ÷ audio duration (0.01 = 100× faster than real time). "
+           "“—”: no latency measured for this model's architecture. Pareto: no other row has both lower WER and "
+           "lower GFLOPs.")
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="dld_budgets.csv",
                    mime="text/csv", icon=":material/download:", key="budget_csv")

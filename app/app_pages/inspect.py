@@ -124,12 +124,13 @@ def best_k(k: int):
 
 
 def kept_gflops(k: int) -> float:
-    length = len(clip.samples) if clip is not None else 10.0      # samples (int) or seconds (float)
-    return state.gflops_for(student, length, tuple(masks.preset("first_k", n_layers, k)))
+    return state.gflops_for(student, len(clip.samples), tuple(masks.preset("first_k", n_layers, k)))
 
 
 with right:
-    mask = layer_strip.layer_strip(module_names, ckpt_key, best_k=best_k, kept_gflops=kept_gflops)
+    # The "budget for k" line is about this clip: only with a clip loaded.
+    mask = layer_strip.layer_strip(module_names, ckpt_key, best_k=best_k,
+                                   kept_gflops=kept_gflops if clip is not None else None)
 
 if clip is None:
     st.info("Choose a sample, record or upload a clip to see transcripts and layer views.",
@@ -178,19 +179,32 @@ m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}",
           delta=f"-{saved:.0f}% vs {res['gflops_full']:.3f} at full depth" if saved >= 0.5 else "full depth",
           delta_color="inverse" if saved >= 0.5 else "off", delta_arrow="auto" if saved >= 0.5 else "off",
-          help="Compute of one forward pass on this clip")
-m2.metric("Modules on", f"{sum(mask)}/{n_layers}")
-m3.metric("Latency", f"{res['latency_ms']:.0f} ms",
-          help="Measured on this server: student forward with this mask + greedy decode (features cached per clip)")
+          help="GFLOPs: billions of arithmetic operations for one pass of the model over this clip with this "
+               "mask. Skipped modules cost nothing, so fewer modules on means less compute; the figure does not "
+               "depend on the machine (latency does).")
+m2.metric("Modules on", f"{sum(mask)}/{n_layers}",
+          help="How many of the encoder's gated modules run for this mask (the layer strip's switches); the "
+               "others are skipped and pass their input straight on.")
+rtf = res["rtf"]     # the value stays short (no cut-off in a narrow column); RTF sits under it
+m3.metric("Latency", f"{res['latency_ms']:.0f} ms", delta=f"RTF {rtf:.3f}" if rtf >= 0.001 else "RTF <0.001",
+          delta_color="off", delta_arrow="off",
+          help="Wall-clock time measured on this server: the student's forward pass with this mask + greedy "
+               "decode (median of several runs; audio features are cached per clip). RTF, the real-time factor, "
+               "is that time divided by the clip's duration: below 1 is faster than real time.")
 wer_gap = 100 * (s_score["wer"] - t_score["wer"]) if s_score and t_score else None
 m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
           delta=None if wer_gap is None else ("same as teacher" if abs(wer_gap) < 0.05 else
                                               f"{wer_gap:+.1f} pts vs teacher"),
           delta_color="inverse" if wer_gap and abs(wer_gap) >= 0.05 else "off",
           delta_arrow="auto" if wer_gap and abs(wer_gap) >= 0.05 else "off",
-          help="Word error rate of the student against the reference")
+          help="Word error rate of the student against the reference: (substituted + deleted + inserted "
+               "words) ÷ words in the reference; lower is better. It can exceed 100%: inserted words count as "
+               "errors too, so a transcript with more wrong words than the reference has words goes past 100%. "
+               "The delta compares with the teacher's WER on the same clip.")
 m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
-          help="Character error rate of the student against the reference")
+          help="Character error rate of the student against the reference: the same count as WER but over "
+               "characters, so a misspelt word costs a little instead of a whole word. It can also exceed 100% "
+               "(inserted characters).")
 
 def transcript(title: str, text: str, greedy_text: str, score) -> None:
     """One model's transcript (the chosen decoder's; with "Both", the greedy one under it) and its diff."""
@@ -218,29 +232,39 @@ if not s_score:
 spec = state.logmel(clip.digest, clip.samples)
 st.plotly_chart(plots.spectrogram_posteriorgram(spec, 0.01, res["posteriors"], res["frame_sec"],
                                                 student.config.vocab),
-                key="spec_plot", config={"displaylogo": False})
+                key="spec_plot", config={"displaylogo": False}, theme=None)   # theme=None: keep its colour scale
 
-k1, k2 = st.columns(2, gap="large")
-with k1:
-    ref_name = "teacher" if res["reference"] == "teacher" else "student output"
-    st.plotly_chart(plots.kl_heatmap(res["depth_kl"], res["frame_sec"],
-                                     f"Depth view (logit lens): KL({ref_name} ‖ CTC head after module i)",
-                                     module_names, active=mask), key="depth_plot", config={"displaylogo": False})
-with k2:
-    with st.spinner("Drop-one view…"):
-        ref = t_res["log_probs"] if res["reference"] == "teacher" else res["log_probs"]
-        try:
-            drop = state.drop_one_result(ckpt_key, clip.digest, mask,
-                                         teacher_key if res["reference"] == "teacher" else None,
-                                         student, clip.samples, ref)
-        except (RuntimeError, ValueError) as exc:
-            drop = None
-            st.error(f"Drop-one view unavailable — {one_line(exc)}", icon=":material/error:")
-    if drop is not None:
-        st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
-                                         f"Drop-one view: KL({ref_name} ‖ current mask without module i)",
-                                         module_names, active=mask), key="drop_plot", config={"displaylogo": False})
-st.caption("Hover a heatmap cell for layer, time and KL (nats). Modules that are off are marked “(off)”: "
-           "their drop-one row is blank, and in the depth view they pass the previous state through."
-           + ("" if res["reference"] == "teacher" else " Without a usable teacher the KL reference is the "
-              "student's own output for the current mask."))
+# The KL views sit in a folding section that tracks its state: folded, the drop-one view (one extra forward
+# per module) is not computed at all.
+kl_section = st.expander("Per-layer KL to the teacher", expanded=True, key="kl_section", on_change="rerun",
+                         icon=":material/stacked_line_chart:")
+with kl_section:
+    if kl_section.open is False:
+        st.caption("Folded: the KL views are not computed.")
+    else:
+        k1, k2 = st.columns(2, gap="large")
+        with k1:
+            ref_name = "teacher" if res["reference"] == "teacher" else "student output"
+            st.plotly_chart(plots.kl_heatmap(res["depth_kl"], res["frame_sec"],
+                                             f"Depth view (logit lens): KL({ref_name} ‖ CTC head after module i)",
+                                             module_names, active=mask), key="depth_plot",
+                            config={"displaylogo": False})
+        with k2:
+            with st.spinner("Drop-one view…"):
+                ref = t_res["log_probs"] if res["reference"] == "teacher" else res["log_probs"]
+                try:
+                    drop = state.drop_one_result(ckpt_key, clip.digest, mask,
+                                                 teacher_key if res["reference"] == "teacher" else None,
+                                                 student, clip.samples, ref)
+                except (RuntimeError, ValueError) as exc:
+                    drop = None
+                    st.error(f"Drop-one view unavailable — {one_line(exc)}", icon=":material/error:")
+            if drop is not None:
+                st.plotly_chart(plots.kl_heatmap(drop, res["frame_sec"],
+                                                 f"Drop-one view: KL({ref_name} ‖ current mask without module i)",
+                                                 module_names, active=mask), key="drop_plot",
+                                config={"displaylogo": False})
+        st.caption("Hover a heatmap cell for layer, time and KL (nats). Modules that are off are marked “(off)”: "
+                   "their drop-one row is blank, and in the depth view they pass the previous state through."
+                   + ("" if res["reference"] == "teacher" else " Without a usable teacher the KL reference is the "
+                      "student's own output for the current mask."))

@@ -27,9 +27,20 @@ FORM_KEYS = ("train_recipe", "train_teacher", "train_data", "train_hours", "trai
              "train_size", "train_epochs", "train_max_steps", "train_threads", "train_batch_seconds", "train_seed")
 
 root = state.jobs_dir()
-for key in FORM_KEYS:           # keep the form's values while another page is shown (Streamlit drops widget state)
-    if key in st.session_state:
-        st.session_state[key] = st.session_state[key]
+
+
+def saved(key: str, fallback):
+    """The value a form field had when this page was last shown: Streamlit drops a widget's state while
+    another page runs, so remember_form() keeps a copy under a non-widget key ("_<key>_choice", as the
+    model pickers do) and each widget starts from it."""
+    return st.session_state.get(f"_{key}_choice", fallback)
+
+
+def remember_form() -> None:
+    for key in FORM_KEYS:
+        if key in st.session_state:
+            st.session_state[f"_{key}_choice"] = st.session_state[key]
+
 
 st.title("Train")
 st.caption("Train a small teacher, or an LD / DLD student of a teacher, in the background. Finished models "
@@ -51,10 +62,10 @@ def start(spec: jobs.TrainSpec) -> None:
     try:
         jobs.start("train", spec, root)
     except jobs.JobBusyError as exc:
-        st.error(f"Refused: {str(exc).splitlines()[0]}.", icon=":material/block:")
+        st.error(f"Refused: {jobs.ui_message(str(exc).splitlines()[0])}.", icon=":material/block:")
         return
     except (jobs.JobError, OSError, ValueError) as exc:
-        st.error(f"Cannot start the training — {str(exc).splitlines()[0]}", icon=":material/error:")
+        st.error(f"Cannot start the training — {jobs.ui_message(str(exc).splitlines()[0])}", icon=":material/error:")
         return
     st.session_state["_train_msg"] = ("Training started." if not spec.corpus or jobs.corpus_ready(spec.corpus) else
                                       f"Building the {spec.corpus_hours:g} h synthetic corpus; training starts right after.")
@@ -68,8 +79,8 @@ if not state.training_enabled():
               icon=":material/block:")
 with left, st.container(border=True):
     st.markdown("**New training**")
-    recipe = st.segmented_control("Recipe", list(RECIPES), format_func=RECIPES.get, default="dld", required=True,
-                                  key="train_recipe",
+    recipe = st.segmented_control("Recipe", list(RECIPES), format_func=RECIPES.get, required=True,
+                                  default=saved("train_recipe", "dld"), key="train_recipe",
                                   help="Teacher: a static model, plain CTC. LD: a student trained with random layer "
                                        "dropping. DLD: layer dropping plus distillation from the teacher.")
     teacher_path = None
@@ -77,7 +88,7 @@ with left, st.container(border=True):
         teachers = [e for e in state.find_checkpoints() if e.recipe == "teacher"]
         if teachers:
             paths = [str(e.path) for e in teachers]
-            default = str(state.default_teacher())
+            default = saved("train_teacher", str(state.default_teacher()))
             teacher_path = st.selectbox("Teacher", paths, index=paths.index(default) if default in paths else 0,
                                         format_func=lambda p: next(e.label for e in teachers if str(e.path) == p),
                                         key="train_teacher",
@@ -87,32 +98,41 @@ with left, st.container(border=True):
             st.error("A student needs a teacher: train a Teacher first (or add checkpoints/teacher).",
                      icon=":material/error:")
     data = st.radio("Data", ["synthetic", "manifest"], horizontal=True, key="train_data",
+                    index=["synthetic", "manifest"].index(saved("train_data", "synthetic")),
                     format_func={"synthetic": "Built-in synthetic corpus", "manifest": "Manifest path"}.get)
     hours, train_m, valid_m = HOURS[1], "", ""
     if data == "synthetic":
-        hours = st.select_slider("Corpus size (hours of audio)", HOURS, value=HOURS[1], key="train_hours",
-                                 format_func=lambda h: f"{h:g} h")
+        hours = st.select_slider("Corpus size (hours of audio)", HOURS, value=saved("train_hours", HOURS[1]),
+                                 key="train_hours", format_func=lambda h: f"{h:g} h")
         st.caption("Corpus ready." if jobs.corpus_ready(corpus_path(hours)) else
                    "The corpus is built first (offline speech synthesis + augmentation), then the training starts "
                    "— in the same background job.")
     else:
-        train_m = st.text_input("Training manifest (JSONL)", key="train_manifest", placeholder="/path/to/train.jsonl")
-        valid_m = st.text_input("Validation manifest (optional: defaults to the training one)", key="valid_manifest")
+        train_m = st.text_input("Training manifest (JSONL)", value=saved("train_manifest", ""), key="train_manifest",
+                                placeholder="/path/to/train.jsonl")
+        valid_m = st.text_input("Validation manifest (optional: defaults to the training one)",
+                                value=saved("valid_manifest", ""), key="valid_manifest")
     size = "tiny"
     if recipe == "teacher":
-        size = st.segmented_control("Model", list(SIZES), format_func=lambda s: SIZES[s][0], default="tiny",
-                                    required=True, key="train_size",
+        size = st.segmented_control("Model", list(SIZES), format_func=lambda s: SIZES[s][0],
+                                    default=saved("train_size", "tiny"), required=True, key="train_size",
                                     help="Conformers train from scratch (quick, weak); Whisper tiny.en starts from "
                                          "OpenAI's pretrained encoder (slower per step, far more accurate).")
-    epochs = st.number_input("Epochs", min_value=1, max_value=500, value=3, step=1, key="train_epochs")
+    epochs = st.number_input("Epochs", min_value=1, max_value=500, value=saved("train_epochs", 3), step=1,
+                             key="train_epochs")
     with st.expander("Advanced"):
-        max_steps = st.number_input("Max steps (0 = no limit)", min_value=0, value=0, step=50, key="train_max_steps")
+        max_steps = st.number_input("Max steps (0 = no limit)", min_value=0, value=saved("train_max_steps", 0), step=50,
+                                    key="train_max_steps")
         threads = st.number_input("CPU threads for training", min_value=1, max_value=max(1, os.cpu_count() or 1),
-                                  value=max(1, (os.cpu_count() or 2) - 1), key="train_threads",
+                                  value=min(saved("train_threads", max(1, (os.cpu_count() or 2) - 1)),
+                                            max(1, os.cpu_count() or 1)),
+                                  key="train_threads",
                                   help="Leave a core for the app.")
         batch_seconds = st.number_input("Batch size (seconds of audio)", min_value=5.0, max_value=2000.0,
-                                        value=60.0, step=5.0, key="train_batch_seconds")
-        seed = st.number_input("Seed", min_value=0, value=0, step=1, key="train_seed")
+                                        value=saved("train_batch_seconds", 60.0), step=5.0,
+                                        key="train_batch_seconds")
+        seed = st.number_input("Seed", min_value=0, value=saved("train_seed", 0), step=1, key="train_seed")
+    remember_form()
 
     problem = None
     if busy is not None:
@@ -194,6 +214,8 @@ def job_view(job: jobs.Job) -> None:
                         if "audio_sec_per_sec" in last_step else None))
         if state_ == "failed":
             st.error(f"The training failed — {status['message'] or 'see the log below'}", icon=":material/error:")
+        elif state_ in ("stopped", "paused") and (Path(job.out) / "resume").is_dir():
+            st.caption("Stopped with a checkpoint to continue from: press **Continue** to train on where it stopped.")
         b1, b2, _ = st.columns([1, 1, 2])
         if state_ == "running":
             if b1.button("Stop", icon=":material/stop:", key="job_stop", width="stretch",
@@ -207,12 +229,12 @@ def job_view(job: jobs.Job) -> None:
                 try:
                     jobs.resume(job, root)
                 except jobs.JobBusyError as exc:
-                    st.error(f"Refused: {str(exc).splitlines()[0]}.", icon=":material/block:")
+                    st.error(f"Refused: {jobs.ui_message(str(exc).splitlines()[0])}.", icon=":material/block:")
                 else:
                     st.rerun()
     if steps:
-        st.plotly_chart(plots.training_curves(pd.DataFrame(steps), pd.DataFrame(epochs)), key="train_curves",
-                        config={"displaylogo": False})
+        st.plotly_chart(plots.training_curves(pd.DataFrame(steps), pd.DataFrame(epochs), recipe=recipe),
+                        key="train_curves", config={"displaylogo": False})
     st.markdown("**Log**")
     st.code(jobs.tail(job.log_path, 14) or "(no output yet)", language=None, wrap_lines=True)
 

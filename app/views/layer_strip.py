@@ -73,26 +73,26 @@ def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[
         on = sum(current_mask(n_layers))
         count.markdown(f"<div style='text-align:right;color:#475569'>{on}/{n_layers} on</div>",
                        unsafe_allow_html=True)
-        per_row = n_layers if n_layers <= 12 else (n_layers + 1) // 2
-        for start in range(0, n_layers, per_row):
-            cols = st.columns(per_row, gap="small")
-            for j, i in enumerate(range(start, min(n_layers, start + per_row))):
-                with cols[j]:
-                    st.toggle(names[i], key=toggle_key(i))
-        c_k, c1, c2, c3, c4, c5 = st.columns([1.1, 0.8, 1.15, 1, 1, 1], vertical_alignment="bottom")
-        c_k.number_input("k", min_value=1, max_value=n_layers, step=1, key="preset_k",
-                         help="Modules kept by “First k”, “Only k” (keeps module k alone) and “Best k”.")
-        c1.button("All", on_click=apply, args=("all",), key="preset_all", width="stretch",
-                  help="Every module on (full depth)")
-        c2.button("Every 2nd", on_click=apply, args=("every_other",), key="preset_every_other", width="stretch",
-                  help=f"Every second module on: {masks.describe(masks.every_other(n_layers), names)}")
-        c3.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="stretch",
-                  help="Modules 1 … k on")
-        c4.button("Only k", on_click=apply, args=("only_k",), key="preset_only_k", width="stretch",
-                  help="None but one: module k alone")
-        c5.button("Best k", on_click=apply, args=("best_k",), key="preset_best_k", width="stretch",
-                  type="primary", help="Best k for this budget: the k-module mask with the lowest KL to the "
-                                       "teacher on this clip (dld_core.layers.best_mask_for_budget)")
+        # One switch per module in a wrapping row, each as wide as its label: every name stays whole at
+        # any window width (fixed columns squeezed 8-12 switches until the labels were cut to "L..").
+        with st.container(horizontal=True, wrap=True, gap="small", key="layer_strip_switches"):
+            for i in range(n_layers):
+                st.toggle(names[i], key=toggle_key(i), width="content", wrap=False)
+        with st.container(horizontal=True, wrap=True, gap="small", vertical_alignment="bottom",
+                          key="layer_strip_presets"):
+            st.number_input("k", min_value=1, max_value=n_layers, step=1, key="preset_k", width=110,
+                            help="Modules kept by “First k”, “Only k” (keeps module k alone) and “Best k”.")
+            st.button("All", on_click=apply, args=("all",), key="preset_all", width="content",
+                      help="Every module on (full depth)")
+            st.button("Every 2nd", on_click=apply, args=("every_other",), key="preset_every_other", width="content",
+                      help=f"Every second module on: {masks.describe(masks.every_other(n_layers), names)}")
+            st.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="content",
+                      help="Modules 1 … k on")
+            st.button("Only k", on_click=apply, args=("only_k",), key="preset_only_k", width="content",
+                      help="None but one: module k alone")
+            st.button("Best k", on_click=apply, args=("best_k",), key="preset_best_k", width="content",
+                      type="primary", help="Best k for this budget: the k-module mask with the lowest KL to the "
+                                           "teacher on this clip (dld_core.layers.best_mask_for_budget)")
         if kept_gflops is not None:
             try:
                 k_now = int(st.session_state["preset_k"])

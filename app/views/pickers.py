@@ -10,6 +10,10 @@ from app import state
 from dld_core.checkpoint import CheckpointError, read_config
 
 
+VALID_WER_HELP = ("“valid WER” is the model's word error rate on its training run's validation set, at full "
+                  "depth (lower is better; from the checkpoint's metrics.json).")
+
+
 def _default_problem(path: Path) -> Optional[str]:
     """Why a default checkpoint folder is unusable (None when it is fine or simply absent)."""
     if not path.exists():
@@ -54,14 +58,15 @@ def model_pickers(need_teacher: bool = True) -> tuple[Optional[Path], Optional[P
         if problem:
             st.error(f"Default student unusable — {problem}", icon=":material/error:")
         student = _pick("Student", "student_ckpt", students, state.default_student(), ("dld", "ld"),
-                        "Any checkpoint folder under checkpoints/ or made by the Train page.")
+                        "Any checkpoint folder under checkpoints/ or made by the Train page. " + VALID_WER_HELP)
         teacher = None
         if need_teacher:
             problem = _default_problem(state.default_teacher())
             if problem:
                 st.error(f"Default teacher unusable — {problem}", icon=":material/error:")
             teacher = _pick("Teacher", "teacher_ckpt", teachers, state.default_teacher(), ("teacher",),
-                            "The full-depth teacher used for the reference transcript and the KL views.")
+                            "The full-depth teacher used for the reference transcript and the KL views. "
+                            + VALID_WER_HELP)
     if student is None:
         st.error(f"No checkpoints found under {state.checkpoints_dir()} or {state.jobs_dir()} — "
                  "add a checkpoint folder or train one on the Train page.", icon=":material/error:")

@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import plotly.colors as _pc
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -49,6 +50,10 @@ def _decimate(matrix: np.ndarray, frame_sec: float, max_cols: int) -> tuple[np.n
     return pooled, frame_sec * step
 
 
+# Explicit (dark -> bright) scale for the spectrogram: first entry = the lowest energy = the darkest colour.
+SPECTROGRAM_COLORS = [[i / (len(_pc.sequential.Magma) - 1), c] for i, c in enumerate(_pc.sequential.Magma)]
+
+
 def spectrogram_posteriorgram(logmel: np.ndarray, mel_frame_sec: float, posteriors: np.ndarray,
                               post_frame_sec: float, vocab: Sequence[str], title: str = "") -> go.Figure:
     """logmel [T, n_mels] on top; the CTC posteriorgram [T', V] (probabilities) under it, same time axis."""
@@ -56,9 +61,14 @@ def spectrogram_posteriorgram(logmel: np.ndarray, mel_frame_sec: float, posterio
     post = np.asarray(posteriors, dtype=np.float32).T                              # [V, T']
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.32, 0.68],
                         subplot_titles=("Log-mel spectrogram", "CTC posteriorgram (student, current mask)"))
+    # Silence is the quietest energy: pin the scale to the data so its minimum is Magma's darkest colour
+    # (the page also draws this chart with theme=None, so no chart theme swaps the scale).
+    finite = spec[np.isfinite(spec)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     fig.add_trace(go.Heatmap(
-        z=spec, x=_time_axis(spec.shape[1], spec_sec), y=np.arange(spec.shape[0]), colorscale="Magma",
-        showscale=False, hovertemplate="t = %{x:.2f} s<br>mel bin %{y}<br>%{z:.2f}<extra></extra>"), row=1, col=1)
+        z=spec, x=_time_axis(spec.shape[1], spec_sec), y=np.arange(spec.shape[0]), colorscale=SPECTROGRAM_COLORS,
+        zmin=lo, zmax=hi if hi > lo else lo + 1.0, showscale=False,
+        hovertemplate="t = %{x:.2f} s<br>mel bin %{y}<br>%{z:.2f}<extra></extra>"), row=1, col=1)
     labels = [token_label(t) for t in vocab]
     fig.add_trace(go.Heatmap(
         z=post, x=_time_axis(post.shape[1], post_frame_sec), y=labels, colorscale="Blues", zmin=0, zmax=1,
@@ -96,71 +106,132 @@ def pareto_front(points: pd.DataFrame, x: str = "gflops", y: str = "wer") -> pd.
     return pts.loc[keep]
 
 
+WER_CAP_NOTE = ("Points above 100% are drawn at the cap (▲): WER counts inserted words too, so a model that "
+                "outputs many wrong words can score over 100%. Hover a point for its value.")
+
+
 def wer_vs_gflops(df: pd.DataFrame, budget: Optional[float] = None,
-                  recommended: Optional[tuple[float, float]] = None) -> go.Figure:
-    """df columns: model, recipe, kept, gflops, wer (0..1). One line per model, Pareto front highlighted."""
+                  recommended: Optional[tuple[float, float]] = None, title: str = "WER vs compute",
+                  cap: Optional[float] = 1.0) -> go.Figure:
+    """df columns: model, recipe, kept, gflops, wer (0..1). One line per model, Pareto front highlighted.
+    WER is drawn up to `cap` (0..1; None = no cap): points above it sit on the cap as triangles, the hover
+    shows their value, and the chart says so (WER_CAP_NOTE)."""
+    def capped(values) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        return values if cap is None else np.minimum(values, cap)
+
     fig = go.Figure()
     for model, part in df.groupby("model", sort=False):
         part = part.sort_values("gflops")
         recipe = str(part["recipe"].iloc[0])
+        above = part["wer"].to_numpy(dtype=float) > cap if cap is not None else np.zeros(len(part), bool)
         fig.add_trace(go.Scatter(
-            x=part["gflops"], y=part["wer"] * 100, mode="lines+markers", name=str(model),
+            x=part["gflops"], y=capped(part["wer"]) * 100, mode="lines+markers", name=str(model),
             line=dict(color=RECIPE_COLORS.get(recipe, RECIPE_COLORS["unknown"]), width=2),
-            marker=dict(size=7), customdata=part[["kept"]].to_numpy(),
-            hovertemplate=f"<b>{model}</b><br>%{{customdata[0]}} layers kept<br>"
-                          "%{x:.3f} GFLOPs<br>WER %{y:.1f}%<extra></extra>"))
+            marker=dict(size=[10 if a else 7 for a in above], symbol=["triangle-up" if a else "circle" for a in above]),
+            customdata=np.column_stack([part["kept"].to_numpy(), part["wer"].to_numpy(dtype=float) * 100]),
+            hovertemplate=f"<b>{model}</b><br>%{{customdata[0]}} modules kept<br>"
+                          "%{x:.3f} GFLOPs<br>WER %{customdata[1]:.1f}%<extra></extra>"))
     if len(df):
         front = pareto_front(df)
         fig.add_trace(go.Scatter(
-            x=front["gflops"], y=front["wer"] * 100, mode="lines+markers", name="Pareto front",
+            x=front["gflops"], y=capped(front["wer"]) * 100, mode="lines+markers", name="Pareto front",
             line=dict(color="#10b981", width=8, shape="hv"), opacity=0.35,
             marker=dict(size=14, symbol="circle-open", line=dict(width=2)), hoverinfo="skip"))
     if budget is not None:
         fig.add_vline(x=budget, line=dict(color="#ef4444", dash="dash"), annotation_text="budget",
                       annotation_position="top left")
     if recommended is not None:
-        fig.add_trace(go.Scatter(x=[recommended[0]], y=[recommended[1] * 100], mode="markers",
+        fig.add_trace(go.Scatter(x=[recommended[0]], y=capped([recommended[1]]) * 100, mode="markers",
                                  name="recommended", marker=dict(size=16, symbol="star", color="#ef4444"),
-                                 hovertemplate="recommended<br>%{x:.3f} GFLOPs<br>WER %{y:.1f}%<extra></extra>"))
-    fig.update_xaxes(title_text="GFLOPs per clip")
-    fig.update_yaxes(title_text="WER (%)", rangemode="tozero")
+                                 customdata=[[recommended[1] * 100]],
+                                 hovertemplate="recommended<br>%{x:.3f} GFLOPs<br>WER %{customdata[0]:.1f}%<extra></extra>"))
+    fig.update_xaxes(title_text="GFLOPs per 10 s clip")
+    fig.update_yaxes(title_text="WER (%)", rangemode="tozero", ticksuffix="%")
+    if cap is not None and len(df):
+        top = min(float(df["wer"].max()), cap) * 100
+        fig.update_yaxes(range=[0, max(top, 1.0) * 1.08])
+        if (df["wer"] > cap).any():
+            fig.add_annotation(text=f"▲ above {cap * 100:.0f}%: drawn at the cap (WER can exceed 100%)",
+                               xref="paper", yref="paper", x=1, y=1.0, xanchor="right", yanchor="bottom",
+                               showarrow=False, font=dict(size=11, color="#64748b"))
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
-    return _layout(fig, "WER vs compute", 440)
+    return _layout(fig, title, 440)
 
 
-def importance_bars(values: Sequence[float], names: Sequence[str], title: str, ylabel: str,
-                    color: str = "#4f46e5") -> go.Figure:
+def importance_bars(values, names: Sequence[str], title: str, ylabel: str, color: str = "#4f46e5",
+                    intervals=None, colors: Optional[dict] = None) -> go.Figure:
+    """Drop-one bars, one per module. values: one list (a single series) or {series name: list} (grouped bars,
+    e.g. LD and DLD side by side, same axis); None entries (modules already off) draw no bar.
+    intervals: the same shape, (low, high) per module (or None): drawn as error bars.
+    Every module label stays whole: category axis, horizontal ticks, automargin."""
+    series = values if isinstance(values, dict) else {"": values}
+    intervals = (intervals if isinstance(intervals, dict) else {"": intervals}) if intervals is not None else {}
+    colors = colors or {}
+    palette = [color, "#f59e0b", "#10b981", "#ef4444"]
     labels = list(names)
-    fig = go.Figure(go.Bar(x=labels, y=list(values), marker_color=color,
-                           hovertemplate="Layer %{x}<br>" + ylabel + " %{y:.4f}<extra></extra>"))
-    fig.update_yaxes(title_text=ylabel, zeroline=True)
-    fig.update_xaxes(title_text="layer dropped", type="category")
-    return _layout(fig, title, 320)
+    fig = go.Figure()
+    for j, (name, vals) in enumerate(series.items()):
+        y = [None if v is None else float(v) for v in vals]
+        error_y = None
+        ci = intervals.get(name)
+        if ci is not None:
+            plus = [None if v is None or c is None else max(0.0, c[1] - v) for v, c in zip(y, ci)]
+            minus = [None if v is None or c is None else max(0.0, v - c[0]) for v, c in zip(y, ci)]
+            error_y = dict(type="data", symmetric=False, array=plus, arrayminus=minus, color="#334155",
+                           thickness=1.2, width=4)
+        prefix = f"{name}<br>" if name else ""
+        fig.add_trace(go.Bar(x=labels, y=y, name=name or ylabel, marker_color=colors.get(name, palette[j % len(palette)]),
+                             error_y=error_y, showlegend=bool(name),
+                             hovertemplate=prefix + "Module %{x}<br>" + ylabel + " %{y:.4f}<extra></extra>"))
+    fig.update_yaxes(title_text=ylabel, zeroline=True, zerolinecolor="#64748b", automargin=True)
+    fig.update_xaxes(title_text="module dropped", type="category", categoryorder="array", categoryarray=labels,
+                     tickangle=0, automargin=True)
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    fig = _layout(fig, title, 340)
+    fig.update_layout(margin=dict(l=10, r=10, t=60, b=10))
+    return fig
 
 
-def greedy_path_chart(steps: pd.DataFrame) -> go.Figure:
-    """steps columns: step, dropped (label), kept, metric. Line of the metric as layers are dropped."""
-    fig = go.Figure(go.Scatter(
-        x=steps["kept"], y=steps["metric"], mode="lines+markers+text", text=steps["dropped"],
-        textposition="top center", line=dict(color="#4f46e5"),
-        hovertemplate="%{x} layers kept<br>dropped %{text}<br>%{y:.4f}<extra></extra>"))
-    fig.update_xaxes(title_text="layers kept", autorange="reversed", dtick=1)
-    fig.update_yaxes(title_text=str(steps.attrs.get("metric_name", "metric")))
+def greedy_path_chart(steps: pd.DataFrame, colors: Optional[dict] = None) -> go.Figure:
+    """steps columns: step, dropped (label), kept, metric (+ model: one line per model). The metric as
+    modules are dropped."""
+    groups = list(steps.groupby("model", sort=False)) if "model" in steps else [("", steps)]
+    colors = colors or {}
+    palette = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444"]
+    fig = go.Figure()
+    for j, (name, part) in enumerate(groups):
+        fig.add_trace(go.Scatter(
+            x=part["kept"], y=part["metric"], mode="lines+markers+text", text=part["dropped"], name=str(name),
+            textposition="top center", line=dict(color=colors.get(name, palette[j % len(palette)])),
+            showlegend=bool(name),
+            hovertemplate=(f"{name}<br>" if name else "") + "%{x} modules kept<br>dropped %{text}<br>%{y:.4f}<extra></extra>"))
+    fig.update_xaxes(title_text="modules kept", autorange="reversed", dtick=1, automargin=True)
+    fig.update_yaxes(title_text=str(steps.attrs.get("metric_name", "metric")), automargin=True)
+    fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return _layout(fig, "Greedy drop path", 340)
 
 
-def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
-    """steps: step, loss (+ ctc, kl); epochs: step, valid_wer (0..1). Loss on the left axis, WER on the right."""
+def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, recipe: Optional[str] = None) -> go.Figure:
+    """steps: step, loss (+ ctc, kl); epochs: step, valid_wer (0..1). Loss on the left axis, WER (%) on the
+    right. No KL line for a teacher (its recipe has no distillation) or when every KL is 0."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for col, color in (("loss", "#4f46e5"), ("ctc", "#0ea5e9"), ("kl", "#f59e0b")):
-        if col in steps and steps[col].notna().any():
-            fig.add_trace(go.Scatter(x=steps["step"], y=steps[col], name=col, mode="lines",
-                                     line=dict(color=color, width=2 if col == "loss" else 1)), secondary_y=False)
+        if col not in steps or not steps[col].notna().any():
+            continue
+        if col == "kl" and (recipe == "teacher" or not (steps[col].fillna(0).abs() > 0).any()):
+            continue
+        if col == "ctc" and "loss" in steps and np.allclose(steps["ctc"], steps["loss"], equal_nan=True):
+            continue                                          # CTC only (a teacher): the loss line says it all
+        fig.add_trace(go.Scatter(x=steps["step"], y=steps[col], name=col, mode="lines",
+                                 line=dict(color=color, width=2 if col == "loss" else 1)), secondary_y=False)
     if len(epochs) and "valid_wer" in epochs and epochs["valid_wer"].notna().any():
-        fig.add_trace(go.Scatter(x=epochs["step"], y=epochs["valid_wer"] * 100, name="valid WER (%)",
-                                 mode="lines+markers", line=dict(color="#ef4444", dash="dot")), secondary_y=True)
+        fig.add_trace(go.Scatter(x=epochs["step"], y=epochs["valid_wer"] * 100, name="valid WER",
+                                 mode="lines+markers", line=dict(color="#ef4444", dash="dot"),
+                                 hovertemplate="step %{x}<br>valid WER %{y:.1f}%<extra></extra>"), secondary_y=True)
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="WER (%)", secondary_y=True, rangemode="tozero")
+    fig.update_yaxes(title_text="loss", secondary_y=False, nticks=6)
+    fig.update_yaxes(title_text="valid WER", secondary_y=True, rangemode="tozero", ticksuffix="%",
+                     tickformat=".3~g", nticks=6, showgrid=False)
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return _layout(fig, "Training curves", 380)

@@ -115,3 +115,29 @@ def wait_idle(page, timeout: float = 60_000) -> None:
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
     page.wait_for_timeout(200)
+
+
+# Chart tick labels (x and y) of one st.plotly_chart, each with whether it lies inside the drawn chart (not cut).
+TICKS = """(chart) => {
+    const svg = chart.querySelector('svg.main-svg').getBoundingClientRect();
+    return [...chart.querySelectorAll('.xtick text, .ytick text')].map(t => {
+        const r = t.getBoundingClientRect();
+        return {text: t.textContent, axis: t.closest('.xtick') ? 'x' : 'y',
+                inside: r.left >= svg.left - 0.5 && r.right <= svg.right + 0.5
+                        && r.top >= svg.top - 0.5 && r.bottom <= svg.bottom + 0.5};
+    });
+}"""
+
+
+# buttons whose text is whole: no element inside overflows its box (an ellipsis is an overflow)
+WHOLE = ("els => els.length > 0 && els.every(b => [b, ...b.querySelectorAll('*')]"
+         ".every(e => e.clientWidth === 0 || e.scrollWidth <= e.clientWidth))")
+
+STRIP_LABELS = """(n) => [...Array(n).keys()].map(i => document.querySelector(`.st-key-layer_${i} [data-testid="stCheckbox"]`)).map(c => {
+    const box = c.querySelector('[data-testid="stMarkdownContainer"]');
+    const text = box.querySelector('p') || box;
+    const a = text.getBoundingClientRect(), b = box.getBoundingClientRect(), w = c.getBoundingClientRect();
+    return {name: c.querySelector('input').getAttribute('aria-label'), text: box.innerText.trim(),
+            scroll: box.scrollWidth, client: box.clientWidth,
+            inside: a.left >= b.left - 0.5 && a.right <= b.right + 0.5 && b.right <= w.right + 0.5 && a.width > 0};
+})"""

@@ -1,0 +1,305 @@
+"""How DLD works: teacher, LD and DLD in plain words, a live picture of the gated encoder (which modules run
+for the current mask and the compute it saves), a three-step story on a sample clip, and a glossary."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from app import state
+from app.views import layer_strip, pickers
+from dld_core import masks
+from dld_core.checkpoint import CheckpointError, read_config
+
+DIAGRAM_SECONDS = 10.0          # the compute figures are for a 10 s clip
+MODULES_KEY = "how_modules"     # the modules that run in the picture (a multi-select)
+STEP_KEY = "story_step"
+STEPS = {1: "① Full depth", 2: "② Drop half · static teacher", 3: "③ Drop half · DLD student"}
+
+st.title("How DLD works")
+st.caption("One speech recognizer that can run at any depth, chosen per request: skip modules of the encoder "
+           "to save compute, and keep the transcript usable. Here is the idea in three models, a picture and "
+           "a three-step experiment.")
+
+# ------------------------------------------------------------------------------------- the three models
+c_t, c_ld, c_dld = st.columns(3, gap="medium")
+with c_t.container(border=True):
+    st.markdown("#### Teacher")
+    st.markdown("A normal speech recognizer, trained the usual way with **every module always on** "
+                "(full depth), then **frozen**. It is accurate at full depth, but it never learnt to work with "
+                "parts missing: skip some of its modules and its transcript falls apart.")
+with c_ld.container(border=True):
+    st.markdown("#### LD · layer dropping")
+    st.markdown("The same gated network, but during training **random modules are switched off** at every "
+                "step, and it learns only from the reference transcripts (the CTC loss). It gets used to "
+                "running with modules missing, so any subset of them still works.")
+with c_dld.container(border=True):
+    st.markdown("#### DLD · distilled layer dropping")
+    st.markdown("The same random dropping, plus a **teacher to imitate**: at every step the student, with its "
+                "modules dropped, is pulled towards the full-depth teacher's output "
+                "(KL(teacher ‖ student), the distillation loss) as well as the transcripts. Shallow versions "
+                "of it stay close to the teacher: it **degrades gracefully**.")
+
+
+# ------------------------------------------------------------------------------------------- the models
+def _arch(path: Path) -> Optional[tuple]:
+    try:
+        model = read_config(path).get("model", {})
+    except CheckpointError:
+        return None
+    return model.get("family"), model.get("n_layers"), model.get("d_model")
+
+
+def story_models() -> tuple[Optional[state.CheckpointEntry], Optional[state.CheckpointEntry]]:
+    """(teacher, DLD student): the default teacher (else any teacher); checkpoints/dld when present, else
+    the DLD student with the teacher's architecture and the best validation WER."""
+    entries = state.find_checkpoints()
+    teachers = [e for e in entries if e.recipe == "teacher"]
+    teacher = next((e for e in teachers if e.path.resolve() == state.default_teacher().resolve()),
+                   teachers[0] if teachers else None)
+    students = [e for e in entries if e.recipe == "dld"]
+    default = next((e for e in students if e.path.resolve() == state.default_student().resolve()), None)
+    if default is not None or not students:
+        return teacher, default
+    want = _arch(teacher.path) if teacher is not None else None
+    students.sort(key=lambda e: (want is not None and _arch(e.path) != want,
+                                 e.valid_wer if e.valid_wer is not None else float("inf")))
+    return teacher, students[0]
+
+
+teacher_entry, dld_entry = story_models()
+if teacher_entry is None and dld_entry is None:
+    st.error(f"No teacher or DLD checkpoint found under {state.checkpoints_dir()} — add one, or train one on the "
+             "Train page, to see the live parts of this page.", icon=":material/error:")
+teacher = pickers.load_or_error(teacher_entry.path, "Teacher") if teacher_entry is not None else None
+dld = pickers.load_or_error(dld_entry.path, "DLD student") if dld_entry is not None else None
+shown = teacher or dld                      # the model drawn in the picture
+
+
+# -------------------------------------------------------------------------------- the gated encoder
+def module_role(name: str) -> str:
+    """What a module is, from its name (A1/M1: Whisper sub-blocks; L1: a conformer block)."""
+    kind, num = name[:1], name[1:]
+    if num.isdigit():
+        return {"A": f"self-attention of block {num}", "M": f"MLP (feed-forward) of block {num}",
+                "L": f"encoder block {num}"}.get(kind, "gated module")
+    return "gated module"
+
+
+def encoder_diagram_html(names, mask) -> str:
+    """The gated encoder as a row of boxes: the modules that run, filled; skipped ones, dashed and struck."""
+    boxes = []
+    for name, on in zip(names, mask):
+        state_txt = "runs" if on else "skipped"
+        style = ("background:#4f46e5;color:#fff;border:2px solid #4f46e5;" if on else
+                 "background:#f8fafc;color:#94a3b8;border:2px dashed #cbd5e1;")
+        strike = "" if on else "text-decoration:line-through"
+        boxes.append(f"<div class='dld-mod dld-{state_txt}' title='{html.escape(name)}: "
+                     f"{html.escape(module_role(name))} — {state_txt}' style='{style}padding:6px 10px;"
+                     f"border-radius:8px;min-width:46px;text-align:center;font-weight:600'>"
+                     f"<span style='{strike}'>{html.escape(name)}</span>"
+                     f"<div style='font-size:11px;font-weight:400'>{state_txt}</div></div>")
+    end = ("style='padding:6px 10px;border-radius:8px;background:#e2e8f0;color:#0f172a;text-align:center;"
+           "font-size:13px'")
+    arrow = "<span style='color:#64748b'>→</span>"
+    return ("<div class='dld-encoder' style='display:flex;flex-wrap:wrap;align-items:center;gap:6px;"
+            "font-family:Inter,system-ui,sans-serif'>"
+            f"<div {end}>audio<br>features</div>{arrow}" + arrow.join(boxes) +
+            f"{arrow}<div {end}>CTC head<br>→ text</div></div>")
+
+
+st.subheader("The gated encoder, live")
+if shown is not None:
+    names = list(shown.model.module_names)
+    n = len(names)
+    half = tuple(masks.preset("every_other", n, n // 2))
+
+    if st.session_state.get("_how_names") != names or MODULES_KEY not in st.session_state:
+        st.session_state["_how_names"] = names
+        saved = st.session_state.get(layer_strip.MASK_KEY)           # the mask last used on Inspect
+        start = saved if saved is not None and len(saved) == n else (True,) * n
+        st.session_state[MODULES_KEY] = [name for name, on in zip(names, start) if on]
+
+    def show_step_mask() -> None:
+        """A story step sets the picture to the mask it runs."""
+        step = st.session_state.get(STEP_KEY)
+        if step is not None:
+            st.session_state[MODULES_KEY] = list(names) if step == 1 else [m for m, on in zip(names, half) if on]
+
+    st.caption(f"{state.RECIPE_NAMES.get(shown.recipe, shown.recipe)} model · {n} gated modules. Each module "
+               "either runs or is skipped (its input passes straight on). Which ones run is the **mask**: pick "
+               "modules here, or let the story below set them.")
+    chosen = st.pills("Modules that run", names, selection_mode="multi", key=MODULES_KEY,
+                      help="Click a module to skip it or to run it again.")
+    mask = tuple(name in (chosen or []) for name in names)
+    st.html(encoder_diagram_html(names, mask))
+    try:
+        g = state.gflops_for(shown, DIAGRAM_SECONDS, mask)
+        g_full = state.gflops_for(shown, DIAGRAM_SECONDS, (True,) * n)
+    except (RuntimeError, ValueError) as exc:
+        st.error(f"Cannot count the compute of this mask — {str(exc).splitlines()[0] if str(exc) else exc}",
+                 icon=":material/error:")
+    else:
+        saved_pct = 100 * (1 - g / g_full) if g_full else 0.0
+        g1, g2, g3 = st.columns(3)
+        g1.metric("Modules that run", f"{sum(mask)}/{n}", help="The mask: how many gated modules run.")
+        g2.metric("GFLOPs for a 10 s clip", f"{g:.2f}", help="Billions of arithmetic operations for one pass "
+                  f"of the encoder and head over 10 s of audio with this mask (full depth: {g_full:.2f}).")
+        g3.metric("Compute saved", f"{saved_pct:.0f}%", help="Compared with running every module. The audio "
+                  "front end and the output head always run, so even skipping everything saves less than 100%.")
+    if sum(mask) == 0:
+        st.caption("With every module skipped only the front end and the head run: expect nonsense.")
+else:
+    st.info("No model to draw: add a checkpoint under checkpoints/.", icon=":material/info:")
+    names, n, half = [], 0, ()
+
+
+# ------------------------------------------------------------------------------------------- the story
+@st.cache_data(max_entries=8, show_spinner="Finding a clip the models get right at full depth…")
+def story_clip(teacher_key: str, student_key: Optional[str], samples_key: str, _teacher, _student,
+               _rows: list) -> Optional[dict]:
+    """The sample the models transcribe best at full depth: lowest max(teacher WER, DLD WER), then lowest
+    teacher WER, then the longest sentence (more words show more). None when no sample can be used."""
+    best, best_rank = None, None
+    for row in _rows:
+        text = str(row.get("text", ""))
+        try:
+            clip = state.load_clip_file(Path(row["audio_filepath"]))
+            t_wer = state.score(text, state.teacher_result(teacher_key, clip.digest, _teacher, clip.samples)["text"])
+            s_wer = None
+            if _student is not None:
+                full = (True,) * _student.model.num_modules
+                s_wer = state.score(text, state.student_result(student_key, clip.digest, full, None, _student,
+                                                               clip.samples)["text"])
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if t_wer is None:
+            continue
+        worst = max(t_wer["wer"], s_wer["wer"] if s_wer else 0.0)
+        rank = (worst, t_wer["wer"], -len(text.split()))
+        if best_rank is None or rank < best_rank:
+            best, best_rank = row, rank
+    return best
+
+
+st.subheader("The experiment in three clicks")
+st.caption("One clip, three runs. Watch the word error rate (WER): 0% is a perfect transcript.")
+if teacher is None:
+    st.error("The story needs the teacher (checkpoints/teacher), which is missing or unusable.",
+             icon=":material/error:")
+    st.stop()
+if dld is None:
+    st.info("No DLD student yet (checkpoints/dld): step ③ is unavailable until one is trained or shipped.",
+            icon=":material/info:")
+try:
+    rows = state.load_samples()
+except (OSError, ValueError) as exc:
+    rows = []
+    st.error(f"The sample clips cannot be read — {str(exc).splitlines()[0]}", icon=":material/error:")
+if not rows:
+    st.info(f"No sample clips found ({state.samples_manifest()}): the story needs one.", icon=":material/info:")
+    st.stop()
+
+t_key = state.checkpoint_key(teacher.path)
+s_key = state.checkpoint_key(dld.path) if dld is not None else None
+same_arch = dld is not None and _arch(dld.path) == _arch(teacher.path)
+if dld is not None and not same_arch:
+    st.caption(f"The DLD student found ({dld_entry.label}) is not a student of this teacher (another "
+               f"architecture, {dld.model.num_modules} modules): step ③ compares across architectures.")
+row = story_clip(t_key, s_key if same_arch else None, state.samples_key(rows), teacher, dld if same_arch else None,
+                 rows)
+if row is None:
+    st.error("None of the sample clips can be transcribed (or none has a reference text).", icon=":material/error:")
+    st.stop()
+clip = state.load_clip_file(Path(row["audio_filepath"]))
+reference = str(row.get("text", ""))
+st.markdown(f"**Clip:** {state.sample_label(row)}")
+st.audio(row["audio_filepath"])
+
+step = st.segmented_control("Step", list(STEPS), format_func=STEPS.get, default=1, required=True,
+                            key=STEP_KEY, on_change=show_step_mask)
+t_names = list(teacher.model.module_names)
+t_half = tuple(masks.preset("every_other", len(t_names), len(t_names) // 2))
+t_full = state.teacher_result(t_key, clip.digest, teacher, clip.samples)
+
+
+def run(step_no: int) -> Optional[dict]:
+    """(model, mask, transcript, score) of one step, through the app's cached result paths."""
+    if step_no == 1:
+        return {"model": "Teacher", "entry": teacher_entry, "names": t_names, "mask": (True,) * len(t_names),
+                "text": t_full["text"]}
+    if step_no == 2:
+        res = state.student_result(t_key, clip.digest, t_half, None, teacher, clip.samples)
+        return {"model": "Teacher", "entry": teacher_entry, "names": t_names, "mask": t_half, "text": res["text"]}
+    if dld is None:
+        return None
+    d_names = list(dld.model.module_names)
+    d_half = tuple(masks.preset("every_other", len(d_names), len(d_names) // 2))
+    res = state.student_result(s_key, clip.digest, d_half, t_key, dld, clip.samples, t_full["log_probs"])
+    return {"model": "DLD student", "entry": dld_entry, "names": d_names, "mask": d_half, "text": res["text"]}
+
+
+STORY = {1: "The teacher with **every module running**: this is the clip's best transcript.",
+         2: "The **same teacher with half of its modules skipped** (every second one). It was never trained "
+            "that way, so it usually **collapses**: wrong words, missing words or nothing at all.",
+         3: "The **DLD student with the same half of its modules skipped**. It was trained with modules "
+            "dropped and taught by the teacher, so it usually **degrades gracefully**: the same or nearly "
+            "the same words, for about half the compute."}
+try:
+    result = run(step)
+except (RuntimeError, ValueError) as exc:
+    result = None
+    st.error(f"This step cannot run — {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+             icon=":material/error:")
+st.markdown(STORY[step])
+WER_HELP = ("Word error rate: (substituted + deleted + inserted words) ÷ words in the reference. It can exceed "
+            "100% when the model inserts extra words.")
+if result is not None:
+    sc = state.score(reference, result["text"])
+    with st.container(border=True):
+        st.markdown(f"**{result['model']}** · {masks.describe(result['mask'], result['names'])}")
+        st.code(result["text"] or "(empty transcript)", language=None, wrap_lines=True)
+        st.caption(f"Reference: “{reference}” · model: {result['entry'].label}")
+        st.metric("WER", f"{100 * sc['wer']:.0f}%" if sc else "—", help=WER_HELP)
+        if sc and sc["wer"] > 1:
+            st.caption("WER above 100%: the transcript has more wrong words than the reference has words "
+                       "(inserted words count as errors too).")
+elif step == 3:
+    st.caption("Step ③ needs a DLD student.")
+
+so_far = []
+for k in range(1, step + 1):
+    try:
+        r = result if k == step else run(k)
+    except (RuntimeError, ValueError):
+        r = None
+    sc = state.score(reference, r["text"]) if r else None
+    so_far.append((k, sc))
+cols = st.columns(3)
+for (k, sc), col in zip(so_far, cols):
+    col.metric(f"WER at step {'①②③'[k - 1]}", f"{100 * sc['wer']:.0f}%" if sc else "—", help=WER_HELP)
+
+
+# -------------------------------------------------------------------------------------------- glossary
+st.subheader("Glossary")
+st.markdown("""
+- **Module** — one gated piece of the encoder that can be skipped: in the Whisper models, the self-attention
+  (A1 … A4) or the MLP (M1 … M4) sub-block of each of the 4 blocks; in the older conformers, a whole block (L1 …).
+- **Mask** — which modules run for a request (on/off per module). “4/8” means 4 of 8 modules run.
+- **KL (nats)** — Kullback–Leibler divergence: how different two probability distributions over characters are,
+  per audio frame, measured in nats (natural-log units). 0 means identical; larger means more different.
+  DLD trains on KL(teacher ‖ student).
+- **Logit lens** — reading the transcript-probabilities out of the middle of the encoder by applying the output
+  (CTC) head after module i, to see how close each depth already is to the final answer.
+- **Posteriorgram** — a picture of the model's output: for every audio frame (x axis), the probability of each
+  character or “blank” (y axis).
+- **WER / CER** — word / character error rate: (substituted + deleted + inserted) words (or characters) divided
+  by the number in the reference. Lower is better. **WER can exceed 100%** because inserted words count as
+  errors too: a 2-word reference transcribed as 5 wrong words has WER 250%.
+- **Pareto front** — the models/masks for which nothing else is both cheaper and more accurate: the best
+  accuracy you can get at each compute budget.
+- **GFLOPs** — billions of floating-point operations for one pass over a clip: the compute a mask costs,
+  independent of the machine (latency, in ms, depends on the machine).
+""")

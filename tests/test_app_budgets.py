@@ -1,0 +1,187 @@
+"""Budgets page (issue 15, for a budget owner): the test set is named and can be switched (with the decoder),
+the best model at a budget across all models, measured latency and real-time factor next to GFLOPs, the
+"at 50% compute" headline, the capped WER axis with its note, and Pareto flags as text."""
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_app import env, metric, no_exceptions, run_app, world  # noqa: E402,F401  (fixtures and helpers)
+
+# Made-up WERs per (recipe, kept) of the 4-module test models: DLD degrades gracefully, LD less so, the
+# static teacher collapses (over 100%: insertions) as soon as a module is dropped. Beam is 2 points better.
+WER = {"dld": {4: 0.10, 3: 0.15, 2: 0.20, 1: 0.30},
+       "ld": {4: 0.12, 3: 0.25, 2: 0.35, 1: 0.50},
+       "teacher": {4: 0.05, 3: 1.20, 2: 1.40, 1: 1.60}}
+SYNTH = "corpus/whisper/test.jsonl"
+
+
+def write_results(world, results: Path) -> dict:
+    """Synthetic-test results (greedy + beam) for every model, FSDD results for the teacher only, and a
+    bench.json for their architecture (latency 10 ms per kept module). Returns the sample-set results."""
+    results.mkdir(parents=True, exist_ok=True)
+    samples = {}
+    for recipe, folder in world["ckpts"].items():
+        base = json.loads((Path(folder) / "eval_samples.json").read_text())
+        samples[recipe] = base
+        for decoder, better in (("greedy", 0.0), ("beam", 0.02)):
+            levels = [{**lv, "wer": WER[recipe][lv["kept"]] - better} for lv in base["levels"]]
+            data = {**base, "manifest": SYNTH, "decoder": decoder, "levels": levels}
+            (results / f"{recipe}.synthetic_test.{decoder}.json").write_text(json.dumps(data))
+        if recipe == "teacher":
+            data = {**base, "manifest": "corpus/whisper/fsdd_test.jsonl", "decoder": "greedy"}
+            (results / "teacher.fsdd_test.greedy.json").write_text(json.dumps(data))
+    write_bench(results, samples["dld"])
+    return samples
+
+
+def write_bench(results: Path, base: dict, scale: float = 1.0) -> None:
+    """A `python -m dld_core bench` JSON for the models' architecture (scale != 1: another architecture)."""
+    full = next(lv["gflops"] for lv in base["levels"] if lv["kept"] == base["num_layers"])
+    levels = [{"kept": k, "mask": list(range(k)), "latency_ms": 10.0 * k,
+               "gflops": full * scale * k / base["num_layers"]} for k in range(base["num_layers"], 0, -1)]
+    (results / "bench.json").write_text(json.dumps({"seconds": 10.0, "threads": 1, "policy": "first_k",
+                                                    "levels": levels}))
+
+
+@pytest.fixture
+def budgets(env, tmp_path):
+    samples = write_results(env, tmp_path / "results")
+    at = run_app("budgets")
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    return at, samples
+
+
+def table(at):
+    return at.dataframe[0].value
+
+
+def wer_of(at, model: str, kept: int) -> float:
+    t = table(at)
+    return float(t[(t["model"] == model) & (t["modules kept"] == kept)]["WER %"].iloc[0])
+
+
+def decoded(value):
+    """A plotly typed array ({"dtype", "bdata", "shape"}) as a numpy array; anything else as it is."""
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = [int(n) for n in str(value.get("shape", "")).split(",") if n.strip()]
+        return array.reshape(shape) if shape else array
+    return np.asarray(value)
+
+
+def chart(at) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+# ---------------------------------------------------------------------------------------- 1. the test set
+def test_the_test_set_is_named_and_can_be_switched(budgets):
+    at, samples = budgets
+    picker = at.selectbox(key="budget_set")
+    assert picker.value == "test.jsonl"                                    # default: the synthetic test set
+    assert set(picker.options) == {"Synthetic test (speech synthesis)", "Spoken digits (FSDD test speaker)",
+                                   "Sample clips"}
+    assert at.radio(key="budget_decoder").value == "beam"                  # default: beam when there is one
+    assert any("Synthetic test (speech synthesis)" in c.value and "corpus/whisper/test.jsonl" in c.value
+               for c in at.caption)
+    assert "Synthetic test (speech synthesis)" in chart(at)["layout"]["title"]["text"]
+    assert wer_of(at, "DLD (dld)", 4) == pytest.approx(8.0)               # beam: 0.10 - 0.02
+
+    at.radio(key="budget_decoder").set_value("greedy").run()
+    no_exceptions(at)
+    assert wer_of(at, "DLD (dld)", 4) == pytest.approx(10.0)
+
+    at.selectbox(key="budget_set").set_value("samples").run()              # the sample clips: greedy only
+    no_exceptions(at)
+    assert not any(r.key == "budget_decoder" for r in at.radio)
+    assert "Sample clips" in chart(at)["layout"]["title"]["text"]
+    want = next(lv["wer"] for lv in samples["dld"]["levels"] if lv["kept"] == 4)
+    assert wer_of(at, "DLD (dld)", 4) == pytest.approx(round(100 * want, 2))
+
+    at.selectbox(key="budget_set").set_value("fsdd_test.jsonl").run()      # only the teacher has FSDD results
+    no_exceptions(at)
+    assert set(table(at)["model"]) == {"Teacher (teacher)"}
+    assert any("No Spoken digits (FSDD test speaker) results" in c.value and "LD" in c.value for c in at.caption)
+
+
+# ------------------------------------------------------------------------------- 2. best at this budget
+def test_the_best_model_at_a_budget_across_all_models(budgets):
+    at, _ = budgets
+    at.selectbox(key="budget_target").set_value("LD (ld)").run()
+    slider = at.slider(key="budget_gflops")
+    slider.set_value(slider.max).run()                                     # everything fits: the teacher wins
+    no_exceptions(at)
+    assert metric(at, "Best at this budget (any model)") == "Teacher (teacher)"
+    assert metric(at, "Expected WER") == "10.0%"                           # the recommendation stays LD's
+    t = table(at)
+    best = t[t["at this budget"] == "★ best"]
+    assert len(best) == 1 and best["model"].iloc[0] == "Teacher (teacher)" and best["modules kept"].iloc[0] == 4
+
+    full = t[t["modules kept"] == 4]["GFLOPs"].max()
+    at.slider(key="budget_gflops").set_value(round(0.8 * full, 3)).run()   # full depth no longer fits
+    no_exceptions(at)
+    assert metric(at, "Best at this budget (any model)") == "DLD (dld)"    # DLD: 0.13 vs LD 0.23, teacher 1.18
+
+
+# --------------------------------------------------------------------------------- 3. latency and RTF
+def test_latency_and_real_time_factor_next_to_gflops(budgets, tmp_path):
+    at, samples = budgets
+    t = table(at)
+    assert {"GFLOPs", "latency (ms per 10 s)", "RTF"} <= set(t.columns)
+    row = t[(t["model"] == "DLD (dld)") & (t["modules kept"] == 3)].iloc[0]
+    assert row["latency (ms per 10 s)"] == "30" and row["RTF"] == "0.0030"   # 30 ms for 10 s of audio
+
+    write_bench(tmp_path / "results", samples["dld"], scale=2.0)             # a bench of another architecture
+    at = run_app("budgets")
+    no_exceptions(at)
+    t = table(at)
+    assert set(t["latency (ms per 10 s)"]) == {"—"} and set(t["RTF"]) == {"—"}
+
+
+# ------------------------------------------------------------------------------ 4. at 50% compute
+def test_headline_at_half_compute(budgets):
+    at, _ = budgets
+    t = table(at)
+    expected = []
+    for model in ("DLD (dld)", "LD (ld)", "Teacher (teacher)"):
+        part = t[t["model"] == model]
+        row = part.loc[(part["GFLOPs"] - part["GFLOPs"].max() / 2).abs().idxmin()]
+        expected.append(f"{model} **{row['WER %']:.1f}%**")
+    headline = next(m.value for m in at.markdown if "At 50% compute" in m.value)
+    positions = [headline.index(e) for e in expected]                     # every model, DLD, LD, teacher
+    assert positions == sorted(positions)
+
+
+# ------------------------------------------------------------------------------- 5. the capped WER axis
+def test_the_wer_axis_is_capped_with_a_note(budgets):
+    at, _ = budgets                                                        # the teacher's dropped depths: >100%
+    spec = chart(at)
+    assert spec["layout"]["yaxis"]["range"][1] <= 110
+    teacher = next(tr for tr in spec["data"] if tr.get("name") == "Teacher (teacher)")
+    assert decoded(teacher["y"]).max() == pytest.approx(100.0)
+    assert decoded(teacher["customdata"])[:, 1].max() == pytest.approx(158.0)  # the hover keeps the true value
+    assert any("above 100%" in a.get("text", "") for a in spec["layout"].get("annotations", []))
+    assert any("WER counts inserted words" in c.value for c in at.caption)
+
+    at.selectbox(key="budget_target").set_value("DLD (dld)").run()
+    at.multiselect(key="budget_models").unselect(
+        next(p for p in at.multiselect(key="budget_models").value if p.endswith("teacher"))).run()
+    no_exceptions(at)                                                      # no point above: no note
+    assert not any("WER counts inserted words" in c.value for c in at.caption)
+    assert not any("above 100%" in a.get("text", "") for a in chart(at)["layout"].get("annotations", []))
+
+
+# ------------------------------------------------------------------------------- 6. Pareto flags as text
+def test_pareto_flags_are_text(budgets):
+    at, _ = budgets
+    flags = table(at)["on Pareto front"]
+    assert flags.dtype != bool and set(flags) == {"✓ Pareto", ""}          # not checkbox cells

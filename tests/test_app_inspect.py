@@ -1,0 +1,257 @@
+"""Inspect page (issue 15): folding KL section, spectrogram colours, word-diff legend, the "budget for k" line
+only with a clip, and latency as a median of several runs with its real-time factor (timing in dld_core)."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import app_fixtures as fx  # noqa: E402
+
+APP = str(REPO / "app" / "streamlit_app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studio_inspect")
+    ckpts = fx.make_checkpoints(root / "checkpoints")
+    manifest = fx.make_samples(root / "samples")
+    fx.make_eval_results(ckpts, manifest)
+    return {"root": root, "ckpts": ckpts, "manifest": manifest}
+
+
+@pytest.fixture
+def env(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(world["root"] / "checkpoints"))
+    monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
+    monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
+    return world
+
+
+def run_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def chart_titles(spec: dict) -> str:
+    layout = spec.get("layout", {})
+    return " ".join([str(layout.get("title", {}).get("text", ""))]
+                    + [str(a.get("text", "")) for a in layout.get("annotations", [])])
+
+
+def plotly_array(value) -> np.ndarray:
+    """Plotly JSON arrays: plain lists or typed arrays {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            arr = arr.reshape([int(s) for s in str(shape).split(",")])
+        return arr.astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def luminance(color: str) -> float:
+    color = color.strip()
+    if color.startswith("#"):
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    else:                                                         # rgb(r, g, b)
+        r, g, b = (float(x) for x in re.findall(r"[\d.]+", color)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+# ------------------------------------------------------------------------------------ 1. KL section folds
+def test_kl_heatmaps_sit_in_a_folding_section_that_skips_drop_one_when_folded(env, monkeypatch):
+    at = run_app()
+    section = [e for e in at.expander if e.label == "Per-layer KL to the teacher"]
+    assert len(section) == 1
+    inside = section[0].get("plotly_chart")
+    assert len(inside) == 2                                       # depth view + drop-one view, inside the section
+    assert {c.proto.id for c in inside} <= {c.proto.id for c in at.get("plotly_chart")}
+    assert len(at.get("plotly_chart")) == 3                       # + the spectrogram/posteriorgram outside
+
+    from app import state
+    calls = []
+    real = state.drop_one_result
+    monkeypatch.setattr(state, "drop_one_result", lambda *a, **k: calls.append(a) or real(*a, **k))
+    at.session_state["kl_section"] = False                       # the user folds the section
+    at.toggle(key="layer_1").set_value(False).run()               # ... and changes the mask
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.get("plotly_chart")) == 1                       # only the spectrogram is drawn
+    assert calls == []                                            # drop-one not computed while folded
+    at.session_state["kl_section"] = True                        # unfolded again: computed for the new mask
+    at.run()
+    assert len(at.get("plotly_chart")) == 3 and len(calls) == 1
+
+
+# -------------------------------------------------------------------------------- 2. spectrogram colours
+def test_spectrogram_figure_maps_silence_to_the_darkest_colour():
+    from app.views import plots
+    rng = np.random.default_rng(0)
+    logmel = rng.uniform(-2.0, 1.5, size=(120, 80)).astype(np.float32)
+    logmel[:30] = -4.0                                            # leading silence: the minimum of the data
+    fig = plots.spectrogram_posteriorgram(logmel, 0.01, np.full((30, 5), 0.2), 0.04, ["<blank>", " ", "a", "b", "c"])
+    spec = fig.data[0]
+    colors = [c for _, c in spec.colorscale]
+    assert luminance(colors[0]) == min(luminance(c) for c in colors)   # first colour = darkest
+    assert spec.zmin == pytest.approx(-4.0)                            # silence maps to the first colour
+    assert spec.zmax == pytest.approx(float(np.asarray(spec.z).max()))
+
+
+def test_spectrogram_chart_is_drawn_without_a_theme_that_overrides_its_colours(env):
+    at = run_app()
+    charts = at.get("plotly_chart")
+    specs = chart_specs(at)
+    idx = next(i for i, s in enumerate(specs) if "Log-mel spectrogram" in chart_titles(s))
+    assert charts[idx].proto.theme == ""                          # theme=None: Streamlit's theme not applied
+    heat = specs[idx]["data"][0]
+    colors = [c for _, c in heat["colorscale"]]
+    assert luminance(colors[0]) == min(luminance(c) for c in colors)
+    z = plotly_array(heat["z"])
+    assert heat["zmin"] == pytest.approx(float(np.nanmin(z)), abs=1e-3)   # the quietest cell gets the darkest colour
+
+
+# ----------------------------------------------------------------------------------- 3. word-diff legend
+class _Spans(HTMLParser):
+    """(section, class, style, text) of every span; section is "diff" or "legend"."""
+
+    def __init__(self):
+        super().__init__()
+        self.section, self.stack, self.spans = None, [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "div":
+            self.section = {"dld-diff": "diff", "dld-legend": "legend"}.get(a.get("class", ""), self.section)
+        if tag == "span":
+            self.stack.append([self.section, a.get("class", ""), a.get("style", ""), ""])
+
+    def handle_data(self, data):
+        if self.stack:
+            self.stack[-1][3] += data
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self.stack:
+            self.spans.append(tuple(self.stack.pop()))
+
+
+def spans(html_text: str) -> list[tuple]:
+    parser = _Spans()
+    parser.feed(html_text)
+    return parser.spans
+
+
+def test_word_diff_legend_uses_the_colours_of_the_diff():
+    from app.views import diff
+    out = spans(diff.word_diff_html([("equal", "the", "the"), ("substitute", "quick", "quack"),
+                                     ("insert", None, "very"), ("delete", "fox", None)]))
+    legend = {text: (cls, style) for section, cls, style, text in out if section == "legend" and style}
+    body = {cls: style for section, cls, style, _ in out if section == "diff"}
+    for label, cls in (("correct", "eq"), ("substituted", "sub-hyp"), ("inserted", "ins"), ("deleted", "del")):
+        assert legend[label][0] == cls
+        assert legend[label][1] and legend[label][1] == body[cls], label   # same colours as the diff spans
+    assert "background" in body["sub-hyp"] and body["sub-hyp"] != body["ins"] != body["del"]
+
+
+def test_inspect_shows_the_diff_legend(env):
+    at = run_app()
+    html_bodies = [h.proto.body for h in at.html if "dld-diff" in h.proto.body]
+    assert html_bodies
+    for body in html_bodies:
+        legend = [(cls, style, text) for section, cls, style, text in spans(body) if section == "legend"]
+        labels = {text for _, _, text in legend}
+        assert {"correct", "substituted", "inserted", "deleted"} <= labels
+        shown = {cls: style for section, cls, style, _ in spans(body) if section == "diff"}
+        for cls, style, _ in legend:
+            if cls in shown:
+                assert style == shown[cls]
+
+
+# ------------------------------------------------------------------------------- 4. "budget for k" line
+def budget_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if "budget for k" in c.value.lower()]
+
+
+def test_budget_line_only_when_a_clip_is_loaded(env):
+    at = run_app()                                                # a sample clip is loaded
+    assert len(budget_captions(at)) == 1 and "GFLOPs on this clip" in budget_captions(at)[0]
+    at.segmented_control(key="audio_source").set_value("Upload").run()   # no clip yet
+    assert not at.exception
+    assert budget_captions(at) == []
+    at.file_uploader(key="upload").upload("clip.wav", fx.tone_wav(2.0, seed=7), "audio/wav").run()
+    assert len(budget_captions(at)) == 1
+
+
+# ------------------------------------------------------------------------------- 5. latency: median + RTF
+def test_recognize_reports_the_median_of_repeated_forwards(tiny_model, monkeypatch):
+    from dld_core.inference import real_time_factor, recognize
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    once = recognize(tiny_model, [wav])
+    assert len(once.forward_runs_ms) == 1 and once.forward_ms == once.forward_runs_ms[0]
+    real_forward = tiny_model.forward
+    delays = iter([0.25, 0.0, 0.0, 0.0, 0.0])                     # one slow outlier run
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(next(delays))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "forward", slow_forward)
+    rep = recognize(tiny_model, [wav], repeats=5)
+    assert len(rep.forward_runs_ms) == 5 and max(rep.forward_runs_ms) >= 250
+    assert rep.forward_ms == pytest.approx(float(np.median(rep.forward_runs_ms)))
+    assert rep.forward_ms < 200                                    # the outlier does not decide it
+    assert rep.texts == once.texts                                 # same (eval-mode) output
+    assert rep.decode_ms >= 0 and rep.compute_ms == pytest.approx(rep.forward_ms + rep.decode_ms)
+    assert real_time_factor(500.0, 32000) == pytest.approx(0.25)  # 0.5 s of compute for 2 s of audio
+    assert real_time_factor(10.0, 0) == float("inf")
+
+
+def test_latency_metric_is_a_median_with_its_real_time_factor(env, monkeypatch):
+    from app import state
+    from dld_core import inference
+    seen = []
+    real = inference.recognize
+
+    def spy(*args, **kwargs):
+        result = real(*args, **kwargs)
+        seen.append((kwargs.get("repeats", 1), result))
+        return result
+
+    monkeypatch.setattr(inference, "recognize", spy)
+    state.student_result.clear()                                  # measure afresh (results are cached per server)
+    at = run_app()
+    latency = next(m for m in at.metric if m.label == "Latency")
+    m = re.fullmatch(r"(\d+) ms · RTF (\d+\.\d{3}|<0\.001)", f"{latency.value} · {latency.proto.delta}")
+    assert m, (latency.value, latency.proto.delta)
+    timed = [r for repeats, r in seen if repeats > 1]
+    assert timed and all(len(r.forward_runs_ms) == state.LATENCY_REPEATS >= 3 for r in timed)
+    result = timed[-1]
+    assert int(m.group(1)) == round(result.compute_ms)
+    duration = sf.info(at.selectbox(key="sample_choice").value).duration
+    rtf = result.compute_ms / 1000 / duration
+    assert m.group(2) == (f"{rtf:.3f}" if rtf >= 0.001 else "<0.001")

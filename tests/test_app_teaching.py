@@ -1,0 +1,281 @@
+"""AppTests of the teaching parts of the studio (issue 15, "for a teacher in a classroom"): the How DLD works
+page (plain words, the live gated-encoder picture, the three-step story), validation WER in the model
+pickers, help texts on Inspect's metrics, human names for sample clips, and the app root opening Inspect."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import app_fixtures as fx  # noqa: E402
+from dld_core import masks  # noqa: E402
+
+APP = str(REPO / "app" / "streamlit_app.py")
+TIMEOUT = 120
+HOW = "app_pages/how_dld_works.py"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teaching")
+    ckpts = fx.make_checkpoints(root / "checkpoints")
+    manifest = fx.make_samples(root / "samples")
+    return {"root": root, "ckpts": ckpts, "manifest": manifest}
+
+
+@pytest.fixture
+def env(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(world["root"] / "checkpoints"))
+    monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
+    monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
+    return world
+
+
+def run_app(page: str | None = None) -> AppTest:
+    from app import state
+    state.load_samples.clear()          # cached for 10 s without the folder in its key; tests switch folders
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def metric(at: AppTest, label: str):
+    return next(m for m in at.metric if m.label == label)
+
+
+def all_text(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def diagram(at: AppTest) -> str:
+    return next(h.proto.body for h in at.html if "dld-encoder" in h.proto.body)
+
+
+def copy_checkpoints(env, tmp_path, names) -> Path:
+    root = tmp_path / "ckpts"
+    for name in names:
+        shutil.copytree(env["root"] / "checkpoints" / name, root / name)
+    return root
+
+
+# ------------------------------------------------------------------------------------ How DLD works
+def test_the_app_root_opens_inspect(env):
+    """"/" still opens Inspect (now a page with its own /inspect URL, reached from a hidden start page)."""
+    at = run_app()
+    no_exceptions(at)
+    assert [t.value for t in at.title] == ["Inspect"]
+    assert metric(at, "Modules on").value == "4/4"
+
+
+def test_how_page_explains_teacher_ld_dld_and_the_glossary(env):
+    at = run_app(HOW)
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert [t.value for t in at.title] == ["How DLD works"]
+    text = all_text(at)
+    for words in ("#### Teacher", "trained the usual way", "frozen", "#### LD", "random modules are switched off",
+                  "CTC loss", "#### DLD", "KL(teacher ‖ student)", "degrades gracefully"):
+        assert words in text, words
+    for term in ("**Module**", "**Mask**", "**KL (nats)**", "**Logit lens**", "**Posteriorgram**", "**WER / CER**",
+                 "**WER can exceed 100%**", "**Pareto front**", "**GFLOPs**"):
+        assert term in text, term
+
+
+def test_the_encoder_picture_follows_the_mask_and_counts_the_compute(env):
+    at = run_app(HOW)
+    html = diagram(at)
+    assert [m for m in re.findall(r">(L\d)<", html)] == ["L1", "L2", "L3", "L4"]     # labels = module names
+    assert html.count("dld-runs") == 4 and "dld-skipped" not in html
+    assert metric(at, "Modules that run").value == "4/4"
+    full = float(metric(at, "GFLOPs for a 10 s clip").value)
+    assert metric(at, "Compute saved").value == "0%"
+
+    at.pills(key="how_modules").set_value(["L1", "L3"]).run()
+    no_exceptions(at)
+    html = diagram(at)
+    assert html.count("dld-runs") == 2 and html.count("dld-skipped") == 2
+    assert re.search(r"L2: [^']*skipped", html) and re.search(r"L3: [^']*runs", html)
+    assert metric(at, "Modules that run").value == "2/4"
+    half = float(metric(at, "GFLOPs for a 10 s clip").value)
+    assert 0 < half < full
+    from app import state
+    teacher = state.get_checkpoint(env["ckpts"]["teacher"])
+    expected = 100 * (1 - state.gflops_for(teacher, 10.0, (True, False, True, False))
+                      / state.gflops_for(teacher, 10.0, (True,) * 4))
+    assert metric(at, "Compute saved").value == f"{expected:.0f}%" != "0%"
+
+
+def test_the_picture_starts_from_the_inspect_mask(env):
+    at = run_app()
+    at.toggle(key="layer_0").set_value(False).run()
+    at.switch_page(HOW).run()
+    no_exceptions(at)
+    assert at.pills(key="how_modules").value == ["L2", "L3", "L4"]
+    assert metric(at, "Modules that run").value == "3/4"
+
+
+def teacher_transcript(path: Path, wav: Path) -> str:
+    from dld_core.audio import load_audio
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.inference import recognize
+    model = load_checkpoint(path).model.eval()
+    return recognize(model, [load_audio(str(wav)).samples]).texts[0]
+
+
+def test_the_story_runs_three_steps_on_the_clip_the_teacher_gets_right(env, tmp_path, monkeypatch):
+    """The story picks the sample with the lowest full-depth teacher WER (here: the one whose reference is
+    the teacher's own transcript, 0% WER), and runs full depth -> teacher with half the modules -> DLD with
+    the same half mask, through the cached result paths."""
+    samples = tmp_path / "samples"
+    shutil.copytree(env["root"] / "samples", samples)
+    rows = [json.loads(line) for line in (samples / "manifest.jsonl").read_text().splitlines()]
+    right = teacher_transcript(env["ckpts"]["teacher"], samples / rows[1]["audio_filepath"])
+    assert right.strip()
+    rows[1]["text"] = right
+    (samples / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("DLD_SAMPLES_DIR", str(samples))
+
+    at = run_app(HOW)
+    no_exceptions(at)
+    assert any(m.value.startswith("**Clip:**") and right in m.value for m in at.markdown)
+    assert any(m.value == "**Teacher** · all 4 modules" for m in at.markdown)
+    assert at.code[0].value == right
+    assert metric(at, "WER").value == "0%" == metric(at, "WER at step ①").value
+
+    half = masks.describe(masks.preset("every_other", 4, 2), ["L1", "L2", "L3", "L4"])    # "L2 L4 (2 of 4)"
+    at.segmented_control(key="story_step").set_value(2).run()
+    no_exceptions(at)
+    assert any(m.value == f"**Teacher** · {half}" for m in at.markdown)
+    assert at.code[0].value != right                                     # the static teacher, half its modules
+    assert at.pills(key="how_modules").value == ["L2", "L4"]             # the picture shows the step's mask
+    assert metric(at, "WER at step ②").value == metric(at, "WER").value != "0%"
+
+    at.segmented_control(key="story_step").set_value(3).run()
+    no_exceptions(at)
+    assert any(m.value == f"**DLD student** · {half}" for m in at.markdown)
+    assert [m.label for m in at.metric if m.label.startswith("WER at step")] == [
+        "WER at step ①", "WER at step ②", "WER at step ③"]
+    from dld_core.audio import load_audio
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.inference import recognize
+    own = recognize(load_checkpoint(env["ckpts"]["dld"]).model.eval(),
+                    [load_audio(str(samples / rows[1]["audio_filepath"])).samples],
+                    active=list(masks.preset("every_other", 4, 2))).texts[0]
+    assert at.code[0].value == (own or "(empty transcript)")           # the DLD student, same half mask
+
+
+def test_without_a_dld_student_the_story_says_so_in_one_line(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(copy_checkpoints(env, tmp_path, ["teacher", "ld"])))
+    at = run_app(HOW)
+    no_exceptions(at)
+    assert not at.error
+    notes = [i.value for i in at.info if "No DLD student" in i.value]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    at.segmented_control(key="story_step").set_value(3).run()
+    no_exceptions(at)
+    assert any("Step ③ needs a DLD student" in c.value for c in at.caption)
+
+
+def test_without_checkpoints_the_page_explains_and_shows_one_error(env, tmp_path, monkeypatch):
+    empty = tmp_path / "none"
+    empty.mkdir()
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(empty))
+    at = run_app(HOW)
+    no_exceptions(at)
+    assert "#### DLD" in all_text(at)                                      # the explanation still shows
+    assert len(at.error) == 2 and all("\n" not in e.value for e in at.error)
+    assert "No teacher or DLD checkpoint found" in at.error[0].value
+
+
+def test_a_best_dld_student_is_used_when_checkpoints_dld_is_missing(env, tmp_path, monkeypatch):
+    root = copy_checkpoints(env, tmp_path, ["teacher"])
+    for name, wer in (("dld_a", 0.4), ("dld_b", 0.2)):
+        shutil.copytree(env["root"] / "checkpoints" / "dld", root / name)
+        (root / name / "metrics.json").write_text(json.dumps({"best_valid_wer": wer}))
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(root))
+    at = run_app(HOW)
+    at.segmented_control(key="story_step").set_value(3).run()
+    no_exceptions(at)
+    assert not any("No DLD student" in i.value for i in at.info)
+    assert any(m.value.startswith("**DLD student**") for m in at.markdown)
+    assert any(c.value.endswith("model: dld_b  ·  DLD · valid WER 20.0%") for c in at.caption), \
+        [c.value for c in at.caption]                                   # the lower validation WER wins
+
+
+# ------------------------------------------------------------------------------ validation WER in pickers
+def test_model_pickers_show_each_models_validation_wer(env, tmp_path, monkeypatch):
+    root = copy_checkpoints(env, tmp_path, ["dld", "ld", "teacher"])
+    (root / "dld" / "metrics.json").write_text(json.dumps({"best_valid_wer": 0.1234, "history": []}))
+    (root / "teacher" / "metrics.json").write_text(json.dumps({"best_valid_wer": 0.05}))
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(root))
+    at = run_app()
+    no_exceptions(at)
+    students = at.selectbox(key="student_ckpt").options
+    assert any(o.startswith("dld") and o.endswith("· valid WER 12.3%") for o in students), students
+    assert any(o.startswith("ld") and "valid WER" not in o for o in students), students     # none recorded
+    assert any(o.endswith("· valid WER 5.0%") for o in at.selectbox(key="teacher_ckpt").options)
+    assert "valid WER" in at.selectbox(key="student_ckpt").help
+
+
+# ----------------------------------------------------------------------------------- Inspect metric help
+def test_every_inspect_metric_has_a_help_text(env):
+    at = run_app()
+    no_exceptions(at)
+    helps = {m.label: m.proto.help for m in at.metric}
+    for label in ("GFLOPs (mask)", "Modules on", "Latency", "WER", "CER"):
+        assert len(helps.get(label, "")) > 40, (label, helps.get(label))
+    assert "exceed 100%" in helps["WER"] and "inserted" in helps["WER"]
+    assert "billions" in helps["GFLOPs (mask)"] and "RTF" in helps["Latency"]
+
+
+# ---------------------------------------------------------------------------------- sample clip names
+def test_data_samples_have_human_names_and_whole_sentences():
+    from app import state
+    rows = [json.loads(line) for line in (REPO / "data_samples" / "manifest.jsonl").read_text().splitlines()]
+    for row in rows:
+        label = state.sample_label(row)
+        assert label.startswith(row["title"]) and row["text"] in label and "…" not in label
+        assert Path(row["audio_filepath"]).stem not in label and ".wav" not in label
+        assert "CC BY" not in label and "augmented" not in label                 # no licence text, no effect ids
+        assert row["source"].split(",")[0].split(" (")[0] not in label                 # no voice id ("flite:kal16")
+        assert state.sample_title({k: v for k, v in row.items() if k != "title"}) == row["title"]   # same when derived
+    labels = [state.sample_label(r) for r in rows]
+    assert "Synthetic voice (Flite, Kal) — “and god said let there be light” · 2.3 s" in labels
+    assert "Recorded digit: zero (speaker Nicolas) · 0.4 s" in labels
+
+
+def test_the_inspect_sample_picker_shows_human_names(env, tmp_path, monkeypatch):
+    samples = tmp_path / "samples"
+    shutil.copytree(env["root"] / "samples", samples)
+    long_text = "the party is on the twenty first of may and everyone from the village is invited to come"
+    rows = [{"audio_filepath": "clips/sample_0.wav", "text": long_text, "duration": 1.5,
+             "source": "festival:cmu_us_slt_arctic_hts, augmented: reverb(rt60=0.45s)"},
+            {"audio_filepath": "clips/sample_1.wav", "text": "zero", "duration": 2.0,
+             "source": "FSDD nicolas (real speech; Free Spoken Digit Dataset (FSDD), Z. Jackson et al., CC BY-SA 4.0)"},
+            {"audio_filepath": "clips/sample_2.wav", "text": "seven", "duration": 2.5, "source": "flite:kal16",
+             "title": "My own name for it"}]
+    (samples / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("DLD_SAMPLES_DIR", str(samples))
+    at = run_app()
+    no_exceptions(at)
+    assert at.selectbox(key="sample_choice").options == [
+        f"Synthetic voice (Festival, SLT), in a reverberant room — “{long_text}” · 1.5 s",
+        "Recorded digit: zero (speaker Nicolas) · 2.0 s",
+        "My own name for it — “seven” · 2.5 s"]

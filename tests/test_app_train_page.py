@@ -1,0 +1,145 @@
+"""Train page (issue 15): the form keeps its values across page switches, Start is off while a training runs,
+messages speak the app's words (no command-line options), and the training chart has percent WER ticks and
+no flat KL line for a teacher. Jobs here are job folders written by hand (and one idle process that looks
+like a running job), so no training runs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_app import env, no_exceptions, run_app, world  # noqa: E402,F401  (fixtures and helpers)
+
+from app import jobs  # noqa: E402
+
+
+def make_job(jobs_dir: Path, recipe: str = "teacher", result: dict | None = None, events=(),
+             resume_dir: bool = False, pid: int = 0) -> jobs.Job:
+    """A training job folder as app/jobs.py writes it (job.json, optional result.json and train_log.jsonl)."""
+    job_dir = jobs_dir / f"20260101-000000-{recipe}{len(list(jobs_dir.glob('*'))) if jobs_dir.is_dir() else 0}"
+    out = jobs_dir / "models" / job_dir.name
+    job_dir.mkdir(parents=True)
+    out.mkdir(parents=True)
+    if resume_dir:
+        (out / "resume").mkdir()
+    spec = dataclasses.asdict(jobs.TrainSpec(out=str(out), train={"recipe": recipe, "epochs": 3}))
+    job = jobs.Job(id=job_dir.name, kind="train", spec=spec, dir=str(job_dir), started=time.time(),
+                   pid=pid, proc_start=jobs._proc_start(pid) if pid else 0)
+    (job_dir / jobs.JOB_FILE).write_text(json.dumps(dataclasses.asdict(job)))
+    if result is not None:
+        (job_dir / jobs.RESULT_FILE).write_text(json.dumps(result))
+    (out / "train_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return job
+
+
+def curve_events(kl: float) -> list[dict]:
+    steps = [{"event": "step", "step": s, "epoch": s // 10, "loss": 5.0 - 0.1 * s + kl, "ctc": 5.0 - 0.1 * s,
+              "kl": kl, "total_steps": 30} for s in range(1, 31)]
+    epochs = [{"event": "epoch", "step": 10 * e, "epoch": e, "valid_wer": w}
+              for e, w in ((1, 0.91), (2, 0.62), (3, 0.48))]
+    return [{"event": "start", "recipe": "x", "step": 0, "epoch": 0, "total_steps": 30}, *steps, *epochs,
+            {"event": "done", "step": 30, "epoch": 3}]
+
+
+def chart(at) -> dict:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+# ---------------------------------------------------------------------------- 7. the form keeps its values
+def test_the_form_keeps_its_values_across_page_switches(env):
+    at = run_app("train")
+    at.segmented_control(key="train_recipe").set_value("teacher").run()
+    at.segmented_control(key="train_size").set_value("small").run()
+    at.radio(key="train_data").set_value("manifest").run()
+    at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
+    at.number_input(key="train_epochs").set_value(7).run()
+    at.number_input(key="train_seed").set_value(5).run()
+    no_exceptions(at)
+    at.switch_page("app_pages/budgets.py").run()                          # another page: widget state is dropped
+    no_exceptions(at)
+    assert "train_epochs" not in at.session_state
+    at.switch_page("app_pages/train.py").run()
+    no_exceptions(at)
+    assert at.segmented_control(key="train_recipe").value == "teacher"
+    assert at.segmented_control(key="train_size").value == "small"
+    assert at.radio(key="train_data").value == "manifest"
+    assert at.text_input(key="train_manifest").value == str(env["manifest"])
+    assert at.number_input(key="train_epochs").value == 7
+    assert at.number_input(key="train_seed").value == 5
+    assert not at.button(key="train_start").disabled                      # and the form is ready to start
+    assert not at.warning                                                 # no "set via Session State" warning
+
+
+# ---------------------------------------------------------------------- 8. Start is off while a job runs
+def test_start_is_disabled_while_a_training_runs(env, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    at = run_app("train")
+    assert not at.button(key="train_start").disabled
+    job_dir = jobs_dir / "20260101-000000-running"
+    job_dir.mkdir(parents=True)
+    # An idle process whose command line is the job runner's for this folder: app/jobs.py sees a live job.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "app.jobs", str(job_dir)])
+    try:
+        deadline = time.time() + 10
+        while not jobs._proc_start(proc.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        job = jobs.Job(id=job_dir.name, kind="train", dir=str(job_dir), started=time.time(), pid=proc.pid,
+                       proc_start=jobs._proc_start(proc.pid),
+                       spec=dataclasses.asdict(jobs.TrainSpec(out=str(jobs_dir / "models" / "x"),
+                                                              train={"recipe": "dld"})))
+        (job_dir / jobs.JOB_FILE).write_text(json.dumps(dataclasses.asdict(job)))
+        assert jobs.running(jobs_dir, "train") is not None
+        at = run_app("train")
+        no_exceptions(at)
+        assert at.button(key="train_start").disabled
+        assert any("A training is running" in c.value for c in at.caption)
+        assert any(b.key == "job_stop" for b in at.button)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------------- 9. messages in UI words
+def test_messages_speak_the_apps_words(env, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    make_job(jobs_dir, "ld", result={"returncode": 2,
+                                     "message": "the ld recipe with --init-from-teacher needs --teacher CKPT"})
+    at = run_app("train")
+    no_exceptions(at)
+    failed = [e.value for e in at.error if "The training failed" in e.value]
+    assert failed and "needs a teacher" in failed[0] and "--" not in failed[0], failed
+
+    make_job(jobs_dir, "dld", result={"returncode": 130, "message": "stopped; continue with --resume"},
+             resume_dir=True)
+    at = run_app("train")
+    no_exceptions(at)
+    assert any(b.key == "job_resume" for b in at.button)
+    shown = [c.value for c in at.caption] + [e.value for e in at.error] + [m.value for m in at.markdown]
+    assert any("press **Continue**" in text for text in shown)
+    assert not any("--resume" in text or "--epochs" in text for text in shown)
+    assert jobs.status(jobs.latest(jobs_dir, "train"))["message"] == "stopped; press Continue"
+
+
+# ------------------------------------------------------------------------------------ 10. training chart
+def test_training_chart_percent_ticks_and_no_flat_kl_for_a_teacher(env, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    make_job(jobs_dir, "teacher", result={"returncode": 0, "message": ""}, events=curve_events(kl=0.0))
+    at = run_app("train")
+    no_exceptions(at)
+    spec = chart(at)
+    names = [t.get("name") for t in spec["data"]]
+    assert "kl" not in names and "loss" in names and "valid WER" in names
+    wer_axis = spec["layout"]["yaxis2"]
+    assert wer_axis["ticksuffix"] == "%" and wer_axis["nticks"] <= 8
+
+    make_job(jobs_dir, "dld", result={"returncode": 0, "message": ""}, events=curve_events(kl=0.4))
+    at = run_app("train")                                                  # a DLD run keeps its KL line
+    no_exceptions(at)
+    assert "kl" in [t.get("name") for t in chart(at)["data"]]
