@@ -96,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(one forward pass per mask, decoded twice; --json then needs a {decoder} placeholder)")
     e.add_argument("--json", required=True, help="output JSON path (with several decoders: e.g. out.{decoder}.json)")
 
+    im = sub.add_parser("importance", help="layer importance over a manifest: drop-one ΔWER (bootstrap "
+                        "interval) and ΔKL per module, and the greedy drop path")
+    im.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    im.add_argument("--teacher", default=None, help="teacher checkpoint for ΔKL (default: none, WER only)")
+    im.add_argument("--manifest", required=True)
+    im.add_argument("--drop", default=None, help="start from the full mask without these modules (names or indices)")
+    im.add_argument("--criterion", choices=["kl", "wer"], default="wer", help="greedy path: drop what raises this least")
+    im.add_argument("--decoder", choices=DECODERS, default="greedy")
+    im.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over utterances")
+    im.add_argument("--limit", type=int, default=None, help="use the first N rows only")
+    im.add_argument("--json", required=True, help="output JSON path")
+
     r = sub.add_parser("transcribe", help="transcribe audio files with a layer mask")
     r.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     g = r.add_mutually_exclusive_group()
@@ -209,6 +221,36 @@ def cmd_evaluate(args) -> int:
         print(f"error: skipped {len(result['skipped'])} of {len(result['skipped']) + result['utterances']} rows "
               f"whose audio could not be read (listed above; the results leave them out)", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_importance(args) -> int:
+    from .audio import load_audio, load_manifest
+    from .checkpoint import atomic_write_json, load_checkpoint
+    from .layers import importance_report
+    from .masks import describe, from_keep_drop
+    student = load_checkpoint(args.checkpoint)
+    teacher = load_checkpoint(args.teacher) if args.teacher else None
+    names = student.model.module_names
+    rows = load_manifest(args.manifest)[:args.limit]
+    clips = [(load_audio(r["audio_filepath"]).samples, str(r.get("text", ""))) for r in rows]
+    start = from_keep_drop(names, drop=args.drop)
+    report = importance_report(student.model, teacher.model if teacher else None, clips, base_active=start,
+                               criterion=args.criterion if teacher else "wer", resamples=args.resamples,
+                               decoder=args.decoder)
+    atomic_write_json(Path(args.json), {"checkpoint": args.checkpoint, "teacher": args.teacher,
+                                        "manifest": args.manifest, "utterances": len(rows), "decoder": args.decoder,
+                                        "module_names": list(names), **report})
+    imp = report["importance"]
+    print(f"start mask {describe(start, names)}: WER {100 * imp['base_wer']:.1f}%")
+    for i, name in enumerate(names):
+        if imp["delta_wer"][i] is None:
+            continue
+        lo, hi = (imp.get("delta_wer_ci") or [None] * len(names))[i] or (float("nan"), float("nan"))
+        kl = imp["delta_kl"][i]
+        print(f"drop {name:>4}: ΔWER {100 * imp['delta_wer'][i]:+6.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+              + (f"  ΔKL {kl:+.3f}" if kl is not None else ""))
+    print("greedy path: " + " -> ".join(names[s["dropped"]] for s in report["path"] if s["dropped"] is not None))
     return 0
 
 
@@ -371,6 +413,7 @@ COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "t
             "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "report-ablation": cmd_report_ablation, "import-librispeech": cmd_import_librispeech,
             "real-dev": cmd_real_dev}
 COMMANDS["build-lm"] = cmd_build_lm
+COMMANDS["importance"] = cmd_importance
 
 
 def main(argv=None) -> int:

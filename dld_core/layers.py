@@ -179,12 +179,14 @@ def _score_detail(prepared, per_clip_log_probs, decode, per_utterance: bool = Fa
     return wers, kls, detail
 
 
-def _importance(student, prepared, base, resamples: int = 0, seed: int = 0, level: float = 0.95) -> dict:
+def _importance(student, prepared, base, resamples: int = 0, seed: int = 0, level: float = 0.95,
+                decoder: str = "greedy") -> dict:
     per_clip, removed = [], []
     for feats, lengths, _, _ in prepared:
         lp, removed = drop_one_log_probs(student, feats, lengths, base)
         per_clip.append(lp)
-    wers, kls, detail = _score_detail(prepared, per_clip, decoder_for(student), per_utterance=resamples > 0)
+    wers, kls, detail = _score_detail(prepared, per_clip, decoder_for(student, decoder),
+                                      per_utterance=resamples > 0)
     n = student.num_modules
     out = {"base_active": [i for i in range(n) if base[i]], "base_wer": wers[0], "base_kl": kls[0],
            "wer": [None] * n, "kl": [None] * n, "delta_wer": [None] * n, "delta_kl": [None] * n}
@@ -234,10 +236,10 @@ def greedy_drop_path(student: DynamicCTCModel, teacher, clips, start_active=None
 
 
 def _greedy(student, prepared, mask: list[bool], criterion: str, min_kept: int = 1,
-            first: Optional[dict] = None) -> list[dict]:
+            first: Optional[dict] = None, decoder: str = "greedy") -> list[dict]:
     """greedy_drop_path on prepared clips; `first` is the drop-one result of the start mask if known."""
     mask = list(mask)
-    result = first if first is not None else _importance(student, prepared, mask)
+    result = first if first is not None else _importance(student, prepared, mask, decoder=decoder)
     steps = [{"kept": sum(mask), "dropped": None, "active": result["base_active"],
               "wer": result["base_wer"], "kl": result["base_kl"]}]
     while sum(mask) > min_kept:
@@ -247,22 +249,23 @@ def _greedy(student, prepared, mask: list[bool], criterion: str, min_kept: int =
         steps.append({"kept": sum(mask), "dropped": i, "active": [j for j, on in enumerate(mask) if on],
                       "wer": wer, "kl": kl})
         if sum(mask) > min_kept:
-            result = _importance(student, prepared, mask)
+            result = _importance(student, prepared, mask, decoder=decoder)
     return steps
 
 
 def importance_report(student: DynamicCTCModel, teacher, clips, base_active=None, criterion: str = "kl",
-                      resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+                      resamples: int = 1000, seed: int = 0, level: float = 0.95, decoder: str = "greedy") -> dict:
     """layer_importance (with bootstrap intervals) and greedy_drop_path from the same mask, over clips
-    prepared once: {"importance": ..., "path": ...}."""
+    prepared once: {"importance": ..., "path": ...}; WER from the given decoder ("greedy" or "beam")."""
     if criterion not in ("kl", "wer"):
         raise ValueError("criterion must be 'kl' or 'wer'")
     prepared = _clips(student, teacher, clips)
     mask = M.as_bools(base_active, student.num_modules)
     if not any(mask):
         raise ValueError("the mask keeps no module: keep at least one")
-    importance = _importance(student, prepared, mask, resamples, seed, level)
-    return {"importance": importance, "path": _greedy(student, prepared, mask, criterion, first=importance)}
+    importance = _importance(student, prepared, mask, resamples, seed, level, decoder)
+    return {"importance": importance,
+            "path": _greedy(student, prepared, mask, criterion, first=importance, decoder=decoder)}
 
 
 def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, num_candidates: int = 8,

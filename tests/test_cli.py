@@ -42,6 +42,18 @@ def test_cli_end_to_end(tmp_path, tiny_corpus):
     g = [lv["gflops"] for lv in result["levels"]]
     assert g[0] > g[1] > g[2]
 
+    imp_json = tmp_path / "importance.json"
+    out = cli("importance", "--checkpoint", dld, "--teacher", teacher, "--manifest", tiny_corpus["test"],
+              "--drop", "L2", "--resamples", "50", "--limit", "3", "--json", imp_json).stdout
+    imp = json.loads(imp_json.read_text())
+    assert imp["utterances"] == 3 and imp["module_names"] == ["L1", "L2", "L3", "L4"]
+    assert imp["importance"]["base_active"] == [0, 2, 3] and imp["importance"]["delta_wer"][1] is None
+    for i in (0, 2, 3):                         # each kept module: a ΔWER inside its interval, and a ΔKL
+        lo, hi = imp["importance"]["delta_wer_ci"][i]
+        assert lo - 1e-9 <= imp["importance"]["delta_wer"][i] <= hi + 1e-9
+        assert imp["importance"]["delta_kl"][i] is not None
+    assert [s["kept"] for s in imp["path"]] == [3, 2, 1] and "greedy path:" in out
+
     wav = tmp_path / "ok.wav"
     sf.write(wav, (0.2 * np.sin(np.arange(16000) / 5)).astype(np.float32), 16000)
     bad = tmp_path / "bad.wav"
