@@ -185,3 +185,18 @@ def test_pareto_flags_are_text(budgets):
     at, _ = budgets
     flags = table(at)["on Pareto front"]
     assert flags.dtype != bool and set(flags) == {"✓ Pareto", ""}          # not checkbox cells
+
+
+def test_the_shipped_set_is_the_default_selection(env, tmp_path, monkeypatch):
+    """checkpoints/{teacher,ld,dld} are preselected; other shipped folders (e.g. scratch/dld) are offered only."""
+    import shutil
+    root = tmp_path / "checkpoints"
+    for recipe, folder in env["ckpts"].items():
+        shutil.copytree(folder, root / recipe)
+    shutil.copytree(env["ckpts"]["dld"], root / "scratch" / "dld")
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(root))
+    at = run_app("budgets")
+    no_exceptions(at)
+    chosen = at.session_state["budget_models"]
+    assert sorted(Path(p).relative_to(root).as_posix() for p in chosen) == ["dld", "ld", "teacher"]
+    assert any("scratch/dld" in str(o) for o in at.multiselect(key="budget_models").options)

@@ -28,7 +28,10 @@ if not entries:
     st.stop()
 
 by_path = {str(e.path): e for e in entries}
-defaults = [str(e.path) for e in entries if e.origin == "shipped" and e.recipe in ("teacher", "ld", "dld")]
+# The shipped set by default: checkpoints/{teacher,ld,dld} (the other shipped families are one click away)
+main_set = {(state.checkpoints_dir() / name).resolve() for name in ("teacher", "ld", "dld")}
+defaults = [str(e.path) for e in entries if e.path.resolve() in main_set] or \
+    [str(e.path) for e in entries if e.origin == "shipped" and e.recipe in ("teacher", "ld", "dld")]
 chosen = st.multiselect("Models", list(by_path), default=defaults or [str(entries[0].path)],
                         format_func=lambda p: by_path[p].label, key="budget_models")
 
