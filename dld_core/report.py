@@ -72,6 +72,36 @@ def plot_wer_vs_gflops(panels: dict[str, dict[str, dict]], out_png: str | Path) 
     return out_png
 
 
+def importance_table(results_dir: str | Path) -> str:
+    """Layer importance (`importance` JSONs, importance.<model>.json): per module, the drop-one change of WER
+    from the start mask with its bootstrap interval and the change of KL to the teacher, one column per model;
+    then each model's greedy drop order. "" when there are none."""
+    found = {p.stem.split(".", 1)[1]: json.loads(p.read_text())
+             for p in sorted(Path(results_dir).glob("importance.*.json"))}
+    if not found:
+        return ""
+    models = ordered(found)
+    names = found[models[0]]["module_names"]
+    rows = ["| dropped | " + " | ".join(f"{MODELS.get(m, m)} ΔWER pts [95% CI] · ΔKL" for m in models) + " |",
+            "|" + "---|" * (1 + len(models))]
+    for i, name in enumerate(names):
+        cells = []
+        for m in models:
+            imp = found[m]["importance"]
+            d, ci, kl = imp["delta_wer"][i], (imp.get("delta_wer_ci") or [None] * len(names))[i], imp["delta_kl"][i]
+            cells.append("-" if d is None else f"{100 * d:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
+                         + (f" · {kl:+.2f}" if kl is not None else ""))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    rows.append("| start WER % | " + " | ".join(f"{100 * found[m]['importance']['base_wer']:.1f}" for m in models) + " |")
+    for m in models:
+        path = found[m]["path"]
+        steps = ", ".join(f"-{names[s['dropped']]} {100 * s['wer']:.1f}" for s in path if s["dropped"] is not None)
+        rows.append(f"\n{MODELS.get(m, m)} greedy drop path (WER % after each drop): {steps}")
+    first = found[models[0]]
+    return (f"Decoder: {first['decoder']}; {first['utterances']} utterances of {first['manifest']}.\n\n"
+            + "\n".join(rows) + "\n")
+
+
 def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +110,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path
         raise FileNotFoundError(f"no <model>.<set>[.<decoder>].json evaluate results in {results_dir}")
     md = [f"### {SETS[s]}, {d} decoding\n\n{markdown_table(res)}\n"
           for (s, d), res in sorted(loaded.items(), key=lambda kv: (list(SETS).index(kv[0][0]), DECODERS.index(kv[0][1])))]
+    importance = importance_table(results_dir)
+    if importance:
+        md.append(f"### Layer importance (drop one module from full depth)\n\n{importance}")
     (out_dir / "results.md").write_text("\n".join(md))
     best = {}                                     # one panel per set: beam when there is one
     for (s, d), res in loaded.items():

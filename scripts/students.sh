@@ -3,6 +3,9 @@
 # each, in the background-friendly way the shipped ones were made: (a) Whisper LD and DLD, (b) conformer
 # LD and DLD. Logs in RUNS/<name>.log; each run checkpoints every epoch and resumes where it stopped.
 # Usage: bash scripts/students.sh TEACHER CORPUS   (EPOCHS_WHISPER, EPOCHS_CONFORMER, RUNS, RESUME)
+# The shipped students: all four side by side with EPOCHS_WHISPER=4 EPOCHS_CONFORMER=5 (one session), then the
+# two Whisper students alone with RESUME=1 EPOCHS_WHISPER=12 (the next session; the learning-rate schedule
+# was stretched to 12 epochs at that point, so a fresh 12-epoch run is close to, not identical with, them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -18,8 +21,8 @@ run() {   # name, recipe, epochs, args...
   nice -n 5 $PY -m dld_core train --recipe "$recipe" --out "$RUNS/$name" --epochs "$epochs" $COMMON "$@" \
       >> "$RUNS/$name.log" 2>&1
 }
-run whisper_ld ld "${EPOCHS_WHISPER:-6}" $WHISPER_STUDENT_ARGS &
-run whisper_dld dld "${EPOCHS_WHISPER:-6}" $WHISPER_STUDENT_ARGS $DLD_ARGS &
-run conformer_ld ld "${EPOCHS_CONFORMER:-20}" $CONFORMER_STUDENT_ARGS &
-run conformer_dld dld "${EPOCHS_CONFORMER:-20}" $CONFORMER_STUDENT_ARGS $DLD_ARGS &
+run whisper_ld ld "${EPOCHS_WHISPER:-12}" $WHISPER_STUDENT_ARGS &
+run whisper_dld dld "${EPOCHS_WHISPER:-12}" $WHISPER_STUDENT_ARGS $DLD_ARGS &
+run conformer_ld ld "${EPOCHS_CONFORMER:-5}" $CONFORMER_STUDENT_ARGS &
+run conformer_dld dld "${EPOCHS_CONFORMER:-5}" $CONFORMER_STUDENT_ARGS $DLD_ARGS &
 wait

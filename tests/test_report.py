@@ -37,3 +37,21 @@ def test_ablation_table(tmp_path):
     fake_eval(tmp_path / "a.json", {2: 0.5, 1: 0.7})
     table = ablation_table(tmp_path)
     assert "| a | 50.0 / 25.0 | 70.0 / 35.0 | 60.0 / 30.0 |" in table
+
+
+def test_report_importance_table(tmp_path):
+    fake_eval(tmp_path / "dld.synthetic_test.beam.json", {3: 0.25, 2: 0.4, 1: 0.6})
+    names = ["A1", "M1", "A2"]
+    for model, delta in (("ld", 0.30), ("dld", 0.10)):
+        (tmp_path / f"importance.{model}.json").write_text(json.dumps({
+            "module_names": names, "decoder": "beam", "utterances": 5, "manifest": "t.jsonl",
+            "importance": {"base_wer": 0.2, "delta_wer": [delta, 0.05, -0.01],
+                           "delta_wer_ci": [[delta - 0.1, delta + 0.1], [0.0, 0.1], [-0.05, 0.03]],
+                           "delta_kl": [1.5, 0.2, 0.01]},
+            "path": [{"dropped": None, "wer": 0.2}, {"dropped": 2, "wer": 0.19}, {"dropped": 1, "wer": 0.5}]}))
+    md = write_report(tmp_path, tmp_path / "out")["markdown"].read_text()
+    table = md[md.index("### Layer importance"):]
+    assert "| dropped | LD ΔWER pts [95% CI] · ΔKL | DLD ΔWER pts [95% CI] · ΔKL |" in table     # LD before DLD
+    assert "| A1 | +30.0 [+20.0, +40.0] · +1.50 | +10.0 [+0.0, +20.0] · +1.50 |" in table
+    assert "| A2 | -1.0 [-5.0, +3.0] · +0.01 |" in table
+    assert "DLD greedy drop path (WER % after each drop): -A2 19.0, -M1 50.0" in table
