@@ -159,12 +159,22 @@ def test_the_story_runs_three_steps_on_the_clip_the_teacher_gets_right(env, tmp_
     assert at.code[0].value == right
     assert metric(at, "WER").value == "0%" == metric(at, "WER at step ①").value
 
-    half = masks.describe(masks.preset("every_other", 4, 2), ["L1", "L2", "L3", "L4"])    # "L2 L4 (2 of 4)"
+    # the half mask: the DLD student's best 2-of-4 mask on this clip (closest to the teacher), for both models
+    from dld_core.audio import load_audio
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.inference import recognize
+    from dld_core.layers import best_mask_for_budget
+    wav = load_audio(str(samples / rows[1]["audio_filepath"])).samples
+    dld = load_checkpoint(env["ckpts"]["dld"]).model.eval()
+    t_lp = recognize(load_checkpoint(env["ckpts"]["teacher"]).model.eval(), [wav]).log_probs().float()
+    kept = best_mask_for_budget(dld, t_lp, [(wav, right)], kept=2)["active"]
+    names = ["L1", "L2", "L3", "L4"]
+    half = masks.describe(kept, names)
     at.segmented_control(key="story_step").set_value(2).run()
     no_exceptions(at)
     assert any(m.value == f"**Teacher** · {half}" for m in at.markdown)
     assert at.code[0].value != right                                     # the static teacher, half its modules
-    assert at.pills(key="how_modules").value == ["L2", "L4"]             # the picture shows the step's mask
+    assert at.pills(key="how_modules").value == [names[i] for i in kept]  # the picture shows the step's mask
     assert metric(at, "WER at step ②").value == metric(at, "WER").value != "0%"
 
     at.segmented_control(key="story_step").set_value(3).run()
@@ -172,12 +182,7 @@ def test_the_story_runs_three_steps_on_the_clip_the_teacher_gets_right(env, tmp_
     assert any(m.value == f"**DLD student** · {half}" for m in at.markdown)
     assert [m.label for m in at.metric if m.label.startswith("WER at step")] == [
         "WER at step ①", "WER at step ②", "WER at step ③"]
-    from dld_core.audio import load_audio
-    from dld_core.checkpoint import load_checkpoint
-    from dld_core.inference import recognize
-    own = recognize(load_checkpoint(env["ckpts"]["dld"]).model.eval(),
-                    [load_audio(str(samples / rows[1]["audio_filepath"])).samples],
-                    active=list(masks.preset("every_other", 4, 2))).texts[0]
+    own = recognize(dld, [wav], active=list(masks.as_bools(kept, 4))).texts[0]
     assert at.code[0].value == (own or "(empty transcript)")           # the DLD student, same half mask
 
 

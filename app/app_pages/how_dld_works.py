@@ -126,7 +126,9 @@ if shown is not None:
         """A story step sets the picture to the mask it runs."""
         step = st.session_state.get(STEP_KEY)
         if step is not None:
-            st.session_state[MODULES_KEY] = list(names) if step == 1 else [m for m, on in zip(names, half) if on]
+            story_half = st.session_state.get("_story_half")
+            st.session_state[MODULES_KEY] = list(names) if step == 1 else (
+                story_half if story_half and set(story_half) <= set(names) else [m for m, on in zip(names, half) if on])
 
     st.caption(f"{state.RECIPE_NAMES.get(shown.recipe, shown.recipe)} model · {n} gated modules. Each module "
                "either runs or is skipped (its input passes straight on). Which ones run is the **mask**: pick "
@@ -221,8 +223,24 @@ st.audio(row["audio_filepath"])
 step = st.segmented_control("Step", list(STEPS), format_func=STEPS.get, default=1, required=True,
                             key=STEP_KEY, on_change=show_step_mask)
 t_names = list(teacher.model.module_names)
-t_half = tuple(masks.preset("every_other", len(t_names), len(t_names) // 2))
 t_full = state.teacher_result(t_key, clip.digest, teacher, clip.samples)
+
+
+def story_half() -> tuple[bool, ...]:
+    """The half mask of steps ② and ③: the half of the modules the DLD student misses least on this clip
+    (its best half-depth mask, closest to the teacher), run by both models; without a DLD student of this
+    teacher, every second module."""
+    n_t = len(t_names)
+    if dld is not None and same_arch:
+        best = state.best_mask(s_key, clip.digest, n_t // 2, t_key, reference, dld, clip.samples,
+                               t_full["log_probs"])
+        if best is not None:
+            return tuple(best)
+    return tuple(masks.preset("every_other", n_t, n_t // 2))
+
+
+t_half = story_half()
+st.session_state["_story_half"] = [m for m, on in zip(t_names, t_half) if on]
 
 
 def run(step_no: int) -> Optional[dict]:
@@ -236,14 +254,15 @@ def run(step_no: int) -> Optional[dict]:
     if dld is None:
         return None
     d_names = list(dld.model.module_names)
-    d_half = tuple(masks.preset("every_other", len(d_names), len(d_names) // 2))
+    d_half = t_half if same_arch else tuple(masks.preset("every_other", len(d_names), len(d_names) // 2))
     res = state.student_result(s_key, clip.digest, d_half, t_key, dld, clip.samples, t_full["log_probs"])
     return {"model": "DLD student", "entry": dld_entry, "names": d_names, "mask": d_half, "text": res["text"]}
 
 
 STORY = {1: "The teacher with **every module running**: this is the clip's best transcript.",
-         2: "The **same teacher with half of its modules skipped** (every second one). It was never trained "
-            "that way, so it usually **collapses**: wrong words, missing words or nothing at all.",
+         2: "The **same teacher with half of its modules skipped** (the half the DLD student misses least on "
+            "this clip). It was never trained that way, so it usually **collapses**: wrong words, missing "
+            "words or nothing at all.",
          3: "The **DLD student with the same half of its modules skipped**. It was trained with modules "
             "dropped and taught by the teacher, so it usually **degrades gracefully**: the same or nearly "
             "the same words, for about half the compute."}
