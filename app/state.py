@@ -173,10 +173,19 @@ class CheckpointEntry:
 
 
 def metrics_valid_wer(metrics: Optional[dict]) -> Optional[float]:
-    """The validation WER a trainer's metrics.json records (best_valid_wer; older files: valid_wer / wer)."""
+    """The full-depth validation WER of the kept model, from a trainer's metrics.json. A student's
+    best_valid_wer is the mean over its validation masks (full depth and every other module), so the kept
+    epoch's full-depth entry in "history" is read when there is one; otherwise best_valid_wer (a teacher's
+    is full depth), or older files' valid_wer / wer."""
     metrics = metrics or {}
-    return next((float(metrics[k]) for k in ("best_valid_wer", "valid_wer", "wer")
-                 if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)), None)
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    best = metrics.get("best_valid_wer")
+    for entry in metrics.get("history") or []:
+        wers = entry.get("valid_wer_masks") if isinstance(entry, dict) else None
+        if number(best) and wers and all(number(w) for w in wers) and number(entry.get("valid_wer")) \
+                and abs(sum(wers) / len(wers) - best) < 1e-9:
+            return float(entry["valid_wer"])
+    return next((float(metrics[k]) for k in ("best_valid_wer", "valid_wer", "wer") if number(metrics.get(k))), None)
 
 
 def wer_text(wer: Optional[float]) -> str:

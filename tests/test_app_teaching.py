@@ -284,3 +284,17 @@ def test_the_inspect_sample_picker_shows_human_names(env, tmp_path, monkeypatch)
         f"Synthetic voice (Festival, SLT), in a reverberant room — “{long_text}” · 1.5 s",
         "Recorded digit: zero (speaker Nicolas) · 2.0 s",
         "My own name for it — “seven” · 2.5 s"]
+
+
+def test_the_valid_wer_shown_is_the_kept_models_full_depth_wer():
+    """A student's best_valid_wer is the mean over its validation masks; pickers show the kept epoch's
+    full-depth WER instead (a teacher's best_valid_wer is already full depth)."""
+    from app.state import metrics_valid_wer
+    student = {"best_valid_wer": 0.85, "history": [
+        {"epoch": 1, "valid_wer": 0.80, "valid_wer_masks": [0.80, 1.00]},
+        {"epoch": 2, "valid_wer": 0.70, "valid_wer_masks": [0.70, 1.00]},      # kept: mean 0.85
+        {"epoch": 3, "valid_wer": 0.69, "valid_wer_masks": [0.69, 1.02]}]}
+    assert metrics_valid_wer(student) == 0.70
+    assert metrics_valid_wer({"best_valid_wer": 0.55, "history": [{"valid_wer": 0.55, "valid_wer_masks": [0.55]}]}) == 0.55
+    assert metrics_valid_wer({"best_valid_wer": 0.3}) == 0.3 and metrics_valid_wer({"wer": 0.4}) == 0.4
+    assert metrics_valid_wer({}) is None and metrics_valid_wer({"best_valid_wer": True}) is None
