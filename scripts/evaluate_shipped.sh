@@ -17,7 +17,7 @@ HELD_OUT="--exclude $CORPUS/valid.jsonl --exclude $CORPUS/test.jsonl --exclude c
 export DLD_DECODER_DIR=$(.venv/bin/python -m dld_core build-lm --order 2 $HELD_OUT | tail -1 | awk '{print $NF}')
 for name in teacher ld dld; do
   [ -d "checkpoints/$name" ] && .venv/bin/python -m dld_core importance --checkpoint "checkpoints/$name" \
-      --teacher checkpoints/teacher --manifest "$CORPUS/test.jsonl" --decoder beam --criterion wer \
+      --teacher checkpoints/teacher --manifest "$CORPUS/test.jsonl" --limit 150 --decoder beam --criterion wer \
       --json "results/importance.$name.json"
 done
 .venv/bin/python -m dld_core report --results results --out results
