@@ -200,3 +200,9 @@ def test_the_shipped_set_is_the_default_selection(env, tmp_path, monkeypatch):
     chosen = at.session_state["budget_models"]
     assert sorted(Path(p).relative_to(root).as_posix() for p in chosen) == ["dld", "ld", "teacher"]
     assert any("scratch/dld" in str(o) for o in at.multiselect(key="budget_models").options)
+
+
+def test_every_metric_has_a_help_text(budgets):
+    at, _ = budgets
+    assert at.metric and all(m.help for m in at.metric), [m.label for m in at.metric if not m.help]
+    assert "exceed 100%" in next(m.help for m in at.metric if m.label == "Expected WER")

@@ -236,9 +236,13 @@ else:
     with st.container(border=True):
         st.markdown(f"**Recommended for {target}**")
         a, b, c = st.columns(3)
-        a.metric("Recommended depth", f"{int(best['kept'])}/{n} modules")
-        b.metric("Expected WER", f"{100 * best['wer']:.1f}%")
+        a.metric("Recommended depth", f"{int(best['kept'])}/{n} modules",
+                 help="How many of the model's gated modules run: the depth with the lowest WER that fits the budget.")
+        b.metric("Expected WER", f"{100 * best['wer']:.1f}%",
+                 help="Word error rate measured at this depth on the chosen test set (mean over the evaluated "
+                      "masks); it can exceed 100% when a model inserts words.")
         c.metric("GFLOPs", f"{best['gflops']:.3f}",
+                 help="Billions of operations for one pass over a 10 s clip at this depth.",
                  delta=f"{100 * (1 - best['gflops'] / budget):.0f}% under the budget" if budget else None,
                  delta_color="off", delta_arrow="off")
         st.markdown(f"Mask ({how}): {strip}", unsafe_allow_html=True)
