@@ -88,7 +88,8 @@ def test_start_is_disabled_while_a_training_runs(env, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "app.jobs", str(job_dir)])
     try:
         deadline = time.time() + 10
-        while not jobs._proc_start(proc.pid) and time.time() < deadline:
+        # until the child has exec'd: right after the fork its command line is still this test's
+        while not (jobs._proc_start(proc.pid) and jobs._runs_job(proc.pid, str(job_dir))) and time.time() < deadline:
             time.sleep(0.05)
         job = jobs.Job(id=job_dir.name, kind="train", dir=str(job_dir), started=time.time(), pid=proc.pid,
                        proc_start=jobs._proc_start(proc.pid),
