@@ -16,7 +16,7 @@ SETS = {"synthetic_test": "synthetic test (held-out sentences and voices)",
         "fsdd_test": "FSDD real speech (test speaker)", "real_dev": "real read speech (pocketsphinx-testdata)"}
 DECODERS = ("greedy", "beam")
 COLORS = {"teacher": "#7f7f7f", "ld": "#1f77b4", "dld": "#d62728", "conformer_ld": "#17becf",
-          "conformer_dld": "#ff7f0e"}
+          "conformer_dld": "#ff7f0e", "scratch_teacher": "#8c564b", "scratch_ld": "#9467bd", "scratch_dld": "#2ca02c"}
 
 
 def load_results(folder: str | Path) -> dict[tuple[str, str], dict[str, dict]]:
@@ -57,8 +57,8 @@ def plot_wer_vs_gflops(panels: dict[str, dict[str, dict]], out_png: str | Path) 
     for ax, (title, results) in zip(axes[0], panels.items()):
         for model in ordered(results):
             levels = sorted(results[model]["levels"], key=lambda lv: lv["gflops"])
-            ax.plot([lv["gflops"] for lv in levels], [100 * lv["wer"] for lv in levels], "o-",
-                    color=COLORS.get(model), label=MODELS.get(model, model) + (" (static)" if model == "teacher" else ""))
+            ax.plot([lv["gflops"] for lv in levels], [100 * lv["wer"] for lv in levels],
+                    "o--" if model.startswith("scratch_") else "o-", color=COLORS.get(model), label=MODELS.get(model, model) + (" (static)" if model == "teacher" else ""))
         ax.set_xlabel("GFLOPs for a 10 s clip")
         ax.set_ylabel("WER (%)")
         ax.set_title(title, fontsize=10)
