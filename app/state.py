@@ -318,10 +318,15 @@ def load_clip_file(path: Path) -> Clip:
     return _load_clip_file(str(path), path.stat().st_mtime)
 
 
-@st.cache_data(ttl=10, show_spinner=False)
 def load_samples() -> list[dict]:
     """data_samples/manifest.jsonl rows (absolute audio_filepath, text, duration); [] if there is none."""
-    manifest = samples_manifest()
+    return _load_samples(str(samples_manifest()))
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def _load_samples(manifest_path: str) -> list[dict]:
+    """load_samples, cached per manifest path (the samples folder can be moved with DLD_SAMPLES_DIR)."""
+    manifest = Path(manifest_path)
     if not manifest.is_file():
         return []
     from dld_core.audio import load_manifest

@@ -22,26 +22,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import app_fixtures as fx  # noqa: E402
 
-APP = str(REPO / "app" / "streamlit_app.py")
-TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("studio_inspect")
-    ckpts = fx.make_checkpoints(root / "checkpoints")
-    manifest = fx.make_samples(root / "samples")
-    fx.make_eval_results(ckpts, manifest)
-    return {"root": root, "ckpts": ckpts, "manifest": manifest}
-
-
-@pytest.fixture
-def env(world, tmp_path, monkeypatch):
-    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(world["root"] / "checkpoints"))
-    monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
-    monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
-    return world
+from test_app import APP, TIMEOUT, env, world  # noqa: E402,F401  (env, world: the shared test world)
 
 
 def run_app() -> AppTest:

@@ -17,43 +17,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-import app_fixtures as fx  # noqa: E402
 from dld_core import masks  # noqa: E402
 
-APP = str(REPO / "app" / "streamlit_app.py")
-TIMEOUT = 120
+from test_app import APP, TIMEOUT, env, no_exceptions, world  # noqa: E402,F401  (env, world: the shared test world)
+
 HOW = "app_pages/how_dld_works.py"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("teaching")
-    ckpts = fx.make_checkpoints(root / "checkpoints")
-    manifest = fx.make_samples(root / "samples")
-    return {"root": root, "ckpts": ckpts, "manifest": manifest}
-
-
-@pytest.fixture
-def env(world, tmp_path, monkeypatch):
-    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(world["root"] / "checkpoints"))
-    monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
-    monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
-    return world
-
-
 def run_app(page: str | None = None) -> AppTest:
-    from app import state
-    state.load_samples.clear()          # cached for 10 s without the folder in its key; tests switch folders
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     if page:
         at.switch_page(page).run()
     return at
-
-
-def no_exceptions(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
 
 
 def metric(at: AppTest, label: str):
