@@ -1,35 +1,53 @@
 #!/usr/bin/env bash
-# DLD ablation at a reduced budget (EPOCHS each), scored on the VALIDATION set (never on test):
-#   lambda in {0.5, 1, 2} (tau 1), tau in {1, 2} (lambda 1), and init from the teacher vs from scratch.
-# Two runs at a time, one thread each. Usage: bash scripts/ablation.sh [TEACHER] [CORPUS]
+# DLD ablations of the student recipe, scored on the VALIDATION set (never on test). Two runs at a time,
+# one thread each; the same batches, steps and seed for every run; RESUME=1 continues stopped runs.
+#   ABLATION=loss (default; EPOCHS default 1): lambda in {0.5, 1, 2} (tau 1), tau in {1, 2} (lambda 1), and
+#       init from the teacher vs from scratch.
+#   ABLATION=gates (issue 12; EPOCHS default 6): keep probability 0.5 (the paper; the shipped recipe) vs 0.75,
+#       the first attention sub-block protected (--protected A1), whole-block gates (--gate-unit block).
+# Usage: [ABLATION=gates] bash scripts/ablation.sh [TEACHER] [CORPUS]   (STUDENT=whisper|conformer, EPOCHS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 TEACHER=${1:-checkpoints/teacher}
 CORPUS=${2:-corpus/whisper}
-EPOCHS=${EPOCHS:-1}
-OUT=${OUT:-runs/ablation}
+ABLATION=${ABLATION:-loss}
+case $ABLATION in
+  loss) EPOCHS=${EPOCHS:-1}; NAME=ablation ;;
+  gates) EPOCHS=${EPOCHS:-6}; NAME=ablation_gates ;;
+  *) echo "ABLATION must be loss or gates" >&2; exit 2 ;;
+esac
+OUT=${OUT:-runs/$NAME}
 source scripts/recipe.sh
 BATCH=${BATCH:-$BATCH_SECONDS}
-mkdir -p "$OUT" results/ablation
+mkdir -p "$OUT" "results/$NAME"
 # the student family under study: whisper (default) or conformer (STUDENT=conformer)
 STUDENT_ARGS=$([ "${STUDENT:-whisper}" = conformer ] && echo "$CONFORMER_STUDENT_ARGS" || echo "$WHISPER_STUDENT_ARGS")
 ARCH="--batch-seconds $BATCH --threads 1 --quiet"
+[ "${RESUME:-0}" = 1 ] && ARCH="$ARCH --resume"
 
-run() {   # name, extra train args...
+run() {   # name, extra train args (after the student recipe, so they override it)...
   local name=$1; shift
-  $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-      --out "$OUT/$name" --teacher "$TEACHER" --epochs "$EPOCHS" $STUDENT_ARGS $ARCH "$@" \
-      > "$OUT/$name.log" 2>&1
-  $PY -m dld_core evaluate --checkpoint "$OUT/$name" --manifest "$CORPUS/valid.jsonl" \
-      --masks 4 --seed 0 --json "results/ablation/$name.json" > /dev/null
+  nice -n 5 $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
+      --out "$OUT/$name" --teacher "$TEACHER" --epochs "$EPOCHS" $STUDENT_ARGS $ARCH "$@" >> "$OUT/$name.log" 2>&1
+  nice -n 5 $PY -m dld_core evaluate --checkpoint "$OUT/$name" --manifest "$CORPUS/valid.jsonl" \
+      --masks 4 --seed 0 --json "results/$NAME/$name.json" > /dev/null
 }
 
-run lambda1_tau1_init --init-from-teacher --lambda 1 --tau 1 &
-run lambda0.5_tau1_init --init-from-teacher --lambda 0.5 --tau 1
-wait
-run lambda2_tau1_init --init-from-teacher --lambda 2 --tau 1 &
-run lambda1_tau2_init --init-from-teacher --lambda 1 --tau 2
-wait
-run lambda1_tau1_scratch --no-init-from-teacher --lambda 1 --tau 1 --lr 2e-3 --warmup 200
-$PY -m dld_core report-ablation --results results/ablation --out results/ablation.md
+if [ "$ABLATION" = loss ]; then
+  run lambda1_tau1_init --init-from-teacher --lambda 1 --tau 1 &
+  run lambda0.5_tau1_init --init-from-teacher --lambda 0.5 --tau 1
+  wait
+  run lambda2_tau1_init --init-from-teacher --lambda 2 --tau 1 &
+  run lambda1_tau2_init --init-from-teacher --lambda 1 --tau 2
+  wait
+  run lambda1_tau1_scratch --no-init-from-teacher --lambda 1 --tau 1 --lr 2e-3 --warmup 200
+else
+  run keep0.5 $DLD_ARGS --keep-prob 0.5 &
+  run keep0.75 $DLD_ARGS --keep-prob 0.75
+  wait
+  run protected_A1 $DLD_ARGS --keep-prob 0.5 --protected A1 &
+  run block_gates $DLD_ARGS --keep-prob 0.5 --gate-unit block
+  wait
+fi
+$PY -m dld_core report-ablation --results "results/$NAME" --out "results/$NAME.md"
