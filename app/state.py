@@ -32,6 +32,7 @@ from dld_core.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, Checkpoint, Checkpoi
                                  list_checkpoints, load_checkpoint, read_config, read_metrics)
 
 from dld_core.config import RECIPE_LABELS as RECIPE_NAMES  # noqa: E402
+from dld_core.eval_sets import EVAL_SETS, by_manifest_name  # noqa: E402
 
 # One intra-op thread per request by default: the server runs several sessions (and maybe a training job)
 # on few cores, and multi-threaded kernels slow down many-fold when their threads are descheduled
@@ -518,12 +519,10 @@ def score(reference: str, hypothesis: str) -> Optional[dict]:
 
 
 # -------------------------------------------------------------------------------------- evaluate results
-# Human names of the evaluation sets, by the manifest's file name (the sample clips by their folder).
-EVAL_SET_NAMES = {"test.jsonl": "Synthetic test (speech synthesis)",
-                  "fsdd_test.jsonl": "Spoken digits (FSDD test speaker)",
-                  "real_dev.jsonl": "Real read speech (dev set)",
-                  "samples": "Sample clips"}
-EVAL_SET_ORDER = ("test.jsonl", "fsdd_test.jsonl", "real_dev.jsonl", "samples")
+# Results name their evaluation set by the manifest's file name (the sample clips by their folder); the
+# names people read come from dld_core.eval_sets.
+SAMPLES_NAME = "Sample clips"
+EVAL_SET_ORDER = tuple(Path(s.manifest).name for s in EVAL_SETS) + ("samples",)
 
 
 def eval_set_key(manifest) -> str:
@@ -536,7 +535,10 @@ def eval_set_key(manifest) -> str:
 
 
 def eval_set_name(key: str) -> str:
-    return EVAL_SET_NAMES.get(key, key)
+    if key == "samples":
+        return SAMPLES_NAME
+    found = by_manifest_name(key)
+    return found.name if found else key
 
 
 def _eval_results(checkpoint: Path) -> list[tuple[float, dict]]:
@@ -653,14 +655,10 @@ def corpus_dir() -> Path:
 
 def importance_sets() -> dict[str, tuple[str, Path]]:
     """Evaluation sets the Layer importance page offers, {key: (label, manifest)}, only those present: the
-    sample clips, then the test sets of dld_core.report.SETS."""
-    from dld_core.report import SETS
-    corpus = corpus_dir()
-    candidates = {"samples": ("Sample clips", samples_manifest()),
-                  "synthetic_test": (SETS["synthetic_test"], corpus / "whisper" / "test.jsonl"),
-                  "fsdd_test": (SETS["fsdd_test"], corpus / "whisper" / "fsdd_test.jsonl"),
-                  "real_dev": (SETS["real_dev"], corpus / "real_dev" / "real_dev.jsonl")}
-    return {k: (label[:1].upper() + label[1:], path) for k, (label, path) in candidates.items() if path.is_file()}
+    sample clips, then the test sets of dld_core.eval_sets."""
+    candidates = {"samples": (SAMPLES_NAME, samples_manifest()),
+                  **{s.key: (s.name, s.path(corpus_dir())) for s in EVAL_SETS}}
+    return {k: (label, path) for k, (label, path) in candidates.items() if path.is_file()}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

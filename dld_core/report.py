@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dld_core.eval_sets import EVAL_SETS
+
 # display order and names; any other model name found is shown after these, as it is
 MODELS = {"teacher": "teacher", "ld": "LD", "dld": "DLD", "conformer_ld": "conformer LD",
           "conformer_dld": "conformer DLD", "scratch_teacher": "scratch teacher", "scratch_ld": "scratch LD",
           "scratch_dld": "scratch DLD"}
-SETS = {"synthetic_test": "synthetic test (held-out sentences and voices)",
-        "fsdd_test": "FSDD real speech (test speaker)", "real_dev": "real read speech (pocketsphinx-testdata)"}
+SETS = {s.key: s.name for s in EVAL_SETS}
 DECODERS = ("greedy", "beam")
 COLORS = {"teacher": "#7f7f7f", "ld": "#1f77b4", "dld": "#d62728", "conformer_ld": "#17becf",
           "conformer_dld": "#ff7f0e", "scratch_teacher": "#8c564b", "scratch_ld": "#9467bd", "scratch_dld": "#2ca02c"}

@@ -88,12 +88,12 @@ def test_the_test_set_is_named_and_can_be_switched(budgets):
     at, samples = budgets
     picker = at.selectbox(key="budget_set")
     assert picker.value == "test.jsonl"                                    # default: the synthetic test set
-    assert set(picker.options) == {"Synthetic test (speech synthesis)", "Spoken digits (FSDD test speaker)",
+    assert set(picker.options) == {"Synthetic test (held-out sentences and voices)", "FSDD real speech (test speaker)",
                                    "Sample clips"}
     assert at.radio(key="budget_decoder").value == "beam"                  # default: beam when there is one
-    assert any("Synthetic test (speech synthesis)" in c.value and "corpus/whisper/test.jsonl" in c.value
+    assert any("Synthetic test (held-out sentences and voices)" in c.value and "corpus/whisper/test.jsonl" in c.value
                for c in at.caption)
-    assert "Synthetic test (speech synthesis)" in chart(at)["layout"]["title"]["text"]
+    assert "Synthetic test (held-out sentences and voices)" in chart(at)["layout"]["title"]["text"]
     assert wer_of(at, "DLD (dld)", 4) == pytest.approx(8.0)               # beam: 0.10 - 0.02
 
     at.radio(key="budget_decoder").set_value("greedy").run()
@@ -110,7 +110,7 @@ def test_the_test_set_is_named_and_can_be_switched(budgets):
     at.selectbox(key="budget_set").set_value("fsdd_test.jsonl").run()      # only the teacher has FSDD results
     no_exceptions(at)
     assert set(table(at)["model"]) == {"Teacher (teacher)"}
-    assert any("No Spoken digits (FSDD test speaker) results" in c.value and "LD" in c.value for c in at.caption)
+    assert any("No FSDD real speech (test speaker) results" in c.value and "LD" in c.value for c in at.caption)
 
 
 # ------------------------------------------------------------------------------- 2. best at this budget

@@ -19,11 +19,11 @@ def test_report_table_and_figure(tmp_path):
     fake_eval(tmp_path / "notes.json", {3: 0.5})                                              # not a result name
     out = write_report(tmp_path, tmp_path / "out")
     md = out["markdown"].read_text()
-    greedy = md[md.index("synthetic test (held-out sentences and voices), greedy"):md.index("synthetic test (held-out sentences and voices), beam")]
+    greedy = md[md.index("Synthetic test (held-out sentences and voices), greedy"):md.index("Synthetic test (held-out sentences and voices), beam")]
     assert "| 3 | 20.0 (10.0) | 0.30 | 40.0 (20.0) | 0.30 | 30.0 (15.0) | 0.30 |" in greedy
     assert "| 1 | 100.0 (50.0) | 0.10 | 80.0 (40.0) | 0.10 | 70.0 (35.0) | 0.10 |" in greedy
     assert "| kept | DLD WER % (CER %) | GFLOPs |\n" in md and "conformer DLD WER %" in md
-    assert md.index("synthetic test") < md.index("real read speech")
+    assert md.index("Synthetic test") < md.index("Real read speech")
     png = out["figure"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -55,3 +55,12 @@ def test_report_importance_table(tmp_path):
     assert "| A1 | +30.0 [+20.0, +40.0] · +1.50 | +10.0 [+0.0, +20.0] · +1.50 |" in table
     assert "| A2 | -1.0 [-5.0, +3.0] · +0.01 |" in table
     assert "DLD greedy drop path (WER % after each drop): -A2 19.0, -M1 50.0" in table
+
+
+def test_evaluation_sets_have_one_home():
+    from dld_core.eval_sets import BY_KEY, EVAL_SETS, by_manifest_name
+    from dld_core.report import SETS
+    assert list(SETS) == [s.key for s in EVAL_SETS] == list(BY_KEY)
+    assert by_manifest_name("fsdd_test.jsonl").key == "fsdd_test"
+    assert by_manifest_name("real_dev.jsonl").path("corpus").as_posix() == "corpus/real_dev/real_dev.jsonl"
+    assert by_manifest_name("train.jsonl") is None
