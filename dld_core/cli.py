@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="results table (markdown) + WER-vs-GFLOPs figure from evaluate JSONs")
     rp.add_argument("--results", default="results")
     rp.add_argument("--out", default="results")
+    rp.add_argument("--checkpoints", default="checkpoints",
+                    help="folder of the LD/DLD pairs whose training time is tabled (ld+dld, conformer_ld+conformer_dld)")
 
     ra = sub.add_parser("report-ablation", help="markdown table of ablation evaluate JSONs")
     ra.add_argument("--results", required=True)
@@ -351,7 +353,7 @@ def cmd_export(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    for kind, path in write_report(args.results, args.out).items():
+    for kind, path in write_report(args.results, args.out, args.checkpoints).items():
         print(f"{kind}: {path}")
     return 0
 

@@ -103,7 +103,47 @@ def importance_table(results_dir: str | Path) -> str:
             + "\n".join(rows) + "\n")
 
 
-def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+# LD and DLD checkpoint folders trained as a pair (same data, steps and gate draws)
+PAIRS = (("ld", "dld"), ("conformer_ld", "conformer_dld"))
+
+
+def time_to_quality(ld_metrics: dict, dld_metrics: dict) -> dict:
+    """The paper's training-time claim, measured on our runs: how many steps and seconds DLD needed to reach
+    LD's best full-depth validation WER, from each trainer's metrics.json history (one entry per epoch).
+    {"target", "ld": entry, "dld": entry or None} (None: DLD never got there)."""
+    ld_hist, dld_hist = ld_metrics.get("history") or [], dld_metrics.get("history") or []
+    if not ld_hist or not dld_hist:
+        raise ValueError("both metrics need a per-epoch history")
+    best = min(ld_hist, key=lambda e: (e["valid_wer"], e["step"]))
+    reached = next((e for e in dld_hist if e["valid_wer"] <= best["valid_wer"]), None)
+    return {"target": best["valid_wer"], "ld": best, "dld": reached}
+
+
+def training_table(checkpoints_dir: str | Path) -> str:
+    """One row per LD/DLD pair in PAIRS found under checkpoints_dir: total steps and seconds of each, then
+    the steps and seconds each needed to reach LD's best full-depth validation WER. "" when none."""
+    rows = []
+    for ld, dld in PAIRS:
+        paths = [Path(checkpoints_dir) / n / "metrics.json" for n in (ld, dld)]
+        if not all(p.is_file() for p in paths):
+            continue
+        ld_m, dld_m = (json.loads(p.read_text()) for p in paths)
+        t = time_to_quality(ld_m, dld_m)
+        got = t["dld"]
+        dld_cell = "not reached" if got is None else (
+            f"{got['step']:,} steps, {got['train_seconds']:,.0f} s ({got['step'] / t['ld']['step'] - 1:+.0%} steps, "
+            f"{got['train_seconds'] / t['ld']['train_seconds'] - 1:+.0%} time)")
+        rows.append(f"| {MODELS.get(ld, ld)} / {MODELS.get(dld, dld)} | {ld_m['steps']:,} / {dld_m['steps']:,} | "
+                    f"{ld_m['train_seconds']:,.0f} / {dld_m['train_seconds']:,.0f} | {100 * t['target']:.1f} | "
+                    f"{t['ld']['step']:,} steps, {t['ld']['train_seconds']:,.0f} s | {dld_cell} |")
+    if not rows:
+        return ""
+    return ("| pair (LD / DLD) | steps | train seconds | LD's best valid WER % (full depth, greedy) | LD reached it at "
+            "| DLD reached it at |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path,
+                 checkpoints_dir: str | Path | None = None) -> dict[str, Path]:
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded = load_results(results_dir)
@@ -114,6 +154,9 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> dict[str, Path
     importance = importance_table(results_dir)
     if importance:
         md.append(f"### Layer importance (drop one module from full depth)\n\n{importance}")
+    training = training_table(checkpoints_dir) if checkpoints_dir else ""
+    if training:
+        md.append(f"### Training time (from each student's metrics.json)\n\n{training}")
     (out_dir / "results.md").write_text("\n".join(md))
     best = {}                                     # one panel per set: beam when there is one
     for (s, d), res in loaded.items():

@@ -64,3 +64,25 @@ def test_evaluation_sets_have_one_home():
     assert by_manifest_name("fsdd_test.jsonl").key == "fsdd_test"
     assert by_manifest_name("real_dev.jsonl").path("corpus").as_posix() == "corpus/real_dev/real_dev.jsonl"
     assert by_manifest_name("train.jsonl") is None
+
+
+def fake_metrics(folder, wers, seconds_per_step):
+    folder.mkdir(parents=True)
+    history = [{"epoch": i + 1, "step": 10 * (i + 1), "valid_wer": w, "valid_wer_masks": [w, 1.0],
+                "train_seconds": 10 * (i + 1) * seconds_per_step} for i, w in enumerate(wers)]
+    (folder / "metrics.json").write_text(json.dumps({"steps": 10 * len(wers), "train_seconds": history[-1]["train_seconds"],
+                                                     "history": history}))
+
+
+def test_training_time_to_reach_lds_best(tmp_path):
+    from dld_core.report import time_to_quality, training_table
+    fake_metrics(tmp_path / "ld", [0.9, 0.8, 0.7, 0.72], 2.0)          # LD's best: 0.7 at step 30, 60 s
+    fake_metrics(tmp_path / "dld", [0.85, 0.69, 0.6, 0.6], 2.5)        # DLD gets there at step 20, 50 s
+    t = time_to_quality(*(json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("ld", "dld")))
+    assert t["target"] == 0.7 and t["ld"]["step"] == 30 and t["dld"]["step"] == 20
+    row = training_table(tmp_path).splitlines()[2]
+    assert row == "| LD / DLD | 40 / 40 | 80 / 100 | 70.0 | 30 steps, 60 s | 20 steps, 50 s (-33% steps, -17% time) |"
+    fake_metrics(tmp_path / "conformer_ld", [0.5], 1.0)
+    fake_metrics(tmp_path / "conformer_dld", [0.6], 1.0)               # never reaches LD's 0.5
+    assert training_table(tmp_path).splitlines()[3].endswith("| not reached |")
+    assert training_table(tmp_path / "nothing") == ""
