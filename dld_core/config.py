@@ -79,6 +79,16 @@ class ModelConfig:
         return len(self.module_names)
 
 
+# ModelConfig fields that change no weight: a student may differ from its teacher in these and still start
+# from the teacher's weights (dropout; which residual branches share a gate).
+NON_WEIGHT_FIELDS = ("dropout", "gate_unit")
+
+
+def same_weights(a: ModelConfig, b: ModelConfig) -> bool:
+    """True when models of the two configs have the same parameters (names and shapes)."""
+    return a == dataclasses.replace(b, **{f: getattr(a, f) for f in NON_WEIGHT_FIELDS})
+
+
 CHAR_VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
 
 
@@ -115,6 +125,23 @@ class TrainConfig:
             raise ValueError("keep_prob must be in (0, 1]")
         if self.kd_tau <= 0:
             raise ValueError("kd_tau must be positive")
+
+
+# The shipped models' training settings (scripts/recipe.sh) that differ from the TrainConfig defaults, by
+# recipe and model family: what the app's Train page starts from. A pretrained Whisper encoder is
+# fine-tuned gently (the encoder at a lower rate than the new CTC head); students start from their teacher.
+SHIPPED_SETTINGS = {
+    ("teacher", "whisper"): {"pretrained": "default", "lr": 1e-3, "encoder_lr": 5e-5, "warmup_steps": 100},
+    ("student", "whisper"): {"init_from_teacher": True, "lr": 5e-4, "encoder_lr": 1e-4, "warmup_steps": 100},
+    ("student", "conformer"): {"init_from_teacher": True},
+}
+SHIPPED_DLD_SETTINGS = {"kd_lambda": 1.0, "kd_tau": 2.0}
+
+
+def shipped_settings(recipe: str, family: str) -> dict[str, Any]:
+    """TrainConfig fields of the shipped recipe for this recipe and (teacher's) model family."""
+    kind = "teacher" if recipe == "teacher" else "student"
+    return {**SHIPPED_SETTINGS.get((kind, family), {}), **(SHIPPED_DLD_SETTINGS if recipe == "dld" else {})}
 
 
 def to_dict(obj: Any) -> dict:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import masks as M
 from .audio import SAMPLE_RATE
 from .checkpoint import LOG_FILE, CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig, from_dict, to_dict
+from .config import ModelConfig, TrainConfig, from_dict, same_weights, to_dict
 from .data import SpeechDataset, bucket_batches
 from .families import get_family
 from .features import feature_extractor
@@ -169,7 +169,7 @@ class Trainer:
         self.model = DynamicCTCModel(model_cfg).to(device)
         pretrained_source = meta.get("pretrained") if meta is not None else None
         if meta is None and train_cfg.init_from_teacher:
-            if model_cfg != dataclasses.replace(teacher_cfg, dropout=model_cfg.dropout):
+            if not same_weights(model_cfg, teacher_cfg):
                 raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
             self.model.load_state_dict(self.teacher.model.state_dict())
         elif meta is None and train_cfg.pretrained:

@@ -131,3 +131,19 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_corpus)
     assert r0 == r1 and int(r0[1]) > 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == int(r0[1])
+
+
+def test_a_student_may_gate_whole_blocks_of_a_sub_block_teacher(tmp_path, tiny_corpus):
+    """gate_unit changes no weight: a block-gated student starts from a sub-block-gated Whisper teacher
+    (the gate ablation's block_gates run); a different width is still refused."""
+    from dld_core.checkpoint import CheckpointError, save_checkpoint
+    from dld_core.model import DynamicCTCModel
+    cfg = tiny_config(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64, max_frames=400)
+    save_checkpoint(tmp_path / "teacher", DynamicCTCModel(cfg), recipe="teacher")
+    run = dict(teacher=str(tmp_path / "teacher"), progress=False,
+               train_cfg=TrainConfig(recipe="dld", epochs=1, init_from_teacher=True, max_steps=2, protected="B1", **FAST))
+    train(tiny_corpus["train"], tiny_corpus["valid"], tmp_path / "block", model_overrides={"gate_unit": "block"}, **run)
+    student = load_checkpoint(tmp_path / "block")
+    assert student.config.gate_unit == "block" and student.config.module_names == ["B1", "B2"]
+    with pytest.raises(CheckpointError, match="same architecture"):
+        train(tiny_corpus["train"], tiny_corpus["valid"], tmp_path / "wide", model_overrides={"d_model": 64}, **run)
