@@ -93,6 +93,15 @@ def served_to_network() -> bool:
     return str(st.get_option("server.address") or "0.0.0.0") not in LOCAL_ADDRESSES
 
 
+def model_config_of(folder) -> Optional["ModelConfig"]:
+    """A checkpoint's model config from its config.json alone (no weights read); None if unreadable."""
+    from dld_core.config import ModelConfig, from_dict
+    try:
+        return from_dict(ModelConfig, read_config(folder)["model"])
+    except (CheckpointError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def training_enabled() -> bool:
     """The operator's switch: DLD_TRAINING=off hides training (the Train page only shows past jobs)."""
     return os.environ.get("DLD_TRAINING", "on").strip().lower() not in ("off", "0", "false", "no")

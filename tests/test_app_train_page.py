@@ -144,3 +144,74 @@ def test_training_chart_percent_ticks_and_no_flat_kl_for_a_teacher(env, tmp_path
     at = run_app("train")                                                  # a DLD run keeps its KL line
     no_exceptions(at)
     assert "kl" in [t.get("name") for t in chart(at)["data"]]
+
+
+# ------------------------------------------------------------------- layer dropping settings of a student
+def test_a_students_layer_dropping_settings_reach_the_training(env, tmp_path, monkeypatch):
+    """LD / DLD of a Whisper teacher: keep probability, sub-block or whole-block gates, modules never dropped,
+    λ and τ go into the job's training config, on top of the shipped student settings (the pretrained
+    encoder fine-tuned gently, from the teacher)."""
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.config import ModelConfig, shipped_settings
+    from dld_core.model import DynamicCTCModel
+    ckpts = tmp_path / "checkpoints"
+    save_checkpoint(ckpts / "teacher", DynamicCTCModel(ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2,
+                                                                   ffn_dim=64, max_frames=400)), recipe="teacher")
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(ckpts))
+    at = run_app("train")
+    at.segmented_control(key="train_recipe").set_value("dld").run()
+    no_exceptions(at)
+    assert at.slider(key="train_keep_prob").value == 0.5                   # the paper's and the shipped value
+    assert at.radio(key="train_gate_unit").value == "sub_block"
+    assert at.multiselect(key="train_protected").options == ["A1", "M1", "A2", "M2"]
+    assert (at.number_input(key="train_lambda").value, at.number_input(key="train_tau").value) == (1.0, 2.0)
+    at.radio(key="train_gate_unit").set_value("block").run()
+    assert at.multiselect(key="train_protected").options == ["B1", "B2"]
+    at.slider(key="train_keep_prob").set_value(0.75).run()
+    at.multiselect(key="train_protected").set_value(["B1"]).run()
+    at.number_input(key="train_lambda").set_value(2.0).run()
+    at.radio(key="train_data").set_value("manifest").run()
+    at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
+    at.number_input(key="train_max_steps").set_value(1).run()
+    at.number_input(key="train_threads").set_value(1).run()
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    job = jobs.latest(tmp_path / "jobs", "train")
+    try:
+        train = job.spec["train"]
+        assert {k: train[k] for k in ("keep_prob", "protected", "kd_lambda", "kd_tau", "init_from_teacher")} == \
+            {"keep_prob": 0.75, "protected": "B1", "kd_lambda": 2.0, "kd_tau": 2.0, "init_from_teacher": True}
+        assert {k: train[k] for k in ("lr", "encoder_lr")} == {k: shipped_settings("dld", "whisper")[k]
+                                                              for k in ("lr", "encoder_lr")}
+        assert job.spec["model"] == {"gate_unit": "block"} and job.spec["teacher"] == str(ckpts / "teacher")
+    finally:
+        jobs.stop(job, timeout=30)
+
+
+def test_a_teacher_has_no_layer_dropping_settings(env):
+    at = run_app("train")
+    at.segmented_control(key="train_recipe").set_value("teacher").run()
+    no_exceptions(at)
+    assert not any(s.key == "train_keep_prob" for s in at.slider)
+    at.segmented_control(key="train_recipe").set_value("ld").run()         # a conformer teacher: no gate choice
+    assert at.slider(key="train_keep_prob").value == 0.5 and not any(r.key == "train_gate_unit" for r in at.radio)
+    assert not any(n.key == "train_lambda" for n in at.number_input)         # λ and τ are DLD's
+
+
+def test_a_whisper_teacher_starts_from_the_pretrained_encoder(env, tmp_path):
+    at = run_app("train")
+    at.segmented_control(key="train_recipe").set_value("teacher").run()
+    at.segmented_control(key="train_size").set_value("whisper").run()
+    at.radio(key="train_data").set_value("manifest").run()
+    at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
+    at.number_input(key="train_max_steps").set_value(1).run()
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    job = jobs.latest(tmp_path / "jobs", "train")
+    try:
+        assert job.spec["model"] == {"family": "whisper"}
+        assert {k: job.spec["train"][k] for k in ("pretrained", "lr", "encoder_lr", "warmup_steps")} == \
+            {"pretrained": "default", "lr": 1e-3, "encoder_lr": 5e-5, "warmup_steps": 100}   # scripts/recipe.sh
+    finally:
+        jobs.stop(job, timeout=30)

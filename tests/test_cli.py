@@ -74,3 +74,18 @@ def test_cli_user_errors_are_one_line(tmp_path):
     proc = cli("train", "--recipe", "dld", "--train", tmp_path / "none.jsonl", "--valid", tmp_path / "none.jsonl",
                "--out", tmp_path / "o", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("recipe,variables,family", [("teacher", "$TEACHER_ARGS", "whisper"),
+                                                     ("dld", "$WHISPER_STUDENT_ARGS $DLD_ARGS", "whisper"),
+                                                     ("ld", "$WHISPER_STUDENT_ARGS", "whisper")])
+def test_the_shipped_recipe_script_and_the_apps_settings_agree(recipe, variables, family):
+    """scripts/recipe.sh (how the shipped models were trained) and config.SHIPPED_SETTINGS (what the Train
+    page starts from) name the same training settings."""
+    from dld_core.cli import build_parser, given_options
+    from dld_core.config import TrainConfig, shipped_settings
+    words = subprocess.run(["bash", "-c", f"source scripts/recipe.sh && echo {variables}"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    args = build_parser().parse_args(["train", "--recipe", recipe, "--train", "t", "--valid", "v", "--out", "o", *words])
+    script = given_options(args, TrainConfig)
+    assert shipped_settings(recipe, family).items() <= script.items()

@@ -2,6 +2,7 @@
 The job outlives reruns, reloads, closed tabs and app restarts: everything is read back from disk."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -11,20 +12,21 @@ import streamlit as st
 
 from app import jobs, state
 from app.views import plots
-from dld_core.config import RECIPE_LABELS
+from dld_core.config import RECIPE_LABELS, TrainConfig, shipped_settings
 
 # Teacher architectures offered here: (label, ModelConfig fields, TrainConfig fields). Students (LD, DLD)
 # always take their teacher's architecture and start from its weights.
 SIZES = {
-    "tiny": ("Tiny conformer 4×64", {"family": "conformer", "n_layers": 4, "d_model": 64, "n_heads": 2}, {}),
-    "small": ("Small conformer 6×96", {"family": "conformer", "n_layers": 6, "d_model": 96, "n_heads": 4}, {}),
-    "whisper": ("Whisper tiny.en, pretrained", {"family": "whisper"},
-                {"pretrained": "default", "lr": 1e-3, "encoder_lr": 5e-5, "warmup_steps": 100}),
+    "tiny": ("Tiny conformer 4×64", {"family": "conformer", "n_layers": 4, "d_model": 64, "n_heads": 2}),
+    "small": ("Small conformer 6×96", {"family": "conformer", "n_layers": 6, "d_model": 96, "n_heads": 4}),
+    "whisper": ("Whisper tiny.en, pretrained", {"family": "whisper"}),
 }
+GATE_UNITS = {"sub_block": "Attention and MLP separately", "block": "Whole blocks"}
 HOURS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
 RECIPES = RECIPE_LABELS
 FORM_KEYS = ("train_recipe", "train_teacher", "train_data", "train_hours", "train_manifest", "valid_manifest",
-             "train_size", "train_epochs", "train_max_steps", "train_threads", "train_batch_seconds", "train_seed")
+             "train_size", "train_epochs", "train_max_steps", "train_threads", "train_batch_seconds", "train_seed",
+             "train_keep_prob", "train_gate_unit", "train_protected", "train_lambda", "train_tau")
 
 root = state.jobs_dir()
 
@@ -120,6 +122,41 @@ with left, st.container(border=True):
                                          "OpenAI's pretrained encoder (slower per step, far more accurate).")
     epochs = st.number_input("Epochs", min_value=1, max_value=500, value=saved("train_epochs", 3), step=1,
                              key="train_epochs")
+    teacher_cfg = state.model_config_of(teacher_path) if teacher_path else None
+    dropping = {}                                   # TrainConfig fields of layer dropping / distillation
+    gate_unit = None
+    if recipe in ("ld", "dld") and teacher_cfg is not None:
+        shipped = shipped_settings(recipe, teacher_cfg.family)
+        with st.expander("Layer dropping" + (" and distillation" if recipe == "dld" else "")):
+            keep = st.slider("Keep probability", 0.05, 1.0, value=saved("train_keep_prob", TrainConfig.keep_prob),
+                             step=0.05, key="train_keep_prob",
+                             help="At every training step each module runs with this probability (at least one "
+                                  "always runs). 0.5 is the paper's setting and the shipped models'; a higher value "
+                                  "favours full depth, a lower one small compute budgets.")
+            if teacher_cfg.family == "whisper":
+                gate_unit = st.radio("Gates", list(GATE_UNITS), format_func=GATE_UNITS.get, horizontal=True,
+                                     index=list(GATE_UNITS).index(saved("train_gate_unit", teacher_cfg.gate_unit)),
+                                     key="train_gate_unit",
+                                     help="Each Whisper block has an attention and an MLP sub-block: gate them "
+                                          "one by one (A1 M1 …, the shipped models) or together (B1 …).")
+            names = dataclasses.replace(teacher_cfg, gate_unit=gate_unit or teacher_cfg.gate_unit).module_names
+            protected = st.multiselect("Never drop", names, default=[m for m in saved("train_protected", [])
+                                                                      if m in names],
+                                       key="train_protected",
+                                       help="Modules that run at every step and in every mask the student is "
+                                            "trained for (e.g. the first attention, A1, which no mask can lose "
+                                            "cheaply in the shipped models).")
+            dropping = {"keep_prob": float(keep), "protected": ",".join(protected)}
+            if recipe == "dld":
+                c1, c2 = st.columns(2)
+                lam = c1.number_input("Distillation weight λ", min_value=0.0, max_value=100.0, step=0.5,
+                                      value=float(saved("train_lambda", shipped.get("kd_lambda", TrainConfig.kd_lambda))),
+                                      key="train_lambda", help="Loss = CTC + λ · KL(teacher ‖ student).")
+                tau = c2.number_input("Temperature τ", min_value=0.1, max_value=20.0, step=0.5,
+                                      value=float(saved("train_tau", shipped.get("kd_tau", TrainConfig.kd_tau))),
+                                      key="train_tau", help="Softens both posteriors before the KL "
+                                                            "(1 = none; the shipped DLD used 2).")
+                dropping.update(kd_lambda=float(lam), kd_tau=float(tau))
     with st.expander("Advanced"):
         max_steps = st.number_input("Max steps (0 = no limit)", min_value=0, value=saved("train_max_steps", 0), step=50,
                                     key="train_max_steps")
@@ -139,6 +176,8 @@ with left, st.container(border=True):
         problem = "A training is running: stop it or wait for it to finish."
     elif recipe in ("ld", "dld") and teacher_path is None:
         problem = "A student needs a teacher."
+    elif recipe in ("ld", "dld") and teacher_cfg is None:
+        problem = "The teacher's config.json cannot be read: pick another teacher."
     elif not state.training_enabled():
         problem = "Training is turned off on this server."
     elif data == "manifest":
@@ -149,10 +188,12 @@ with left, st.container(border=True):
                        or (state.manifest_problem(valid_m, "validation manifest") if valid_m.strip() else None))
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
                  disabled=problem is not None, width="stretch"):
-        label, model, train_extra = SIZES[size] if recipe == "teacher" else ("", {}, {})
+        model = SIZES[size][1] if recipe == "teacher" else ({"gate_unit": gate_unit} if gate_unit else {})
         name = size if recipe == "teacher" else Path(teacher_path).name
-        train_cfg = {"recipe": recipe, "epochs": int(epochs), "batch_seconds": float(batch_seconds),
-                     "seed": int(seed), "max_steps": int(max_steps), **train_extra}
+        family = model["family"] if recipe == "teacher" else (teacher_cfg.family if teacher_cfg else "")
+        train_cfg = {**shipped_settings(recipe, family), "recipe": recipe, "epochs": int(epochs),
+                     "batch_seconds": float(batch_seconds), "seed": int(seed), "max_steps": int(max_steps),
+                     **dropping}
         if recipe != "teacher":
             train_cfg["init_from_teacher"] = True
         spec = jobs.TrainSpec(out=str(root / "models" / f"{recipe}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"),
