@@ -67,6 +67,13 @@ class Checkpoint:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def protected(self) -> list[int]:
+        """Modules this student was trained never to drop (its recipe's `protected`), as indices."""
+        from .masks import parse_modules
+        text = (self.info.get("train") or {}).get("protected") or ""
+        return parse_modules(text, self.config.module_names) if text else []
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

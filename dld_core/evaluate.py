@@ -39,14 +39,15 @@ def length_batches(durations: Sequence[float], batch_seconds: float) -> list[lis
 
 def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Optional[Sequence[int]] = None,
                    num_masks: int = 4, policy: str = "random", seed: int = 0, batch_seconds: float = 120.0,
-                   custom=None, progress: bool = True, decoder="greedy"):
+                   custom=None, progress: bool = True, decoder="greedy", protected: Sequence[int] = ()):
     """The evaluation loop over manifest-like rows; `load(row)` returns the 16 kHz waveform, or None for a
     row to leave out (an unreadable clip): such rows count in no level. `decoder` is a name, or a list of
     names decoded from the same forward passes; then the result is {decoder: levels}."""
     decoders = [decoder] if isinstance(decoder, str) else list(decoder)
     extra = {d: decoder_for(model, d) for d in decoders[1:]}
     n = model.num_modules
-    plan = [(k, M.level_masks(n, k, policy, num_masks, seed, custom)) for k in M.levels(n, keep, policy, custom)]
+    plan = [(k, M.level_masks(n, k, policy, num_masks, seed, custom, protected))
+            for k in M.levels(n, keep, policy, custom, protected)]
     jobs = [(li, mask) for li, (_, masks) in enumerate(plan) for mask in masks]
     hyps = {(d, li, tuple(mask)): [""] * len(items) for d in decoders for li, mask in jobs}
     seconds = {(li, tuple(mask)): 0.0 for li, mask in jobs}
@@ -110,6 +111,7 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
     of names decoded from the same forward passes (then the result is {decoder: result}).
 
     keep: kept-module levels, e.g. [12, 9, 6, 3]; None = every level N..1 (or the custom masks' sizes).
+    A student trained with protected modules (never dropped) is evaluated on random masks that keep them.
     """
     from .audio import AudioError, load_audio, load_manifest
 
@@ -132,10 +134,12 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
 
     levels = evaluate_items(ckpt.model, items, load,
                             keep=keep, num_masks=num_masks, policy=policy, seed=seed,
-                            batch_seconds=batch_seconds, custom=custom, progress=progress, decoder=decoder)
+                            batch_seconds=batch_seconds, custom=custom, progress=progress, decoder=decoder,
+                            protected=ckpt.protected)
     def result(name: str, by_level: list) -> dict:
         return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
                 "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
+                "protected": [ckpt.model.module_names[i] for i in ckpt.protected],
                 "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
                 "levels": by_level}
     if isinstance(decoder, str):

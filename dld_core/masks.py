@@ -70,18 +70,24 @@ def only_k(n: int, k: int) -> list[int]:
     return [k - 1]
 
 
-def random_masks(n: int, k: int, num_masks: int = 4, seed: int = 0) -> list[list[int]]:
-    """`num_masks` distinct masks keeping k modules, drawn with a generator seeded by (seed, k); all
-    C(n, k) masks in lexicographic order when there are no more than `num_masks` of them."""
+def random_masks(n: int, k: int, num_masks: int = 4, seed: int = 0, protected: Sequence[int] = ()) -> list[list[int]]:
+    """`num_masks` distinct masks keeping k modules, drawn with a generator seeded by (seed, k); all such
+    masks in lexicographic order when there are no more than `num_masks` of them. `protected` modules (a
+    student trained never to drop them) are in every mask; the other k - len(protected) are drawn."""
     _check_level(n, k)
     if num_masks < 1:
         raise ValueError("num_masks must be at least 1")
-    if math.comb(n, k) <= num_masks:
-        return [list(c) for c in itertools.combinations(range(n), k)]
+    protected = sorted(set(int(i) for i in protected))
+    free = [i for i in range(n) if i not in protected]
+    need = k - len(protected)
+    if need < 0:
+        raise ValueError(f"cannot keep {k} modules: {len(protected)} are protected")
+    if math.comb(len(free), need) <= num_masks:
+        return [sorted(protected + list(c)) for c in itertools.combinations(free, need)]
     rng = np.random.default_rng([seed, k])
     masks: list[list[int]] = []
     while len(masks) < num_masks:
-        mask = sorted(rng.choice(n, k, replace=False).tolist())
+        mask = sorted(protected + [free[i] for i in rng.choice(len(free), need, replace=False).tolist()])
         if mask not in masks:
             masks.append(mask)
     return masks
@@ -96,11 +102,12 @@ def custom_masks(custom) -> list:
 
 
 def level_masks(n: int, k: int, policy: str = "random", num_masks: int = 4, seed: int = 0,
-                custom: Optional[Sequence] = None) -> list[list[int]]:
-    """The masks that evaluate the dropping level "k kept" under a policy (kept-index lists)."""
+                custom: Optional[Sequence] = None, protected: Sequence[int] = ()) -> list[list[int]]:
+    """The masks that evaluate the dropping level "k kept" under a policy (kept-index lists); random masks
+    keep the `protected` modules."""
     _check_level(n, k)
     if policy == "random":
-        return random_masks(n, k, num_masks, seed)
+        return random_masks(n, k, num_masks, seed, protected)
     if policy == "every_other":
         return [every_other(n, k)]
     if policy == "first_k":
@@ -117,14 +124,17 @@ def level_masks(n: int, k: int, policy: str = "random", num_masks: int = 4, seed
     raise ValueError(f"unknown mask policy {policy!r} (expected one of {', '.join(LEVEL_POLICIES)})")
 
 
-def levels(n: int, keep: Optional[Sequence[int]] = None, policy: str = "random", custom=None) -> list[int]:
-    """The kept counts to evaluate: `keep`, or the custom masks' sizes, or every level n..1."""
+def levels(n: int, keep: Optional[Sequence[int]] = None, policy: str = "random", custom=None,
+           protected: Sequence[int] = ()) -> list[int]:
+    """The kept counts to evaluate: `keep`, or the custom masks' sizes, or every level n..1 (random masks of
+    a student with protected modules: n..max(1, number protected))."""
     if keep is not None:
         out = [int(k) for k in keep]
     elif policy == "custom":
         out = sorted({len(kept(m, n)) for m in custom_masks(custom)}, reverse=True)
     else:
-        out = list(range(n, 0, -1))
+        lowest = max(1, len(set(protected))) if policy == "random" else 1
+        out = list(range(n, lowest - 1, -1))
     bad = [k for k in out if not 0 <= k <= n]
     if bad:
         raise ValueError(f"kept levels {bad} are outside 0..{n}")

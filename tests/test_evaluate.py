@@ -84,8 +84,9 @@ def test_evaluate_manifest(setup):
     ckpt, manifest, root = setup
     result = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, seed=0, batch_seconds=0.1, progress=False)
     assert set(result) == {"checkpoint", "num_layers", "module_names", "manifest", "policy", "decoder", "utterances",
-                           "skipped", "levels"}
+                           "skipped", "levels", "protected"}
     assert result["num_layers"] == 4 and result["policy"] == "random" and result["decoder"] == "greedy"
+    assert result["protected"] == []                                     # trained to drop any module
     assert result["module_names"] == ["L1", "L2", "L3", "L4"]
     assert [lv["kept"] for lv in result["levels"]] == [4, 2]
     for lv in result["levels"]:

@@ -94,3 +94,30 @@ def test_readme_module_map_lists_every_module():
     missing = [str(p.relative_to(REPO)) for top in ("dld_core", "app") for p in sorted((REPO / top).rglob("*.py"))
                if p.name not in ("__init__.py", "__main__.py") and p.name not in block]
     assert not missing, f"README's module map does not mention: {missing}"
+
+
+def test_random_masks_keep_the_protected_modules():
+    """A student trained never to drop some modules is evaluated on masks that keep them: the other
+    modules are drawn; levels stop at the number protected; without protection the draws are unchanged."""
+    masks = M.random_masks(8, 4, 4, seed=0, protected=[0])
+    assert len({tuple(m) for m in masks}) == 4 and all(len(m) == 4 and m[0] == 0 for m in masks)
+    assert M.random_masks(8, 4, 4, seed=0, protected=()) == M.random_masks(8, 4, 4, seed=0)
+    assert M.random_masks(4, 2, 10, protected=[1]) == [[0, 1], [1, 2], [1, 3]]
+    assert M.random_masks(4, 1, 4, protected=[1]) == [[1]]
+    with pytest.raises(ValueError, match="protected"):
+        M.random_masks(4, 1, 4, protected=[0, 1])
+    assert M.levels(4, protected=[0, 1]) == [4, 3, 2] and M.levels(4, policy="first_k", protected=[0, 1])[-1] == 1
+    assert M.level_masks(4, 2, "first_k", protected=[3]) == [[0, 1]]     # fixed policies are what they say
+
+
+def test_a_protected_student_is_evaluated_on_masks_that_keep_its_protected_modules(tmp_path):
+    from dld_core.checkpoint import load_checkpoint, save_checkpoint
+    from dld_core.evaluate import evaluate
+    from dld_core.model import DynamicCTCModel
+    from tests.app_fixtures import make_samples
+    cfg = ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64)
+    folder = save_checkpoint(tmp_path / "s", DynamicCTCModel(cfg), recipe="dld", metadata={"train": {"protected": "A1"}})
+    assert load_checkpoint(folder).protected == [0]
+    result = evaluate(folder, make_samples(tmp_path / "clips", count=1), num_masks=2, progress=False)
+    assert result["protected"] == ["A1"] and [lv["kept"] for lv in result["levels"]] == [4, 3, 2, 1]
+    assert all(0 in mask for lv in result["levels"] for mask in lv["masks"])
