@@ -236,3 +236,20 @@ def test_latency_metric_is_a_median_with_its_real_time_factor(env, monkeypatch):
     duration = sf.info(at.selectbox(key="sample_choice").value).duration
     rtf = result.compute_ms / 1000 / duration
     assert m.group(2) == (f"{rtf:.3f}" if rtf >= 0.001 else "<0.001")
+
+
+# ---------------------------------------------------------------------- a student with protected modules
+def test_a_student_trained_with_protected_modules_says_so(env, tmp_path, monkeypatch):
+    import shutil
+    from dld_core.checkpoint import load_checkpoint, save_checkpoint
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(env["root"] / "checkpoints" / "teacher", ckpts / "teacher")
+    dld = load_checkpoint(env["root"] / "checkpoints" / "dld")
+    save_checkpoint(ckpts / "dld", dld.model, recipe="dld", metadata={"train": {"protected": "L1"}})
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(ckpts))
+    at = run_app()
+    assert any("Trained never to drop L1: masks without it are outside its training." in c.value
+               for c in at.sidebar.caption)
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(env["root"] / "checkpoints"))   # the shipped-like students: none
+    at = run_app()
+    assert not any("Trained never to drop" in c.value for c in at.sidebar.caption)

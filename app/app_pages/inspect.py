@@ -20,6 +20,9 @@ with st.sidebar:
     wer_txt = f" · valid WER {100 * info['valid_wer']:.1f}%" if isinstance(info["valid_wer"], (int, float)) else ""
     st.caption(f"Student: {info['recipe']} {info['family']}, {info['layers']} modules, d={info['d_model']}, "
                f"{info['params_m']:.2f} M params{wer_txt}")
+    if info["protected"]:
+        st.caption(f"Trained never to drop {', '.join(info['protected'])}: masks without "
+                   f"{'it' if len(info['protected']) == 1 else 'them'} are outside its training.")
 
 
 # ------------------------------------------------------------------------------------------------ audio
