@@ -14,8 +14,8 @@ from app import jobs, state
 from app.views import plots
 from dld_core.config import RECIPE_LABELS, TrainConfig, shipped_settings
 
-# Teacher architectures offered here: (label, ModelConfig fields, TrainConfig fields). Students (LD, DLD)
-# always take their teacher's architecture and start from its weights.
+# Teacher architectures offered here: (label, ModelConfig fields); their training settings come from
+# config.shipped_settings. Students (LD, DLD) always take their teacher's architecture and start from its weights.
 SIZES = {
     "tiny": ("Tiny conformer 4×64", {"family": "conformer", "n_layers": 4, "d_model": 64, "n_heads": 2}),
     "small": ("Small conformer 6×96", {"family": "conformer", "n_layers": 6, "d_model": 96, "n_heads": 4}),
