@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # DLD ablations of the student recipe, scored on the VALIDATION set (never on test). Two runs at a time,
-# one thread each; the same batches, steps and seed for every run; RESUME=1 continues stopped runs.
+# one thread each; the same batches, steps and seed for every run. Rerunning the script continues where
+# it stopped: a finished and evaluated run is skipped, a stopped one continues from its resume state.
 #   ABLATION=loss (default; EPOCHS default 1): lambda in {0.5, 1, 2} (tau 1), tau in {1, 2} (lambda 1), and
 #       init from the teacher vs from scratch.
 #   ABLATION=gates (issue 12; EPOCHS default 6): keep probability 0.5 (the paper; the shipped recipe) vs 0.75,
-#       the first attention sub-block protected (--protected A1), whole-block gates (--gate-unit block).
+#       the first attention sub-block protected (--protected A1), whole-block gates (--gate-unit block), and
+#       LD at keep probability 0.75 (is DLD still better than LD there?).
 # Usage: [ABLATION=gates] bash scripts/ablation.sh [TEACHER] [CORPUS]   (STUDENT=whisper|conformer, EPOCHS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,12 +26,18 @@ mkdir -p "$OUT" "results/$NAME"
 # the student family under study: whisper (default) or conformer (STUDENT=conformer)
 STUDENT_ARGS=$([ "${STUDENT:-whisper}" = conformer ] && echo "$CONFORMER_STUDENT_ARGS" || echo "$WHISPER_STUDENT_ARGS")
 ARCH="--batch-seconds $BATCH --threads 1 --quiet"
-[ "${RESUME:-0}" = 1 ] && ARCH="$ARCH --resume"
 
 run() {   # name, extra train args (after the student recipe, so they override it)...
   local name=$1; shift
-  nice -n 5 $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" --valid "$CORPUS/valid.jsonl" \
-      --out "$OUT/$name" --teacher "$TEACHER" --epochs "$EPOCHS" $STUDENT_ARGS $ARCH "$@" >> "$OUT/$name.log" 2>&1
+  local finished
+  finished=$($PY -c "import json,sys; print(json.load(open(sys.argv[1])).get('finished', False))" \
+      "$OUT/$name/metrics.json" 2>/dev/null || echo False)
+  [ "$finished" = True ] && [ -f "results/$NAME/$name.json" ] && return 0
+  local again=""
+  [ -d "$OUT/$name/resume" ] && again="--resume"
+  [ "$finished" = True ] || nice -n 5 $PY -m dld_core train --recipe dld --train "$CORPUS/train.jsonl" \
+      --valid "$CORPUS/valid.jsonl" --out "$OUT/$name" --teacher "$TEACHER" --epochs "$EPOCHS" $STUDENT_ARGS $ARCH \
+      $again "$@" >> "$OUT/$name.log" 2>&1
   nice -n 5 $PY -m dld_core evaluate --checkpoint "$OUT/$name" --manifest "$CORPUS/valid.jsonl" \
       --masks 4 --seed 0 --json "results/$NAME/$name.json" > /dev/null
 }
@@ -47,7 +55,8 @@ else
   run keep0.75 $DLD_ARGS --keep-prob 0.75
   wait
   run protected_A1 $DLD_ARGS --keep-prob 0.5 --protected A1 &
-  run block_gates $DLD_ARGS --keep-prob 0.5 --gate-unit block
+  run block_gates $DLD_ARGS --keep-prob 0.5 --gate-unit block &
+  run ld_keep0.75 --recipe ld --keep-prob 0.75          # LD at the higher keep probability: DLD's baseline there
   wait
 fi
 $PY -m dld_core report-ablation --results "results/$NAME" --out "results/$NAME.md"
