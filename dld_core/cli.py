@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--checkpoints", default="checkpoints",
                     help="folder of the LD/DLD pairs whose training time is tabled (ld+dld, conformer_ld+conformer_dld)")
 
-    ra = sub.add_parser("report-ablation", help="markdown table of ablation evaluate JSONs")
+    ra = sub.add_parser("report-ablation", help="markdown table + WER-vs-GFLOPs figure (OUT with .png) of ablation evaluate JSONs")
     ra.add_argument("--results", required=True)
     ra.add_argument("--out", required=True)
 
@@ -360,10 +360,12 @@ def cmd_report(args) -> int:
 
 def cmd_report_ablation(args) -> int:
     from .checkpoint import atomic_write_bytes
-    from .report import ablation_table
+    from .report import ablation_figure, ablation_table
     table = ablation_table(args.results)
     atomic_write_bytes(Path(args.out), (table + "\n").encode())
     print(table)
+    png = ablation_figure(args.results, Path(args.out).with_suffix(".png"))
+    print(f"figure: {png}")
     return 0
 
 

@@ -169,19 +169,34 @@ def write_report(results_dir: str | Path, out_dir: str | Path,
 
 
 def ablation_table(results_dir: str | Path) -> str:
-    """One row per ablation run (<name>.json from evaluate): WER / CER at each kept level, and their means."""
+    """One row per ablation run (<name>.json from evaluate): WER / CER and GFLOPs at each share of modules
+    kept (runs with 8 sub-block gates and 4 block gates line up: 4 of 4 blocks is 8 of 8 sub-blocks), and
+    the means over each run's levels."""
+    from fractions import Fraction
     rows = []
     for path in sorted(Path(results_dir).glob("*.json")):
         res = json.loads(path.read_text())
-        rows.append((path.stem, {lv["kept"]: (lv["wer"], lv["cer"]) for lv in res["levels"]}))
+        rows.append((path.stem, {Fraction(lv["kept"], res["num_layers"]): lv for lv in res["levels"]}))
     if not rows:
         raise FileNotFoundError(f"no evaluate results in {results_dir}")
-    levels = sorted({k for _, by in rows for k in by}, reverse=True)
-    out = ["| run | " + " | ".join(f"kept={k} WER / CER %" for k in levels) + " | mean WER / CER % |",
-           "|" + "---|" * (len(levels) + 2)]
+    shares = sorted({f for _, by in rows for f in by}, reverse=True)
+    out = ["| run | " + " | ".join(f"{100 * float(f):.3g}% kept: WER / CER % · GFLOPs" for f in shares)
+           + " | mean WER / CER % |", "|" + "---|" * (len(shares) + 2)]
     for name, by in rows:
-        cells = [f"{100 * by[k][0]:.1f} / {100 * by[k][1]:.1f}" if k in by else "-" for k in levels]
-        mean_w = 100 * sum(w for w, _ in by.values()) / len(by)
-        mean_c = 100 * sum(c for _, c in by.values()) / len(by)
+        cells = [f"{100 * by[f]['wer']:.1f} / {100 * by[f]['cer']:.1f} · {by[f]['gflops']:.2f}" if f in by else "-"
+                 for f in shares]
+        mean_w = 100 * sum(lv["wer"] for lv in by.values()) / len(by)
+        mean_c = 100 * sum(lv["cer"] for lv in by.values()) / len(by)
         out.append(f"| {name} | " + " | ".join(cells) + f" | {mean_w:.1f} / {mean_c:.1f} |")
     return "\n".join(out)
+
+
+def ablation_figure(results_dir: str | Path, out_png: str | Path) -> Path:
+    """WER against GFLOPs of every ablation run: the fronts the recipe is chosen on."""
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
+    if not runs:
+        raise FileNotFoundError(f"no evaluate results in {results_dir}")
+    first = next(iter(runs.values()))
+    title = (f"{Path(results_dir).name}: {Path(str(first.get('manifest', '?'))).name}, "
+             f"{first.get('decoder', 'greedy')} decoding")
+    return plot_wer_vs_gflops({title: runs}, out_png)

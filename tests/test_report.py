@@ -34,9 +34,17 @@ def test_report_needs_results(tmp_path):
 
 
 def test_ablation_table(tmp_path):
-    fake_eval(tmp_path / "a.json", {2: 0.5, 1: 0.7})
+    fake_eval(tmp_path / "a.json", {2: 0.5, 1: 0.7})                       # 3 modules: 2/3 and 1/3 kept
+    (tmp_path / "b.json").write_text(json.dumps({"num_layers": 6, "levels": [        # 6 modules: 6/6 and 4/6 kept
+        {"kept": 6, "wer": 0.3, "cer": 0.1, "gflops": 0.6}, {"kept": 4, "wer": 0.4, "cer": 0.2, "gflops": 0.4}]}))
     table = ablation_table(tmp_path)
-    assert "| a | 50.0 / 25.0 | 70.0 / 35.0 | 60.0 / 30.0 |" in table
+    lines = table.splitlines()
+    assert lines[0].startswith("| run | 100% kept: WER / CER % · GFLOPs | 66.7% kept: WER / CER % · GFLOPs | 33.3% kept")
+    assert "| a | - | 50.0 / 25.0 · 0.20 | 70.0 / 35.0 · 0.10 | 60.0 / 30.0 |" in lines
+    assert "| b | 30.0 / 10.0 · 0.60 | 40.0 / 20.0 · 0.40 | - | 35.0 / 15.0 |" in lines
+    from dld_core.report import ablation_figure
+    png = ablation_figure(tmp_path, tmp_path / "fronts.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_report_importance_table(tmp_path):
