@@ -146,6 +146,18 @@ def test_training_chart_percent_ticks_and_no_flat_kl_for_a_teacher(env, tmp_path
     assert "kl" in [t.get("name") for t in chart(at)["data"]]
 
 
+def start_one_step_on(at, manifest: Path, jobs_dir: Path) -> jobs.Job:
+    """Train on a manifest for one step on one thread: press Start, return the job (the caller stops it)."""
+    at.radio(key="train_data").set_value("manifest").run()
+    at.text_input(key="train_manifest").set_value(str(manifest)).run()
+    at.number_input(key="train_max_steps").set_value(1).run()
+    at.number_input(key="train_threads").set_value(1).run()
+    at.button(key="train_start").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    return jobs.latest(jobs_dir, "train")
+
+
 # ------------------------------------------------------------------- layer dropping settings of a student
 def test_a_students_layer_dropping_settings_reach_the_training(env, tmp_path, monkeypatch):
     """LD / DLD of a Whisper teacher: keep probability, sub-block or whole-block gates, modules never dropped,
@@ -170,14 +182,7 @@ def test_a_students_layer_dropping_settings_reach_the_training(env, tmp_path, mo
     at.slider(key="train_keep_prob").set_value(0.75).run()
     at.multiselect(key="train_protected").set_value(["B1"]).run()
     at.number_input(key="train_lambda").set_value(2.0).run()
-    at.radio(key="train_data").set_value("manifest").run()
-    at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
-    at.number_input(key="train_max_steps").set_value(1).run()
-    at.number_input(key="train_threads").set_value(1).run()
-    at.button(key="train_start").click().run()
-    no_exceptions(at)
-    assert not at.error, [e.value for e in at.error]
-    job = jobs.latest(tmp_path / "jobs", "train")
+    job = start_one_step_on(at, env["manifest"], tmp_path / "jobs")
     try:
         train = job.spec["train"]
         assert {k: train[k] for k in ("keep_prob", "protected", "kd_lambda", "kd_tau", "init_from_teacher")} == \
@@ -203,12 +208,7 @@ def test_a_whisper_teacher_starts_from_the_pretrained_encoder(env, tmp_path):
     at = run_app("train")
     at.segmented_control(key="train_recipe").set_value("teacher").run()
     at.segmented_control(key="train_size").set_value("whisper").run()
-    at.radio(key="train_data").set_value("manifest").run()
-    at.text_input(key="train_manifest").set_value(str(env["manifest"])).run()
-    at.number_input(key="train_max_steps").set_value(1).run()
-    at.button(key="train_start").click().run()
-    no_exceptions(at)
-    job = jobs.latest(tmp_path / "jobs", "train")
+    job = start_one_step_on(at, env["manifest"], tmp_path / "jobs")
     try:
         assert job.spec["model"] == {"family": "whisper"}
         assert {k: job.spec["train"][k] for k in ("pretrained", "lr", "encoder_lr", "warmup_steps")} == \
