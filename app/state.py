@@ -290,7 +290,7 @@ def checkpoint_summary(ckpt: Checkpoint) -> dict[str, Any]:
     cfg = ckpt.config
     return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.num_modules,
             "d_model": cfg.d_model, "params_m": count_parameters(ckpt.model) / 1e6,
-            "valid_wer": metrics_valid_wer(metrics), "protected": [cfg.module_names[i] for i in ckpt.protected]}
+            "valid_wer": metrics_valid_wer(metrics), "protected": ckpt.protected_names}
 
 
 # ------------------------------------------------------------------------------------------------ audio

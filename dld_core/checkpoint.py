@@ -74,6 +74,10 @@ class Checkpoint:
         text = (self.info.get("train") or {}).get("protected") or ""
         return parse_modules(text, self.config.module_names) if text else []
 
+    @property
+    def protected_names(self) -> list[str]:
+        return [self.config.module_names[i] for i in self.protected]
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

@@ -139,7 +139,7 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
     def result(name: str, by_level: list) -> dict:
         return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
                 "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
-                "protected": [ckpt.model.module_names[i] for i in ckpt.protected],
+                "protected": ckpt.protected_names,
                 "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
                 "levels": by_level}
     if isinstance(decoder, str):

@@ -168,17 +168,21 @@ def write_report(results_dir: str | Path, out_dir: str | Path,
     return {"markdown": out_dir / "results.md", "figure": png}
 
 
+def ablation_runs(results_dir: str | Path) -> dict[str, dict]:
+    """{run name: evaluate JSON} for every <name>.json in the folder, sorted by name."""
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
+    if not runs:
+        raise FileNotFoundError(f"no evaluate results in {results_dir}")
+    return runs
+
+
 def ablation_table(results_dir: str | Path) -> str:
     """One row per ablation run (<name>.json from evaluate): WER / CER and GFLOPs at each share of modules
     kept (runs with 8 sub-block gates and 4 block gates line up: 4 of 4 blocks is 8 of 8 sub-blocks), and
     the means over each run's levels."""
     from fractions import Fraction
-    rows = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        res = json.loads(path.read_text())
-        rows.append((path.stem, {Fraction(lv["kept"], res["num_layers"]): lv for lv in res["levels"]}))
-    if not rows:
-        raise FileNotFoundError(f"no evaluate results in {results_dir}")
+    rows = [(name, {Fraction(lv["kept"], res["num_layers"]): lv for lv in res["levels"]})
+            for name, res in ablation_runs(results_dir).items()]
     shares = sorted({f for _, by in rows for f in by}, reverse=True)
     out = ["| run | " + " | ".join(f"{100 * float(f):.3g}% kept: WER / CER % · GFLOPs" for f in shares)
            + " | mean WER / CER % |", "|" + "---|" * (len(shares) + 2)]
@@ -193,9 +197,7 @@ def ablation_table(results_dir: str | Path) -> str:
 
 def ablation_figure(results_dir: str | Path, out_png: str | Path) -> Path:
     """WER against GFLOPs of every ablation run: the fronts the recipe is chosen on."""
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(results_dir).glob("*.json"))}
-    if not runs:
-        raise FileNotFoundError(f"no evaluate results in {results_dir}")
+    runs = ablation_runs(results_dir)
     first = next(iter(runs.values()))
     title = (f"{Path(results_dir).name}: {Path(str(first.get('manifest', '?'))).name}, "
              f"{first.get('decoder', 'greedy')} decoding")
