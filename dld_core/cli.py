@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--limit", type=int, default=None, help="use the first N rows only")
     im.add_argument("--json", required=True, help="output JSON path")
 
+    kp = sub.add_parser("keep-probs", help="per-module keep probabilities for train --keep-probs from an importance "
+                        "JSON: a module's drop-one ΔWER mapped linearly onto [--low, --high]")
+    kp.add_argument("--importance", required=True, help="JSON written by `importance`")
+    kp.add_argument("--protected", default="", help="modules left out (trained never to drop them)")
+    kp.add_argument("--low", type=float, default=0.6, help="keep probability of the cheapest module to drop")
+    kp.add_argument("--high", type=float, default=0.9, help="keep probability of the costliest module to drop")
+
     r = sub.add_parser("transcribe", help="transcribe audio files with a layer mask")
     r.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     g = r.add_mutually_exclusive_group()
@@ -253,6 +260,17 @@ def cmd_importance(args) -> int:
         print(f"drop {name:>4}: ΔWER {100 * imp['delta_wer'][i]:+6.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
               + (f"  ΔKL {kl:+.3f}" if kl is not None else ""))
     print("greedy path: " + " -> ".join(names[s["dropped"]] for s in report["path"] if s["dropped"] is not None))
+    return 0
+
+
+def cmd_keep_probs(args) -> int:
+    from .checkpoint import json_object, read_regular_file
+    from .masks import keep_probabilities_from_costs, parse_modules
+    report = json_object(read_regular_file(Path(args.importance), 1 << 24, args.importance), args.importance)
+    names = report["module_names"]
+    probs = keep_probabilities_from_costs(report["importance"]["delta_wer"], parse_modules(args.protected, names),
+                                          args.low, args.high)
+    print(",".join(f"{names[i]}={p:.2f}" for i, p in probs.items()))
     return 0
 
 
@@ -418,6 +436,7 @@ COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "t
             "real-dev": cmd_real_dev}
 COMMANDS["build-lm"] = cmd_build_lm
 COMMANDS["importance"] = cmd_importance
+COMMANDS["keep-probs"] = cmd_keep_probs
 
 
 def main(argv=None) -> int:

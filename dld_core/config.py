@@ -103,6 +103,10 @@ class TrainConfig:
     grad_clip: float = option(5.0, "gradient norm clip")
     batch_seconds: float = option(120.0, "audio seconds per batch (length-bucketed)")
     keep_prob: float = option(0.5, "ld / dld: Bernoulli probability that a module runs")
+    keep_probs: str = option("", "ld / dld: per-module keep probabilities, NAME=P pairs (e.g. A2=0.6,M3=0.9); "
+                             "modules not named use --keep-prob")
+    keep_prob_start: float = option(0.0, "ld / dld: keep-probability schedule: every keep probability starts here "
+                                    "and moves linearly to its own value by half of training (0 = constant)")
     kd_lambda: float = option(1.0, "dld: weight of KL(teacher || student)", flag="--lambda")
     kd_tau: float = option(1.0, "dld: distillation temperature", flag="--tau")
     init_from_teacher: bool = option(False, "start the student from the teacher's weights")
@@ -123,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"unknown recipe {self.recipe!r} (expected teacher, ld or dld)")
         if not 0.0 < self.keep_prob <= 1.0:
             raise ValueError("keep_prob must be in (0, 1]")
+        if not 0.0 <= self.keep_prob_start <= 1.0:
+            raise ValueError("keep_prob_start must be in [0, 1] (0 = no schedule)")
         if self.kd_tau <= 0:
             raise ValueError("kd_tau must be positive")
 

@@ -14,6 +14,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 POLICIES = ("all", "every_other", "first_k", "only_k", "random", "custom")
 LEVEL_POLICIES = ("random", "every_other", "first_k", "custom")      # policies that evaluate a kept count
@@ -153,6 +154,61 @@ def preset(policy: str, n: int, k: int) -> list[bool]:
     if policy == "only_k":
         return as_bools(only_k(n, k), n)
     raise ValueError(f"unknown mask preset {policy!r} (expected all, every_other, first_k or only_k)")
+
+
+# ------------------------------------------------------------------------------ training gates
+
+def training_gates(keep_probs: Sequence[float], seed: int, step: int, protected: Sequence[int] = ()) -> list[bool]:
+    """The training policy of LD and DLD: one Bernoulli(keep_probs[i]) gate per module, at least one kept;
+    `protected` modules always kept. Seeded by (seed, step), so every DDP rank and every resumed run draws
+    the same mask; equal probabilities give the draws of a single shared keep probability."""
+    n = len(keep_probs)
+    gen = torch.Generator().manual_seed(seed * 1000003 + step)
+    gates = torch.rand(n, generator=gen) < torch.tensor(list(keep_probs), dtype=torch.float32)
+    if not gates.any():
+        gates[torch.randint(n, (1,), generator=gen)] = True
+    gates[list(protected)] = True
+    return gates.tolist()
+
+
+def keep_probabilities(names: Sequence[str], keep_prob: float, per_module: str = "") -> list[float]:
+    """One keep probability per module: `keep_prob`, except the modules named in `per_module`
+    ("A2=0.6,M3=0.9"; names or 0-based indices)."""
+    probs = [float(keep_prob)] * len(names)
+    for item in per_module.replace(",", " ").split():
+        module, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"per-module keep probability {item!r} is not NAME=P (e.g. A2=0.6)")
+        try:
+            p = float(value)
+        except ValueError:
+            raise ValueError(f"keep probability {value!r} of {module} is not a number") from None
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"keep probability {p} of {module} is not in (0, 1]")
+        for i in parse_modules(module, names):
+            probs[i] = p
+    return probs
+
+
+def keep_probabilities_from_costs(costs: Sequence[Optional[float]], protected: Sequence[int] = (),
+                                  low: float = 0.6, high: float = 0.9) -> dict[int, float]:
+    """Per-module keep probabilities from drop-one costs (e.g. ΔWER): the cheapest module to drop gets
+    `low`, the costliest `high`, linear in between; protected modules (never dropped) are left out."""
+    free = {i: float(c) for i, c in enumerate(costs) if i not in set(protected) and c is not None}
+    if not free:
+        return {}
+    lo, hi = min(free.values()), max(free.values())
+    return {i: (low + high) / 2 if hi == lo else low + (high - low) * (c - lo) / (hi - lo) for i, c in free.items()}
+
+
+def scheduled_keep_probabilities(probs: Sequence[float], start: float, progress: float) -> list[float]:
+    """A keep-probability schedule: every probability moves linearly from `start` (progress 0) to its own
+    value (progress >= 0.5, the second half of training), e.g. start 1.0 trains the full network first.
+    start 0 means no schedule."""
+    if not start:
+        return list(probs)
+    t = min(1.0, max(0.0, progress / 0.5))
+    return [start + (p - start) * t for p in probs]
 
 
 # ------------------------------------------------------------------------------ names and parsing

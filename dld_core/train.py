@@ -42,17 +42,6 @@ class Interrupted(Exception):
     """SIGINT/SIGTERM during training: a resumable checkpoint was written."""
 
 
-def sample_gates(n_modules: int, keep_prob: float, seed: int, step: int, protected=()) -> list[bool]:
-    """One Bernoulli(keep_prob) gate per module, at least one kept; `protected` modules are always kept.
-    Seeded by step, so every DDP rank and every resumed run draws the same mask."""
-    gen = torch.Generator().manual_seed(seed * 1000003 + step)
-    gates = torch.rand(n_modules, generator=gen) < keep_prob
-    if not gates.any():
-        gates[torch.randint(n_modules, (1,), generator=gen)] = True
-    gates[list(protected)] = True
-    return gates.tolist()
-
-
 def spec_augment(feats: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Frequency and time masks, per utterance, on the features' own device. feats: [B, T, F]."""
     from torchaudio.functional import mask_along_axis_iid
@@ -190,6 +179,7 @@ class Trainer:
         self.extractor = feature_extractor(model_cfg).to(device)
         self.augment = train_cfg.spec_augment and get_family(model_cfg.family).INPUT == "log-mel"
         self.protected = M.parse_modules(train_cfg.protected, model_cfg.module_names) if train_cfg.protected else []
+        self.keep_probs = M.keep_probabilities(model_cfg.module_names, train_cfg.keep_prob, train_cfg.keep_probs)
         self.valid_masks = validation_masks(train_cfg.recipe, model_cfg.num_modules)
         steps_per_epoch = len(self.batches(0))
         self.total_steps = steps_per_epoch * train_cfg.epochs
@@ -222,8 +212,9 @@ class Trainer:
     def step(self, indices: list[int], key: tuple) -> dict:
         cfg, state = self.cfg, self.state
         batch = self.train_set.collate(indices).to(self.device)
-        active = None if cfg.recipe == "teacher" else sample_gates(
-            self.model_cfg.num_modules, cfg.keep_prob, cfg.seed, state.step, self.protected)
+        active = None if cfg.recipe == "teacher" else M.training_gates(
+            M.scheduled_keep_probabilities(self.keep_probs, cfg.keep_prob_start, state.step / self.total_steps),
+            cfg.seed, state.step, self.protected)
         lr = lr_at(state.step, self.total_steps, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -7,6 +7,9 @@
 #   ABLATION=gates (issue 12; EPOCHS default 6): keep probability 0.5 (the paper; the shipped recipe) vs 0.75,
 #       the first attention sub-block protected (--protected A1), whole-block gates (--gate-unit block), and
 #       LD at keep probability 0.75 (is DLD still better than LD there?).
+#   ABLATION=gates2 (issue 20; EPOCHS default 6; same folders, so its rows join the gates table): keep 0.75 with
+#       A1 protected; per-module keep probabilities (A1 protected, the others from 0.6 to 0.9 by the teacher's
+#       drop-one cost on valid, mean about 0.75); and keep 0.75 with A1 protected reached by a schedule from 1.0.
 # Usage: [ABLATION=gates] bash scripts/ablation.sh [TEACHER] [CORPUS]   (STUDENT=whisper|conformer, EPOCHS, OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +19,8 @@ CORPUS=${2:-corpus/whisper}
 ABLATION=${ABLATION:-loss}
 case $ABLATION in
   loss) EPOCHS=${EPOCHS:-1}; NAME=ablation ;;
-  gates) EPOCHS=${EPOCHS:-6}; NAME=ablation_gates ;;
-  *) echo "ABLATION must be loss or gates" >&2; exit 2 ;;
+  gates|gates2) EPOCHS=${EPOCHS:-6}; NAME=ablation_gates ;;
+  *) echo "ABLATION must be loss, gates or gates2" >&2; exit 2 ;;
 esac
 OUT=${OUT:-runs/$NAME}
 source scripts/recipe.sh
@@ -50,6 +53,17 @@ if [ "$ABLATION" = loss ]; then
   run lambda1_tau2_init --init-from-teacher --lambda 1 --tau 2
   wait
   run lambda1_tau1_scratch --no-init-from-teacher --lambda 1 --tau 1 --lr 2e-3 --warmup 200
+elif [ "$ABLATION" = gates2 ]; then
+  # the teacher's drop-one cost of each module on valid (greedy) -> per-module keep probabilities
+  IMPORTANCE=results/importance.teacher.valid.json
+  [ -f "$IMPORTANCE" ] || nice -n 5 $PY -m dld_core importance --checkpoint "$TEACHER" \
+      --manifest "$CORPUS/valid.jsonl" --json "$IMPORTANCE" > /dev/null
+  KEEP_PROBS=$($PY -m dld_core keep-probs --importance "$IMPORTANCE" --protected A1 --low 0.6 --high 0.9)
+  echo "per-module keep probabilities: $KEEP_PROBS"
+  run keep0.75_A1 $DLD_ARGS --keep-prob 0.75 --protected A1 &
+  run per_module_A1 $DLD_ARGS --keep-prob 0.75 --keep-probs "$KEEP_PROBS" --protected A1 &
+  run schedule_keep0.75_A1 $DLD_ARGS --keep-prob 0.75 --keep-prob-start 1.0 --protected A1
+  wait
 else
   run keep0.5 $DLD_ARGS --keep-prob 0.5 &
   run keep0.75 $DLD_ARGS --keep-prob 0.75

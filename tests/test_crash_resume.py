@@ -50,13 +50,13 @@ RUNNER = textwrap.dedent("""
             time.sleep(0.02)
 
     if mode == "step":                      # before the forward pass of global step ARG (ARG steps done)
-        import dld_core.train as T
-        original = T.sample_gates
-        def sample_gates(n, keep, seed, step, *rest):
+        import dld_core.masks as M
+        original = M.training_gates
+        def training_gates(keep_probs, seed, step, *rest):
             if step == arg:
                 park()
-            return original(n, keep, seed, step, *rest)
-        T.sample_gates = sample_gates
+            return original(keep_probs, seed, step, *rest)
+        M.training_gates = training_gates
     elif mode.startswith("replace:"):       # around the ARG-th os.replace(src, dst) with dst named PATTERN
         _, when, pattern = mode.split(":", 2)
         real_replace, seen = os.replace, [0]

@@ -1,6 +1,7 @@
 """dld_core.masks: the one definition of every mask policy, and every caller agrees with it."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -121,3 +122,19 @@ def test_a_protected_student_is_evaluated_on_masks_that_keep_its_protected_modul
     result = evaluate(folder, make_samples(tmp_path / "clips", count=1), num_masks=2, progress=False)
     assert result["protected"] == ["A1"] and [lv["kept"] for lv in result["levels"]] == [4, 3, 2, 1]
     assert all(0 in mask for lv in result["levels"] for mask in lv["masks"])
+
+
+def test_keep_probabilities_from_drop_one_costs(tmp_path, capsys):
+    """Cheapest module to drop -> low, costliest -> high, linear between; protected modules left out; the
+    CLI prints them in the form `train --keep-probs` reads."""
+    costs = [0.17, 0.07, 0.05, None, 0.06]
+    probs = M.keep_probabilities_from_costs(costs, protected=[0], low=0.6, high=0.9)
+    assert probs == pytest.approx({1: 0.9, 2: 0.6, 4: 0.75})
+    assert M.keep_probabilities_from_costs([0.1, 0.1], low=0.6, high=0.9) == pytest.approx({0: 0.75, 1: 0.75})
+    report = tmp_path / "importance.json"
+    report.write_text(json.dumps({"module_names": ["A1", "M1", "A2", "M2", "A3"], "importance": {"delta_wer": costs}}))
+    from dld_core.cli import main
+    assert main(["keep-probs", "--importance", str(report), "--protected", "A1"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line == "M1=0.90,A2=0.60,A3=0.75"
+    assert M.keep_probabilities(["A1", "M1", "A2", "M2", "A3"], 0.75, line) == pytest.approx([0.75, 0.9, 0.6, 0.75, 0.75])

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from dld_core.checkpoint import load_checkpoint
 from dld_core.config import TrainConfig
 from dld_core.losses import distillation_kl
-from dld_core.train import OutputLock, TrainingBusyError, sample_gates, train
+from dld_core.masks import keep_probabilities, scheduled_keep_probabilities, training_gates
+from dld_core.train import OutputLock, TrainingBusyError, train
 from tests.helpers import REPO, tiny_config
 
 FAST = dict(batch_seconds=8.0, warmup_steps=3, lr=3e-3)
@@ -33,12 +34,38 @@ def test_kl_is_zero_when_student_equals_teacher():
 
 
 def test_gates_are_seeded_and_keep_at_least_one():
-    masks = [sample_gates(12, 0.5, seed=3, step=s) for s in range(300)]
-    assert masks == [sample_gates(12, 0.5, seed=3, step=s) for s in range(300)]
+    masks = [training_gates([0.5] * 12, seed=3, step=s) for s in range(300)]
+    assert masks == [training_gates([0.5] * 12, seed=3, step=s) for s in range(300)]
     assert all(any(m) for m in masks)
     rate = sum(map(sum, masks)) / (300 * 12)
     assert 0.42 < rate < 0.6
-    assert all(any(m) for m in (sample_gates(3, 0.01, 0, s) for s in range(50)))
+    assert all(any(m) for m in (training_gates([0.01] * 3, 0, s) for s in range(50)))
+
+
+def test_equal_keep_probabilities_draw_what_one_shared_probability_drew():
+    """The shipped students were trained with `torch.rand(n) < keep_prob` (one float): the per-module form
+    must draw the same gates for them."""
+    for step in range(200):
+        gen = torch.Generator().manual_seed(3 * 1000003 + step)
+        old = torch.rand(8, generator=gen) < 0.75
+        if old.any():
+            assert training_gates([0.75] * 8, seed=3, step=step) == old.tolist()
+
+
+def test_per_module_keep_probabilities_and_schedule():
+    names = ["A1", "M1", "A2", "M2"]
+    probs = keep_probabilities(names, 0.75, "M1=0.5, a2=0.9")
+    assert probs == [0.75, 0.5, 0.9, 0.75]
+    gates = [training_gates(probs, seed=0, step=s, protected=[0]) for s in range(2000)]
+    rates = [sum(g[i] for g in gates) / len(gates) for i in range(4)]
+    assert rates[0] == 1.0 and 0.45 < rates[1] < 0.55 and 0.87 < rates[2] < 0.93
+    for bad in ("M1", "M1=1.5", "M1=x", "Z9=0.5"):
+        with pytest.raises(ValueError):
+            keep_probabilities(names, 0.75, bad)
+    assert scheduled_keep_probabilities(probs, 1.0, 0.0) == [1.0] * 4
+    assert scheduled_keep_probabilities(probs, 1.0, 0.25) == pytest.approx([0.875, 0.75, 0.95, 0.875])
+    assert scheduled_keep_probabilities(probs, 1.0, 0.8) == probs
+    assert scheduled_keep_probabilities(probs, 0.0, 0.1) == probs
 
 
 @pytest.mark.slow
