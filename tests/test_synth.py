@@ -328,3 +328,20 @@ def test_build_real_dev_from_pocketsphinx_testdata(tmp_path):
         assert clip.duration == pytest.approx(r["duration"], abs=0.01) and not clip.silent
     lic = json.loads((tmp_path / real_dev.LICENCE_NAME).read_text())
     assert lic["licence"] == "BSD-2" and "Carnegie Mellon" in lic["copyright"]
+
+
+def test_a_bigger_corpus_never_draws_the_sentences_of_excluded_sets(tmp_path):
+    """`synth --exclude`: a training corpus built after the evaluation sets holds none of their sentences."""
+    from dld_core.audio import write_manifest
+    from dld_core.synth.corpus import excluded_texts
+    small = make_plan(hours=0.3, seed=1)
+    held = [{"audio_filepath": "x.wav", "text": u["text"], "duration": 1.0}
+            for u in small["utts"] if u["split"] in ("valid", "test")]
+    write_manifest(tmp_path / "held.jsonl", held)
+    exclude = excluded_texts([tmp_path / "held.jsonl"])
+    assert exclude == {r["text"] for r in held}
+    big = make_plan(hours=1.0, seed=1, exclude=exclude)
+    drawn = {u["text"] for u in big["utts"]} | {u["text"] for u in big["babble"]}
+    assert not drawn & exclude
+    assert {u["text"] for u in make_plan(hours=1.0, seed=1)["utts"]} & exclude      # without it: drawn
+    assert make_plan(hours=1.0, seed=1, exclude=exclude)["utts"] == big["utts"]      # still seeded

@@ -73,8 +73,9 @@ def _pick_voice(rng: random.Random, voices: list[Voice]) -> Voice:
     return rng.choices(cands, weights=[VOICE_WEIGHTS.get(v.speaker, 1.0) for v in cands])[0]
 
 
-def make_plan(hours: float, seed: int) -> dict:
-    """Deterministic plan: list of utterances per split + babble pool sentences."""
+def make_plan(hours: float, seed: int, exclude: frozenset[str] = frozenset()) -> dict:
+    """Deterministic plan: list of utterances per split + babble pool sentences. Sentences in `exclude`
+    (normalised texts, e.g. another corpus's test set) are never drawn."""
     rng = random.Random(seed)
     voices = _available_voices()
     if not voices:
@@ -86,7 +87,7 @@ def make_plan(hours: float, seed: int) -> dict:
         items = list(textsrc.source_sentences(src))
         rng.shuffle(items)
         iters[src] = iter(items)
-    used: set[str] = set()
+    used: set[str] = set(exclude)
 
     def next_sentence() -> tuple[str, str, str]:
         for _ in range(1000):
@@ -202,9 +203,10 @@ def _engine_versions() -> dict:
     return out
 
 
-def _cache_key(hours: float, seed: int, fsdd_fp: str | None, voices: list[Voice]) -> str:
+def _cache_key(hours: float, seed: int, fsdd_fp: str | None, voices: list[Voice], exclude: frozenset[str]) -> str:
     blob = json.dumps({"version": VERSION, "hours": float(hours), "seed": int(seed), "fsdd": fsdd_fp,
-                       "voices": [v.speaker for v in voices]}, sort_keys=True)
+                       "voices": [v.speaker for v in voices],
+                       **({"exclude": sorted(exclude)} if exclude else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -239,8 +241,17 @@ def _swap_in(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = None, progress: bool = True) -> dict:
-    """Build (or reuse) the corpus in ``out``; returns the corpus.json dict."""
+def excluded_texts(manifests) -> frozenset[str]:
+    """The normalised texts of these manifests: sentences a new corpus must not draw (another corpus's
+    validation and test sets, a real dev set), so a bigger training corpus never holds their sentences."""
+    from dld_core.audio import load_manifest
+    return frozenset(normalize_text(str(r.get("text", ""))) for m in manifests for r in load_manifest(m)) - {""}
+
+
+def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = None, progress: bool = True,
+                 exclude: frozenset[str] = frozenset()) -> dict:
+    """Build (or reuse) the corpus in ``out``; returns the corpus.json dict. `exclude`: normalised sentences
+    never drawn (see `excluded_texts`)."""
     if hours <= 0:
         raise ValueError("hours must be positive")
     t0 = time.time()
@@ -249,7 +260,7 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
     if fsdd_dir and not fsdd.fsdd_files(fsdd_dir):
         raise FileNotFoundError(f"no FSDD recordings found under {fsdd_dir}")
     voices = _available_voices()
-    key = _cache_key(hours, seed, fsdd_fp, voices)
+    key = _cache_key(hours, seed, fsdd_fp, voices, exclude)
     cached = _cached(out_p, key)
     if cached is not None:
         if progress:
@@ -261,10 +272,11 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
         cached = _cached(out_p, key)
         if cached is not None:
             return cached
-        return _build(out_p, hours, seed, fsdd_dir, progress, key, t0)
+        return _build(out_p, hours, seed, fsdd_dir, progress, key, t0, exclude)
 
 
-def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress: bool, key: str, t0: float) -> dict:
+def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress: bool, key: str, t0: float,
+           exclude: frozenset[str] = frozenset()) -> dict:
     final_p = out_p
     if final_p.exists() and any(final_p.iterdir()) and not (final_p / "corpus.json").exists():
         raise FileExistsError(f"{final_p} exists, is not empty and holds no corpus.json; refusing to overwrite it")
@@ -276,7 +288,7 @@ def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress:
     for split in ("train", "valid", "test"):
         (out_p / "audio" / split).mkdir(parents=True, exist_ok=True)
 
-    plan = make_plan(hours, seed)
+    plan = make_plan(hours, seed, exclude)
     utts = plan["utts"]
 
     from tqdm import tqdm
@@ -328,6 +340,7 @@ def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress:
     write_manifest(out_p / "test.jsonl", split_rows["test"])
 
     info = _summary(plan, split_rows, fsdd_rows, hours, seed, key, fsdd_dir, failed, manifests)
+    info["excluded_sentences"] = len(exclude)
     info = json.loads(json.dumps(info))          # exactly what corpus.json holds (lists, not tuples)
     info["build"] = {"seconds": round(time.time() - t0, 1), "synth_seconds": round(synth_wall, 1),
                      "synth_x_realtime": round(synth_s / max(synth_wall, 1e-9), 1), "workers": WORKERS}
