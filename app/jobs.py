@@ -37,7 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from dld_core.checkpoint import LOG_FILE, atomic_write_json  # noqa: E402
+from dld_core.checkpoint import LOG_FILE  # noqa: E402
+from dld_core.safe_io import atomic_write_json  # noqa: E402
 
 JOB_FILE, RESULT_FILE, OUTPUT_FILE, START_LOCK = "job.json", "result.json", "output.log", ".start.lock"
 STOPPED_CODES = (130, 143, -signal.SIGTERM)
@@ -155,9 +156,16 @@ def latest_for(jobs_dir, kind: str, out: str) -> Optional[Job]:
     return found[-1] if found else None
 
 
+def screen_lines(text: str) -> list[str]:
+    """The non-empty lines of a log as a terminal shows them: a progress bar redraws its line with carriage
+    returns ("\\r 40%|...") and only its last state stays on screen."""
+    lines = (ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in text.split("\n"))
+    return [ln for ln in lines if ln.strip()]
+
+
 def last_error_line(text: str) -> str:
     """The line that says what went wrong: the last "error:" line, else the last line of a traceback."""
-    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in screen_lines(text)]
     errors = [ln for ln in lines if ln.startswith("error:") or ln.split(":", 1)[0].endswith(("Error", "Exception"))]
     return (errors or lines or [""])[-1][:300]
 
@@ -255,9 +263,9 @@ def stop(job: Job, timeout: float = 30.0) -> dict:
 
 
 def resume(job: Job, jobs_dir) -> Job:
-    """A new training job that continues the given one from its OUT/resume."""
-    spec = TrainSpec(**{**job.spec, "resume": True, "corpus": "", "corpus_hours": 0.0})
-    return start("train", spec, jobs_dir)
+    """A new training job that continues the given one from its OUT/resume: the same spec (data, output
+    folder, configs) with resume on. A synthetic corpus that is ready is not rebuilt."""
+    return start("train", TrainSpec(**{**job.spec, "resume": True}), jobs_dir)
 
 
 # ------------------------------------------------------------------------------------ reading logs
@@ -281,10 +289,10 @@ def tail(path, lines: int = 20) -> str:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 16384))
-            text = fh.read().decode(errors="replace").replace("\r", "\n")
+            text = fh.read().decode(errors="replace")
     except OSError:
         return ""
-    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+    return "\n".join(screen_lines(text)[-lines:])
 
 
 # ------------------------------------------------------------------------------------- the runner

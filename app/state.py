@@ -28,11 +28,12 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from dld_core.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, Checkpoint, CheckpointError,  # noqa: E402
-                                 list_checkpoints, load_checkpoint, read_config, read_metrics)
+from dld_core.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, Checkpoint, list_checkpoints,  # noqa: E402
+                                 load_checkpoint, read_config, read_metrics)
 
 from dld_core.config import RECIPE_LABELS as RECIPE_NAMES  # noqa: E402
 from dld_core.eval_sets import EVAL_SETS, by_manifest_name  # noqa: E402
+from dld_core.safe_io import CheckpointError  # noqa: E402
 
 # One intra-op thread per request by default: the server runs several sessions (and maybe a training job)
 # on few cores, and multi-threaded kernels slow down many-fold when their threads are descheduled
@@ -219,6 +220,18 @@ def _scan(root: str, origin: str) -> list[tuple[str, str, str, Optional[float]]]
     return out
 
 
+def checkpoint_name(path: Path) -> str:
+    """A checkpoint as people tell it apart: its folder under checkpoints/ ("conformer_dld", "scratch/dld") or
+    under the trainer's jobs folder ("trained/<run>"), else its folder name."""
+    path = Path(path)
+    for root, prefix in ((checkpoints_dir(), ""), (jobs_dir(), "trained/")):
+        try:
+            return prefix + path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
 def find_checkpoints() -> list[CheckpointEntry]:
     """Every usable checkpoint folder: under checkpoints/ and under the trainer's jobs folder."""
     entries, seen = [], set()
@@ -233,7 +246,7 @@ def find_checkpoints() -> list[CheckpointEntry]:
             except ValueError:
                 rel = Path(path.name)
             prefix = "" if org == "shipped" else "trained/"
-            label = f"{prefix}{rel.as_posix()}  ·  {RECIPE_NAMES.get(recipe, recipe)}{wer_text(wer)}"
+            label = f"{prefix}{rel.as_posix()} · {RECIPE_NAMES.get(recipe, recipe)}{wer_text(wer)}"
             entries.append(CheckpointEntry(path, label, recipe, org, wer))
     return entries
 
@@ -553,7 +566,6 @@ def eval_set_name(key: str) -> str:
 def _eval_results(checkpoint: Path) -> list[tuple[float, dict]]:
     """(mtime, data) of every evaluation JSON of this checkpoint."""
     checkpoint = Path(checkpoint)
-    want = {checkpoint.resolve()}
     found = []
     for path in dict.fromkeys(eval_result_paths(checkpoint) + [background_eval_path(checkpoint)]):
         if not path.is_file():
@@ -564,20 +576,68 @@ def _eval_results(checkpoint: Path) -> list[tuple[float, dict]]:
             continue
         if not isinstance(data, dict) or not isinstance(data.get("levels"), list):
             continue
-        if path.parent != checkpoint:
-            named = data.get("checkpoint")
-            if not named:
-                continue
-            named_path = Path(str(named))
-            if not named_path.is_absolute():
-                named_path = REPO_ROOT / named_path
-            same = named_path.resolve() in want or (
-                # results made on another machine: same <parent>/<name> tail (e.g. checkpoints/dld)
-                named_path.name == checkpoint.name and named_path.parent.name == checkpoint.parent.name)
-            if not same:
-                continue
+        if path.parent != checkpoint and not _names(data, checkpoint):
+            continue
         found.append((path.stat().st_mtime, data))
     return found
+
+
+def _names(data: dict, checkpoint: Path) -> bool:
+    """Whether a result JSON's "checkpoint" field names this checkpoint folder."""
+    named = data.get("checkpoint")
+    if not named:
+        return False
+    named_path = Path(str(named))
+    if not named_path.is_absolute():
+        named_path = REPO_ROOT / named_path
+    # results made on another machine: the same <parent>/<name> tail (e.g. checkpoints/dld)
+    return named_path.resolve() == Path(checkpoint).resolve() or (
+        named_path.name == Path(checkpoint).name and named_path.parent.name == Path(checkpoint).parent.name)
+
+
+# ------------------------------------------------------------------------------- the budget recommendation
+BUDGET_REPORT = "budget_masks.json"      # in a checkpoint folder; or results/budget_masks/<name>.json
+
+
+def read_budget_report(checkpoint: Path) -> Optional[dict]:
+    """dld_core.recommend's report of a checkpoint (masks chosen on its validation set, evaluated on test
+    sets): the newest of <checkpoint>/budget_masks.json and results/budget_masks/*.json naming it; None if none."""
+    checkpoint = Path(checkpoint)
+    paths = [checkpoint / BUDGET_REPORT]
+    for folder in dict.fromkeys((results_dir(), app_results_dir())):
+        paths += sorted((folder / "budget_masks").glob("*.json")) if (folder / "budget_masks").is_dir() else []
+    best, best_mtime = None, -1.0
+    for path in paths:
+        try:
+            data, mtime = json.loads(path.read_text()), path.stat().st_mtime
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("masks"), list) and mtime > best_mtime and (
+                path.parent == checkpoint or _names(data, checkpoint)):
+            best, best_mtime = data, mtime
+    return best
+
+
+def resolve_manifest(manifest: str) -> Path:
+    """A manifest path as results record it (often relative to the repository)."""
+    path = Path(str(manifest))
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def validated_masks(ckpt_key: str, valid_manifest: str, _ckpt: Checkpoint) -> list[dict]:
+    """dld_core.recommend.validated_masks on the first clips of a validation manifest (once per model)."""
+    from dld_core.deploy import validation_clips
+    from dld_core.recommend import DEFAULT_CLIPS, validated_masks as score
+    clips, _ = validation_clips(_ckpt, valid_manifest, DEFAULT_CLIPS)
+    return score(_ckpt.model, clips)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def mask_evaluation(ckpt_key: str, manifest: str, active: tuple[int, ...], decoder: str, _ckpt: Checkpoint) -> dict:
+    """dld_core.recommend.evaluate_mask: one mask on a test set with one decoder ({"wer", "cer", "gflops", ...})."""
+    from dld_core.recommend import evaluate_mask
+    return evaluate_mask(_ckpt, str(resolve_manifest(manifest)), list(active), [decoder])[decoder]
 
 
 def eval_sets(checkpoint: Path) -> set[tuple[str, str]]:
@@ -662,12 +722,18 @@ def corpus_dir() -> Path:
     return _env_path("DLD_CORPUS_DIR", REPO_ROOT / "corpus")
 
 
-def importance_sets() -> dict[str, tuple[str, Path]]:
-    """Evaluation sets the Layer importance page offers, {key: (label, manifest)}, only those present: the
-    sample clips, then the test sets of dld_core.eval_sets."""
+def importance_sets(present_only: bool = True) -> dict[str, tuple[str, Path]]:
+    """Evaluation sets the Layer importance page offers, {key: (label, manifest)}: the sample clips, then the
+    test sets of dld_core.eval_sets; only those present on this server unless present_only is False."""
     candidates = {"samples": (SAMPLES_NAME, samples_manifest()),
                   **{s.key: (s.name, s.path(corpus_dir())) for s in EVAL_SETS}}
-    return {k: (label, path) for k, (label, path) in candidates.items() if path.is_file()}
+    return {k: (label, path) for k, (label, path) in candidates.items() if path.is_file() or not present_only}
+
+
+# How to build each evaluation set that is not on this server (the commands of scripts/make_checkpoints.sh).
+EVAL_SET_BUILD = {"synthetic_test": "python -m dld_core synth --out corpus/whisper --hours 5.5 --seed 1",
+                  "fsdd_test": "python -m dld_core synth --out corpus/whisper --hours 5.5 --seed 1",
+                  "real_dev": "python -m dld_core real-dev --out corpus/real_dev"}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

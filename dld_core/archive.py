@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Optional, Union
 
 from . import checkpoint as ck
-from .checkpoint import CheckpointError
+from .safe_io import CheckpointError, atomic_write_bytes, fsync_dir, read_regular_file
 
 ALLOWED_FILES = (ck.CONFIG_FILE, ck.WEIGHTS_FILE, ck.METRICS_FILE, ck.LOG_FILE)
 REQUIRED_FILES = (ck.CONFIG_FILE, ck.WEIGHTS_FILE)
@@ -204,7 +204,7 @@ def import_checkpoint_archive(source: Union[str, os.PathLike, bytes, bytearray, 
                 os.rename(tmp, dest)
             except OSError as exc:
                 raise CheckpointError(f"cannot create {dest.name} ({exc.strerror})") from None
-            ck.fsync_dir(dest_root)
+            fsync_dir(dest_root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -222,8 +222,8 @@ def export_checkpoint_archive(folder: Union[str, os.PathLike], zip_path: Union[s
             path = folder / file_name
             if path.is_file() and not path.is_symlink():
                 zf.writestr(f"{folder.name}/{file_name}",
-                            ck.read_regular_file(path, member_limit(file_name), f"{folder.name}: {file_name}"))
+                            read_regular_file(path, member_limit(file_name), f"{folder.name}: {file_name}"))
     data = buf.getvalue()
     if zip_path is not None:
-        ck.atomic_write_bytes(Path(zip_path), data)
+        atomic_write_bytes(Path(zip_path), data)
     return data

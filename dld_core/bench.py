@@ -106,3 +106,57 @@ def bench(checkpoint, seconds: float = 10.0, repeats: int = 5, warmup: int = 2, 
         r["latency_ratio"] = r["latency_ms"] / full_ms
         r["flops_ratio"] = r["gflops"] / full_gf
     return {"seconds": seconds, "threads": threads, "policy": policy, "levels": rows, "decode": decode}
+
+
+def bench_exported(folder, seconds: float = 10.0, repeats: int = 5, warmup: int = 2, threads: int = 1) -> dict:
+    """A folder written by `python -m dld_core deploy` next to its source: median forward latency of
+    `seconds` of speech (the data_samples clips, tiled) on `threads` threads, GFLOPs, parameters and size
+    on disk, for the gated source model at full depth and with the mask, the static PyTorch model, and the
+    exported model; plus the exported model's max |log-prob difference| to the gated one on that clip and
+    whether their greedy transcripts agree. {"rows": [...], "max_abs_diff", "same_greedy_text", ...}"""
+    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from .deploy import _resolve_path, folder_bytes, load_exported, read_info, static_subnetwork
+    from .inference import decoder_for
+    folder = Path(folder)
+    info = read_info(folder)
+    d = info["deployed"]
+    source_path = _resolve_path(d["source_checkpoint"])          # as given, else relative to the repository
+    source = load_checkpoint(source_path)
+    if source.info.get("weights_sha256") != d["source_weights_sha256"]:
+        raise ValueError(f"{source_path} is not the checkpoint {folder.name} was exported from (its weights' "
+                         f"checksum differs)")
+    kept = d["kept_indices"]
+    exported = load_exported(folder, threads=threads)
+    static = static_subnetwork(source.model, kept)
+    wav = _speech_clip(seconds)
+    label = f"exported {info.get('form', 'safetensors')}" + (f" {info.get('precision')}" if info.get("form") == "onnx" else "")
+    source_bytes = sum((source_path / name).stat().st_size for name in (CONFIG_FILE, WEIGHTS_FILE))
+    entries = [("gated, full depth (PyTorch)", source.model, None, None, source_bytes),     # name, model, mask,
+               ("gated, with the mask (PyTorch)", source.model, kept, kept, source_bytes),  # its GFLOPs' mask, bytes
+               ("static sub-network (PyTorch)", static, None, kept, None),
+               (label, exported, None, kept, folder_bytes(folder))]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows, outputs = [], {}
+        for name, model, mask, flops_mask, size in entries:
+            feats, lengths = featurize(model, [wav])
+            ms = _median_ms(model, feats, lengths, mask, repeats, warmup)
+            with torch.inference_mode():
+                outputs[name] = model(feats, lengths, active=mask)
+            params = d["parameters"] if model is exported else sum(p.numel() for p in model.parameters())
+            rows.append({"model": name, "latency_ms": ms, "gflops": gflops(source.config, float(seconds), flops_mask),
+                         "parameters": params, "bytes": size})
+    finally:
+        torch.set_num_threads(old_threads)
+    gated, ours = outputs[entries[1][0]], outputs[label]
+    n = int(gated.lengths[0])
+    decode = decoder_for(source.model, "greedy")
+    base = rows[0]
+    for r in rows:
+        r["latency_ratio"] = r["latency_ms"] / base["latency_ms"]
+        r["size_ratio"] = r["bytes"] / base["bytes"] if r["bytes"] else None
+    return {"exported": str(folder), "source": str(source_path), "kept": d["kept"], "seconds": seconds,
+            "threads": threads, "rows": rows,
+            "max_abs_diff": float((gated.log_probs[0, :n] - ours.log_probs[0, :n]).abs().max()),
+            "same_greedy_text": decode(gated.log_probs, gated.lengths) == decode(ours.log_probs, ours.lengths)}

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hours", type=float, required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fsdd", default=str(DEFAULT_FSDD), help="FSDD folder ('' to leave it out)")
+    s.add_argument("--exclude", nargs="*", default=[], metavar="MANIFEST",
+                   help="never draw the sentences of these manifests (e.g. another corpus's valid and test sets)")
 
     t = sub.add_parser("train", help="train a teacher, LD or DLD model",
                        description="Model options default to the teacher's architecture for students "
@@ -128,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     b.add_argument("--seconds", type=float, default=10.0)
     b.add_argument("--json", default=None)
+    b.add_argument("--exported", default=None, help="a folder written by deploy: its latency, size and parameters "
+                                                     "next to the gated model it came from (one thread)")
+
+    dp = sub.add_parser("deploy", help="export the sub-network of one mask as a small static model (ONNX or safetensors)",
+                        description="The folder holds only the kept modules' weights, the front end, the head and a "
+                                    "config.json that records the source checkpoint, its checksum, the mask and GFLOPs.")
+    dp.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    dg = dp.add_mutually_exclusive_group(required=True)
+    dg.add_argument("--keep", help="modules to keep: names (e.g. A1,M1,A3 or L1,L4) or 0-based indices")
+    dg.add_argument("--budget", type=float, help="share of the full-depth GFLOPs (e.g. 0.5): the best mask that fits, "
+                                                  "on the model's validation set")
+    dp.add_argument("--out", required=True, help="output folder (must not exist)")
+    dp.add_argument("--format", choices=["onnx", "safetensors"], default="onnx",
+                    help="onnx (onnxruntime, CPU) or safetensors (a checkpoint this project loads)")
+    dp.add_argument("--quantize", choices=["int8"], default=None, help="onnx: dynamic int8 quantization of the linear layers")
+    dp.add_argument("--valid", default=None, help="--budget: validation manifest (default: the one the checkpoint records)")
+    dp.add_argument("--clips", type=int, default=32, help="--budget: validation clips that choose the mask")
 
     x = sub.add_parser("export", help="copy a training run's best model into a shippable checkpoint folder")
     x.add_argument("--run", required=True)
@@ -160,12 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--exclude", action="append", default=[], help="manifest whose sentences the LM must not see (repeatable)")
     bl.add_argument("--root", default=None, help="cache folder (default $DLD_DECODER_CACHE or ~/.cache/dld_studio/decoder)")
     bl.add_argument("--force", action="store_true", help="rebuild even when the cached files verify")
+
+    tu = sub.add_parser("tune", help="choose the beam decoder's parameters on a validation manifest "
+                                     "(writes dld_core/decoder_params.json)")
+    tu.add_argument("--checkpoint", required=True)
+    tu.add_argument("--manifest", required=True, help="validation manifest (never test)")
+    tu.add_argument("--grid", default=None, help='JSON, e.g. {"lm_weight": [0, 1, 2], "order": [1]}')
+    tu.add_argument("--text", action="append", default=[], help="training text for the LM (manifest or text)")
+    tu.add_argument("--exclude", action="append", default=[],
+                    help="more manifests whose sentences the LM must not see (the tuning manifest always is)")
+    tu.add_argument("--limit", type=int, default=None)
+    tu.add_argument("--min-gain", type=float, default=0.01, help="WER gain a bigram needs over the unigram")
+    tu.add_argument("--max-ms", type=float, default=10.0,
+                    help="decoding time cap in ms per audio second (0 = none: on a busy machine the timing here "
+                         "is inflated; check the choice with python -m dld_core bench on an idle one)")
+    tu.add_argument("--out", default=None, help="where to write the chosen parameters "
+                                                "(default dld_core/decoder_params.json; '' = nowhere)")
+
+    px = sub.add_parser("perplexity", help="word LM perplexity and OOV rate on a manifest's transcripts")
+    px.add_argument("--manifest", required=True)
+    px.add_argument("--order", type=int, default=None)
     return p
 
 
 def cmd_synth(args) -> int:
     from .synth import build_corpus
-    info = build_corpus(args.out, hours=args.hours, seed=args.seed, fsdd_dir=args.fsdd or None)
+    from .synth.corpus import excluded_texts
+    info = build_corpus(args.out, hours=args.hours, seed=args.seed, fsdd_dir=args.fsdd or None,
+                        exclude=excluded_texts(args.exclude))
     print(json.dumps({k: info[k] for k in info if k in ("hours", "utterances", "splits")}, indent=2))
     return 0
 
@@ -213,7 +254,7 @@ def parse_decoders(text: str) -> list[str]:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import atomic_write_json
+    from .safe_io import atomic_write_json
     from .evaluate import evaluate
     if len(args.decoder) > 1 and "{decoder}" not in args.json:
         raise ValueError("with several decoders, --json needs a {decoder} placeholder (e.g. out.{decoder}.json)")
@@ -235,7 +276,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_importance(args) -> int:
     from .audio import load_audio, load_manifest
-    from .checkpoint import atomic_write_json, load_checkpoint
+    from .checkpoint import load_checkpoint
+    from .safe_io import atomic_write_json
     from .layers import importance_report
     from .masks import describe, from_keep_drop
     student = load_checkpoint(args.checkpoint)
@@ -264,7 +306,7 @@ def cmd_importance(args) -> int:
 
 
 def cmd_keep_probs(args) -> int:
-    from .checkpoint import json_object, read_regular_file
+    from .safe_io import json_object, read_regular_file
     from .masks import keep_probabilities_from_costs, parse_modules
     report = json_object(read_regular_file(Path(args.importance), 1 << 24, args.importance), args.importance)
     names = report["module_names"]
@@ -347,11 +389,29 @@ def cmd_transcribe(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench_exported(args) -> int:
+    from .bench import bench_exported
+    result = bench_exported(args.exported, seconds=args.seconds)
+    if args.json:
+        from .safe_io import atomic_write_json
+        atomic_write_json(Path(args.json), result)
+    print(f"{args.exported}: kept {' '.join(result['kept'])}; {args.seconds:g} s of speech, 1 thread")
+    for r in result["rows"]:
+        size = f"{r['bytes'] / 1e6:7.2f} MB ({r['size_ratio']:.2f})" if r["bytes"] else " " * 17
+        print(f"{r['model']:<34} {r['latency_ms']:8.1f} ms ({r['latency_ratio']:.2f})  {r['gflops']:7.3f} GFLOPs  "
+              f"{r['parameters']:>11,} params  {size}")
+    print(f"max |log-prob difference| exported vs gated: {result['max_abs_diff']:.2g}; "
+          f"greedy transcripts {'identical' if result['same_greedy_text'] else 'DIFFER'}")
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.exported:
+        return cmd_bench_exported(args)
     from .bench import bench
     result = bench(args.checkpoint, seconds=args.seconds)
     if args.json:
-        from .checkpoint import atomic_write_json
+        from .safe_io import atomic_write_json
         atomic_write_json(Path(args.json), result)
     for level in result["levels"]:
         print(f"kept={level['kept']:>2}  latency={level['latency_ms']:8.1f} ms  ratio={level['latency_ratio']:.3f}  "
@@ -369,6 +429,18 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from .deploy import deploy
+    info = deploy(args.checkpoint, args.out, keep=args.keep, budget=args.budget, fmt=args.format,
+                  quantize=args.quantize, valid=args.valid, clips=args.clips, log=lambda m: print(m, file=sys.stderr))
+    d = info["deployed"]
+    print(f"{args.out}: {args.format}{' int8' if args.quantize else ''}, kept {' '.join(d['kept'])} "
+          f"({len(d['kept'])} of {len(d['source_module_names'])}), {d['gflops']:.3f} GFLOPs per {d['gflops_seconds']:g} s "
+          f"({100 * d['gflops_share']:.0f}% of full depth), {d['parameters']:,} parameters, "
+          f"max |log-prob difference| to the gated model {d['verified']['max_abs_diff']:.2g}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
     for kind, path in write_report(args.results, args.out, args.checkpoints).items():
@@ -377,7 +449,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_report_ablation(args) -> int:
-    from .checkpoint import atomic_write_bytes
+    from .safe_io import atomic_write_bytes
     from .report import ablation_figure, ablation_table
     table = ablation_table(args.results)
     atomic_write_bytes(Path(args.out), (table + "\n").encode())
@@ -395,7 +467,9 @@ def cmd_import_librispeech(args) -> int:
 
 
 def cmd_build_lm(args) -> int:
-    from . import lm
+    from .decoder_files import read_build_info
+    from .decoder_params import DIR_ENV, params_recipe
+    from .lm_build import build_decoder_files, default_recipe
     custom = args.order is not None or args.sources or args.numbers is not None or args.text or args.exclude
     if custom:
         kw = {"order": args.order or 1, "text": args.text, "exclude": args.exclude}
@@ -403,16 +477,41 @@ def cmd_build_lm(args) -> int:
             kw["sources"] = [s.strip() for s in args.sources.split(",") if s.strip()]
         if args.numbers is not None:
             kw["numbers"] = args.numbers
-        recipe = lm.default_recipe(**kw)
+        recipe = default_recipe(**kw)
     else:
-        recipe = lm.params_recipe()
-    folder = lm.build_decoder_files(recipe, root=args.root, force=args.force, log=lambda m: print(m, file=sys.stderr))
-    info = lm.read_build_info(folder)
+        recipe = params_recipe()
+    folder = build_decoder_files(recipe, root=args.root, force=args.force, log=lambda m: print(m, file=sys.stderr))
+    info = read_build_info(folder)
     print(f"order {info['stats']['order']}, {info['stats']['words']} words, {info['stats']['bigrams']} bigrams, "
           f"{sum(f['bytes'] for f in info['files'].values()) / 1e6:.1f} MB")
     if custom:
-        print(f"(a custom recipe: decode with it via {lm.DIR_ENV}={folder})")
+        print(f"(a custom recipe: decode with it via {DIR_ENV}={folder})")
     print(f"decoder files: {folder}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .decoder_params import PARAMS_PATH
+    from .decoder_tuning import DEFAULT_GRID, tune_decoder
+    from .lm_build import default_recipe
+    grid = json.loads(args.grid) if args.grid else None
+    orders = (grid or {}).get("order", DEFAULT_GRID["order"])
+    recipes = {o: default_recipe(order=o, text=args.text, exclude=[args.manifest, *args.exclude]) for o in orders}
+    out = PARAMS_PATH if args.out is None else args.out or None
+    res = tune_decoder(args.checkpoint, args.manifest, grid, out=out, recipes=recipes, limit=args.limit,
+                       min_gain=args.min_gain, max_ms_per_audio_s=args.max_ms or None)
+    print(json.dumps({"params": res["params"], "greedy_wer": res["tuned"]["greedy_wer"],
+                      "best_wer": res["tuned"]["best_wer"]}, indent=2))
+    return 0
+
+
+def cmd_perplexity(args) -> int:
+    from .decoder_params import params_recipe
+    from .decoder_tuning import perplexity
+    from .lm_build import build_decoder_files, default_recipe, read_text_file
+    recipe = params_recipe() if args.order is None else default_recipe(order=args.order)
+    folder = build_decoder_files(recipe, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(perplexity(folder, read_text_file(args.manifest)), indent=2))
     return 0
 
 
@@ -435,13 +534,16 @@ COMMANDS = {"synth": cmd_synth, "train": cmd_train, "evaluate": cmd_evaluate, "t
             "bench": cmd_bench, "export": cmd_export, "report": cmd_report, "report-ablation": cmd_report_ablation, "import-librispeech": cmd_import_librispeech,
             "real-dev": cmd_real_dev}
 COMMANDS["build-lm"] = cmd_build_lm
+COMMANDS["tune"] = cmd_tune
+COMMANDS["perplexity"] = cmd_perplexity
 COMMANDS["importance"] = cmd_importance
 COMMANDS["keep-probs"] = cmd_keep_probs
+COMMANDS["deploy"] = cmd_deploy
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
+    from .safe_io import CheckpointError
     from .train import Interrupted, TrainingBusyError
     try:
         return COMMANDS[args.command](args)

@@ -48,6 +48,8 @@ class ModelConfig:
     gate_unit: str = option("sub_block", "whisper: gate attention and MLP sub-blocks separately (A1 M1 ..) "
                             "or whole blocks (B1 ..)", choices=("sub_block", "block"))
     max_frames: int = option(1500, "whisper: length of the position table (1500 frames = 30 s)", cli=False)
+    sub_blocks: list[str] = option(list, "whisper: the sub-blocks each block holds, 'AM', 'A', 'M' or '' (a static "
+                                   "sub-network from dld_core/deploy.py); empty = every block whole", cli=False)
 
     def __post_init__(self):
         if self.ffn_dim == 0 and isinstance(self.d_model, int):
@@ -67,6 +69,8 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if len(self.vocab) < 2 or self.vocab[0] != "<blank>" or len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocab must start with '<blank>' and hold unique tokens")
+        if self.sub_blocks != [] and self.family != "whisper":
+            raise ValueError(f"sub_blocks is a whisper-family field (this model is {self.family!r})")
         family.validate(self)
 
     @property
@@ -77,6 +81,16 @@ class ModelConfig:
     @property
     def num_modules(self) -> int:
         return len(self.module_names)
+
+    @property
+    def module_roles(self) -> list[tuple[int, str]]:
+        """(block index, "attention" | "mlp" | "block") per gated module (the family's module_roles)."""
+        return get_family(self.family).module_roles(self)
+
+    @property
+    def module_blocks(self) -> list[int]:
+        """The block each gated module belongs to (an attention and an MLP sub-block share one)."""
+        return [b for b, _ in self.module_roles]
 
 
 # ModelConfig fields that change no weight: a student may differ from its teacher in these and still start

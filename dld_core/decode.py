@@ -6,8 +6,9 @@
 * ``"beam"`` is torchaudio's flashlight ``ctc_decoder`` over a lexicon of words spelled in the model's
   CTC tokens (``" "`` is the word delimiter, written ``|``), with a word LM and an ``<unk>`` path (a
   word outside the lexicon still comes out, spelled from the acoustic tokens). The lexicon and LM are
-  built by ``dld_core.lm`` (``python -m dld_core build-lm``); the LM weight, word insertion score,
-  ``<unk>`` score and beam size come from ``dld_core/decoder_params.json`` (tuned on a validation set).
+  built by ``dld_core.lm_build`` into a ``dld_core.decoder_files`` folder (``python -m dld_core
+  build-lm``); the LM weight, word insertion score, ``<unk>`` score and beam size come from
+  ``dld_core/decoder_params.json`` (``dld_core.decoder_params``; tuned on a validation set).
   A beam decoder is built once per (vocabulary, files, parameters) and shared; decoding is guarded by a
   lock, so one decoder can serve every browser session.
 """
@@ -19,10 +20,10 @@ from typing import Callable, Optional
 
 import torch
 
-from .lm import DecoderFilesError  # noqa: F401  (re-exported: the error make_decoder raises for bad files)
+from .decoder_files import BOS, EOS, UNK, WORD_DELIMITER, load_decoder_files, read_build_info
+from .decoder_params import PARAMS_PATH, default_decoder_dir, read_params
 from .tokenizer import CharTokenizer, Tokenizer
 
-WORD_DELIMITER = "|"
 DECODERS = ("greedy", "beam")
 Decoder = Callable[..., list]
 
@@ -147,7 +148,6 @@ def _lm_classes():
 
 
 def _make_lm(files):
-    from .lm import BOS, EOS, UNK
     UnigramLM, BigramLM = _lm_classes()
     words = files.words + [UNK]
     uni = [files.unigrams[w] for w in words]
@@ -267,7 +267,6 @@ def beam_decoder_from_files(folder, vocab, **params) -> LexiconBeamDecoder:
     """A new, uncached lexicon beam decoder over the decoder files in `folder` (for parameter sweeps:
     the parsed files of the last folder are kept, so only the trie is rebuilt); `params` override
     decoder_params.json (lm_weight, word_score, unk_score, beam_size, beam_size_token, beam_threshold)."""
-    from .lm import load_decoder_files, read_build_info, read_params
     folder = Path(folder)
     with _CACHE_LOCK:
         info = read_build_info(folder)
@@ -304,8 +303,6 @@ def make_decoder(kind: str, vocab, **overrides) -> Decoder:
         return greedy
     if kind != "beam":
         raise ValueError(f"unknown decoder {kind!r} (expected one of {', '.join(DECODERS)})")
-    from .lm import PARAMS_PATH, default_decoder_dir, read_params
-
     params_path = Path(overrides.pop("params", PARAMS_PATH))
     folder = overrides.pop("files", None)
     bad = sorted(set(overrides) - set(PARAM_NAMES))
@@ -315,7 +312,6 @@ def make_decoder(kind: str, vocab, **overrides) -> Decoder:
     _flashlight_tokens(vocab)
     params = {**read_params(params_path)["params"], **overrides}
     folder = Path(folder) if folder is not None else default_decoder_dir(params_path)
-    from .lm import load_decoder_files, read_build_info
     with _CACHE_LOCK:
         info = read_build_info(folder)
         key = (tuple(vocab), str(folder.resolve()), tuple(sorted((k, v["sha256"]) for k, v in info["files"].items())),

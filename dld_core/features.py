@@ -8,16 +8,11 @@ import json
 import torch
 
 from .audio import SAMPLE_RATE
+from .config import ModelConfig, to_dict
+from .families import get_family
 
-HOP_LENGTH = 160      # 10 ms frames
-WIN_LENGTH = 400      # 25 ms windows
 MIN_SECONDS = 0.1     # the front ends need a few frames (conformer ~60 ms, wavlm 25 ms)
 MIN_SAMPLES = int(MIN_SECONDS * SAMPLE_RATE)   # shorter clips are padded with silence
-
-
-def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """True at padded positions, [B, T]."""
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,14 +26,11 @@ def pad_waveforms(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
 
 def feature_extractor(cfg) -> torch.nn.Module:
     """The (stateless) feature extractor of a model config's family; one shared instance per front end."""
-    from .config import to_dict
     return _extractor(cfg.family, json.dumps(to_dict(cfg), sort_keys=True))
 
 
 @functools.lru_cache(maxsize=16)
 def _extractor(family: str, config_json: str) -> torch.nn.Module:
-    from .config import ModelConfig
-    from .families import get_family
     cfg = ModelConfig(**json.loads(config_json))
     return get_family(family).Features(cfg).eval()
 
@@ -52,5 +44,4 @@ def display_logmel(samples) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _display_features() -> torch.nn.Module:
-    from .families.conformer import Features
-    return Features().eval()
+    return get_family("conformer").Features().eval()

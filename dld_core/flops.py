@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from .audio import SAMPLE_RATE
 from .config import ModelConfig, to_dict
 from .families import get_family
-from .features import WIN_LENGTH
+from .frames import WIN_LENGTH
 from .masks import as_bools
 from .model import DynamicCTCModel
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE
-from .decode import greedy_decode
+from .decode import greedy_decode, make_decoder
 from .features import feature_extractor, pad_waveforms
 from .model import DynamicCTCModel, ModelOutput
 from .tokenizer import CharTokenizer
@@ -23,7 +23,7 @@ from .tokenizer import CharTokenizer
 def featurize(model: DynamicCTCModel, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """16 kHz waveforms -> the padded batch through the model family's feature extractor, on the model's device."""
     wavs, lengths = pad_waveforms([torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waveforms])
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device      # no parameters: an ONNX model (deploy.py), CPU
     return feature_extractor(model.config).to(device)(wavs.to(device), lengths.to(device))
 
 
@@ -32,7 +32,6 @@ def decoder_for(model: DynamicCTCModel, decoder: str = "greedy"):
     if decoder == "greedy":
         tokenizer = CharTokenizer(model.config.vocab)
         return lambda log_probs, lengths: greedy_decode(log_probs, lengths, tokenizer)
-    from .decode import make_decoder
     return make_decoder(decoder, model.config.vocab)
 
 

@@ -7,7 +7,7 @@ Single utterances: features [1, T, n_mels] / [1, S] (or without the batch dim), 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -269,14 +269,21 @@ def importance_report(student: DynamicCTCModel, teacher, clips, base_active=None
 
 
 def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, num_candidates: int = 8,
-                         seed: int = 0, criterion: str = "kl", path: Optional[Sequence[dict]] = None) -> dict:
-    """Best of a few candidate masks keeping `kept` modules: the greedy path's mask (if `path` is given),
-    every_other, first_k and `num_candidates` random ones. Returns {"active", "wer", "kl", "candidates"}."""
+                         seed: int = 0, criterion: str = "kl", path: Optional[Sequence[dict]] = None,
+                         fits: Optional[Callable[[list[int]], bool]] = None) -> Optional[dict]:
+    """Best of a few candidate masks keeping `kept` modules: the greedy path's mask (if `path` is given) and
+    masks.candidate_masks (every_other, first_k, whole blocks of the model's family, `num_candidates` random
+    ones). Returns {"active", "wer", "kl", "candidates"}.
+    fits: only candidates (kept indices) for which it is true compete, e.g. those within a GFLOPs budget
+    (dld_core/deploy.py); None when no candidate fits."""
     n = student.num_modules
     candidates = [s["active"] for s in path or [] if s["kept"] == kept]
-    for policy in ("every_other", "first_k", "random"):
-        candidates += M.level_masks(n, kept, policy, num_candidates, seed)
+    candidates += M.candidate_masks(n, kept, student.config.module_blocks, num_candidates, seed)
     candidates = [list(c) for c in dict.fromkeys(tuple(c) for c in candidates)]
+    if fits is not None:
+        candidates = [c for c in candidates if fits(c)]
+        if not candidates:
+            return None
     prepared = _clips(student, teacher, clips)
     per_clip = []
     for feats, lengths, _, _ in prepared:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -142,18 +143,92 @@ def levels(n: int, keep: Optional[Sequence[int]] = None, policy: str = "random",
     return out
 
 
-def preset(policy: str, n: int, k: int) -> list[bool]:
-    """A mask chosen by name (the app's preset buttons): all, every_other, first_k, only_k."""
+def every_other_block(blocks: Sequence[int], m: Optional[int] = None) -> list[int]:
+    """Whole blocks, every second one (`every_other` over the blocks: the 2nd, 4th, ...; m of them, default
+    half): the kept module indices. `blocks` is the block of each module (ModelConfig.module_blocks), so the
+    attention and MLP sub-blocks of a block are kept together; one module per block is `every_other`."""
+    ids = list(dict.fromkeys(blocks))
+    chosen = {ids[j] for j in every_other(len(ids), m)}
+    return [i for i, b in enumerate(blocks) if b in chosen]
+
+
+def _paired(blocks: Optional[Sequence[int]]) -> bool:
+    return blocks is not None and len(set(blocks)) < len(blocks)
+
+
+def candidate_masks(n: int, k: int, blocks: Optional[Sequence[int]] = None, num_random: int = 8,
+                    seed: int = 0) -> list[list[int]]:
+    """The masks a search for the best k-module mask compares (kept-index lists, no duplicates):
+    every_other, first_k, whole blocks when k is a whole number of them (every choice of blocks when there
+    are at most 8, else every second block) and `num_random` random ones."""
+    out = level_masks(n, k, "every_other") + level_masks(n, k, "first_k")
+    if _paired(blocks):
+        ids = list(dict.fromkeys(blocks))
+        size = len(blocks) // len(ids)
+        if k % size == 0 and all(list(blocks).count(b) == size for b in ids):
+            m = k // size
+            picks = (itertools.combinations(ids, m) if math.comb(len(ids), m) <= 8 else
+                     [[ids[j] for j in every_other(len(ids), m)]])
+            out += [[i for i, b in enumerate(blocks) if b in set(p)] for p in picks]
+    if num_random > 0:
+        out += random_masks(n, k, num_random, seed)
+    return [list(c) for c in dict.fromkeys(tuple(c) for c in out)]
+
+
+# ------------------------------------------------------------------------------ presets (the app's buttons)
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    help: str
+    uses_k: bool = False     # reads the number k
+    explicit: bool = False   # a probe the user asks for by name (one module alone): it may well be unusable
+
+
+PRESETS: dict[str, Preset] = {p.key: p for p in (
+    Preset("all", "All", "Every module on (full depth)"),
+    Preset("every_other", "Every 2nd", "Every second module on; with attention and MLP sub-blocks, every "
+           "second block (both its sub-blocks): half the compute"),
+    Preset("first_k", "First k", "Modules 1 … k on", uses_k=True),
+    Preset("only_k", "Only k", "None but one: module k alone", uses_k=True, explicit=True),
+    Preset("best_k", "Best k", "The best k-module mask among a few candidates (every second, the first k, whole "
+           "blocks, random ones), scored on the clips given (`choose`)", uses_k=True),
+)}
+POLICY_LABELS.update({key: p.label for key, p in PRESETS.items()})
+
+
+def preset_label(policy: str, blocks: Optional[Sequence[int]] = None) -> str:
+    """The button text of a preset for a model: "Every 2nd block" where modules pair up into blocks."""
+    label = PRESETS[policy].label
+    return f"{label} block" if policy == "every_other" and _paired(blocks) else label
+
+
+def preset(policy: str, n: int, k: int, blocks: Optional[Sequence[int]] = None,
+           choose: Optional[Callable[[int], Optional[Sequence]]] = None) -> list[bool]:
+    """A mask chosen by name (the app's preset buttons, `PRESETS`): all, every_other, first_k, only_k, best_k.
+
+    blocks: the block of each module (ModelConfig.module_blocks). Where modules pair up (Whisper's attention
+    and MLP sub-blocks), "every_other" keeps every second *block*: every second sub-block would keep the MLPs
+    alone, which no model can read. best_k: `choose(k)` returns the best k-module mask (e.g.
+    dld_core.layers.best_mask_for_budget over `candidate_masks`); without it best_k raises ValueError."""
     k = max(1, min(n, int(k)))
+    if blocks is not None and len(blocks) != n:
+        raise ValueError(f"blocks has {len(blocks)} entries but the model has {n} modules")
     if policy == "all":
         return [True] * n
     if policy == "every_other":
-        return as_bools(every_other(n), n)
+        return as_bools(every_other_block(blocks) if _paired(blocks) else every_other(n), n)
     if policy == "first_k":
         return as_bools(first_k(n, k), n)
     if policy == "only_k":
         return as_bools(only_k(n, k), n)
-    raise ValueError(f"unknown mask preset {policy!r} (expected all, every_other, first_k or only_k)")
+    if policy == "best_k":
+        best = choose(k) if choose is not None else None
+        if best is None:
+            raise ValueError("“Best k” needs a clip to score its candidates")
+        return as_bools(best, n)
+    raise ValueError(f"unknown mask preset {policy!r} (expected {', '.join(PRESETS)})")
 
 
 # ------------------------------------------------------------------------------ training gates

@@ -20,9 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .checkpoint import (LOG_FILE, CheckpointError, clean_interrupted_writes, commit_tensors_and_json,
-                         finish_commit, pending_path, read_regular_file, recover_checkpoint_folder, sha256_file)
+from .checkpoint import LOG_FILE, recover_checkpoint_folder
 from .config import ModelConfig, TrainConfig, to_dict
+from .safe_io import (CheckpointError, clean_interrupted_writes, commit_tensors_and_json, finish_commit, pending_path,
+                      read_regular_file, sha256_file)
 
 RESUME_DIR = "resume"
 RESUME_TENSORS = "state.safetensors"

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from . import masks as M
 from .audio import SAMPLE_RATE
-from .checkpoint import LOG_FILE, CheckpointError, atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import LOG_FILE, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, from_dict, same_weights, to_dict
 from .data import SpeechDataset, bucket_batches
 from .families import get_family
@@ -35,6 +35,7 @@ from .metrics import wer
 from .model import DynamicCTCModel
 from .resume import (RESUME_DIR, OutputLock, TrainingBusyError, TrainState, load_resume,  # noqa: F401
                      recover_output_folder, restore, save_resume)
+from .safe_io import CheckpointError, atomic_write_json
 from .tokenizer import CharTokenizer
 
 

@@ -11,7 +11,7 @@
 #       A1 protected; per-module keep probabilities (A1 protected, the others from 0.6 to 0.9 by their drop-one
 #       cost on valid in the shipped DLD student: a static teacher's drop-one cost saturates, every module
 #       about +45 points); and keep 0.75 with A1 protected reached by a schedule from 1.0.
-# Usage: [ABLATION=gates] bash scripts/ablation.sh [TEACHER] [CORPUS]   (STUDENT=whisper|conformer, EPOCHS, OUT)
+# Usage: [ABLATION=gates] bash scripts/ablation.sh [TEACHER] [CORPUS]   (STUDENT=whisper|conformer, EPOCHS, OUT, THREADS per run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -29,7 +29,7 @@ BATCH=${BATCH:-$BATCH_SECONDS}
 mkdir -p "$OUT" "results/$NAME"
 # the student family under study: whisper (default) or conformer (STUDENT=conformer)
 STUDENT_ARGS=$([ "${STUDENT:-whisper}" = conformer ] && echo "$CONFORMER_STUDENT_ARGS" || echo "$WHISPER_STUDENT_ARGS")
-ARCH="--batch-seconds $BATCH --threads 1 --quiet"
+ARCH="--batch-seconds $BATCH --threads ${THREADS:-1} --quiet"
 
 run() {   # name, extra train args (after the student recipe, so they override it)...
   local name=$1; shift

@@ -39,6 +39,13 @@ def write_results(world, results: Path) -> dict:
         if recipe == "teacher":
             data = {**base, "manifest": "corpus/whisper/fsdd_test.jsonl", "decoder": "greedy"}
             (results / "teacher.fsdd_test.greedy.json").write_text(json.dumps(data))
+        report = json.loads((Path(folder) / "budget_masks.json").read_text())   # the card's data, same WERs
+        report["evaluations"] += [{**e, "manifest": SYNTH, "decoder": decoder,
+                                   "wer": WER[recipe][len(e["active"])] - better}
+                                  for e in report["evaluations"]
+                                  for decoder, better in (("greedy", 0.0), ("beam", 0.02))]
+        (results / "budget_masks").mkdir(exist_ok=True)
+        (results / "budget_masks" / f"{recipe}.json").write_text(json.dumps(report))
     write_bench(results, samples["dld"])
     return samples
 
@@ -121,7 +128,9 @@ def test_the_best_model_at_a_budget_across_all_models(budgets):
     slider.set_value(slider.max).run()                                     # everything fits: the teacher wins
     no_exceptions(at)
     assert metric(at, "Best at this budget (any model)") == "Teacher (teacher)"
-    assert metric(at, "Expected WER") == "10.0%"                           # the recommendation stays LD's
+    assert any(m.value == "**Recommended for LD (ld)**" for m in at.markdown)  # the recommendation stays LD's
+    kept = int(metric(at, "Recommended depth").split("/")[0])
+    assert metric(at, "Expected WER") == f"WER {100 * (WER['ld'][kept] - 0.02):.1f}%"
     t = table(at)
     best = t[t["at this budget"] == "★ best"]
     assert len(best) == 1 and best["model"].iloc[0] == "Teacher (teacher)" and best["modules kept"].iloc[0] == 4
@@ -155,7 +164,7 @@ def test_headline_at_half_compute(budgets):
     for model in ("DLD (dld)", "LD (ld)", "Teacher (teacher)"):
         part = t[t["model"] == model]
         row = part.loc[(part["GFLOPs"] - part["GFLOPs"].max() / 2).abs().idxmin()]
-        expected.append(f"{model} **{row['WER %']:.1f}%**")
+        expected.append(f"{model} **WER {row['WER %']:.1f}%**")                 # "WER" next to the number
     headline = next(m.value for m in at.markdown if "At 50% compute" in m.value)
     positions = [headline.index(e) for e in expected]                     # every model, DLD, LD, teacher
     assert positions == sorted(positions)
@@ -206,3 +215,77 @@ def test_every_metric_has_a_help_text(budgets):
     at, _ = budgets
     assert at.metric and all(m.help for m in at.metric), [m.label for m in at.metric if not m.help]
     assert "exceed 100%" in next(m.help for m in at.metric if m.label == "Expected WER")
+
+
+# ------------------------------------------------------------- 7. the card's numbers are its mask's (issue 22)
+def card_world(env, tmp_path, test_wer) -> dict:
+    """Results as in `budgets`, and a newer DLD report (results/budget_masks/dld.json) with made-up validation
+    WERs (the more modules the better) and test results test_wer(mask) for every mask, on the synthetic test
+    set with both decoders (beam 2 points better). Returns the report."""
+    from dld_core.config import ModelConfig, from_dict
+    from dld_core.flops import gflops_for_seconds
+    from dld_core.masks import candidate_masks
+    write_results(env, tmp_path / "results")
+    folder = Path(env["ckpts"]["dld"])
+    report = json.loads((folder / "budget_masks.json").read_text())
+    cfg = from_dict(ModelConfig, json.loads((folder / "config.json").read_text())["model"])
+    masks_ = []
+    for k in range(4, 0, -1):
+        for j, m in enumerate(candidate_masks(4, k, None, num_random=2)):
+            masks_.append({"kept": k, "active": m, "wer": 0.5 - 0.1 * k + 0.01 * j, "kl": 0.1,
+                           "gflops": gflops_for_seconds(cfg, 10.0, m)})
+    report["masks"] = masks_
+    report["evaluations"] = [{"active": e["active"], "decoder": d, "manifest": SYNTH, "utterances": 335,
+                              "wer": test_wer(e["active"]) - (0.02 if d == "beam" else 0.0),
+                              "cer": test_wer(e["active"]) / 3, "gflops": e["gflops"]}
+                             for e in masks_ for d in ("greedy", "beam")]
+    import os
+    import time
+    out = tmp_path / "results" / "budget_masks" / "dld.json"
+    out.write_text(json.dumps(report))
+    os.utime(out, (time.time() + 5, time.time() + 5))                  # the newest report of this model
+    return report
+
+
+def test_every_number_on_the_card_is_the_recommended_masks_own(env, tmp_path):
+    from dld_core.recommend import recommend
+    report = card_world(env, tmp_path, lambda m: 0.40 + 0.05 * (4 - len(m)))
+    at = run_app("budgets")
+    no_exceptions(at)
+    at.selectbox(key="budget_target").set_value("DLD (dld)").run()
+    full = max(e["gflops"] for e in report["masks"])
+    budget = round(0.6 * full, 3)
+    at.slider(key="budget_gflops").set_value(budget).run()
+    no_exceptions(at)
+    budget = at.slider(key="budget_gflops").value
+    best = recommend(report["masks"], budget)                     # the best on validation within the budget
+    ev = next(e for e in report["evaluations"] if e["active"] == best["active"] and e["decoder"] == "beam")
+    assert metric(at, "Recommended depth") == f"{len(best['active'])}/4 modules"
+    assert metric(at, "Expected WER") == f"WER {100 * ev['wer']:.1f}%"           # that mask, on the test set
+    assert metric(at, "Expected CER") == f"CER {100 * ev['cer']:.1f}%"
+    assert metric(at, "GFLOPs") == f"{best['gflops']:.3f}"                       # dld_core.flops of that mask
+    strip = next(m.value for m in at.markdown if m.value.startswith("Mask:"))
+    on = [name for name in ("L1", "L2", "L3", "L4") if f"background:#4f46e5;color:white'>{name}<" in strip]
+    assert on == [f"L{i + 1}" for i in best["active"]]
+    assert any(c.value.startswith("Chosen on the validation set") and f"greedy WER {100 * best['wer']:.1f}%" in c.value
+               for c in at.caption)
+    headline = next(m.value for m in at.markdown if "At 50% compute" in m.value)
+    assert headline.count("**WER ") == 3                                          # "WER" next to every number
+    star = next(t for t in chart(at)["data"] if t.get("name") == "recommended")
+    assert decoded(star["x"])[0] == pytest.approx(best["gflops"])
+    assert decoded(star["y"])[0] == pytest.approx(100 * ev["wer"])
+    at.button(key="use_mask").click().run()                       # Inspect opens this model with this mask
+    no_exceptions(at)
+    assert at.session_state["mask"] == tuple(i in best["active"] for i in range(4))
+
+
+def test_no_usable_model_is_recommended(env, tmp_path):
+    card_world(env, tmp_path, lambda m: 0.97)
+    at = run_app("budgets")
+    no_exceptions(at)
+    at.selectbox(key="budget_target").set_value("DLD (dld)").run()
+    at.slider(key="budget_gflops").set_value(at.slider(key="budget_gflops").min).run()
+    no_exceptions(at)
+    assert not any(m.label == "Recommended depth" for m in at.metric)
+    assert any(w.value.startswith("No usable model of DLD (dld) fits") for w in at.warning)
+    assert not any(t.get("name") == "recommended" for t in chart(at)["data"])

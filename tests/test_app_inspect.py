@@ -28,6 +28,7 @@ from test_app import APP, TIMEOUT, env, world  # noqa: E402,F401  (env, world: t
 def run_app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
+    at.switch_page("app_pages/inspect.py").run()                 # the root opens How DLD works
     assert not at.exception, [e.message for e in at.exception]
     return at
 

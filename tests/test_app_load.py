@@ -190,7 +190,7 @@ def test_concurrent_sessions_see_their_own_mask(server, browser, expected, repor
     # Warm-up session: the models are loaded into the shared cache and the full-depth result computed.
     contexts = [browser.new_context(viewport=VIEWPORT) for _ in range(SESSIONS)]
     pages = [c.new_page() for c in contexts]
-    pages[0].goto(server["url"], wait_until="domcontentloaded")
+    pages[0].goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
     wait_for_mask_result(pages[0], full)
     warm_s = time.perf_counter() - t_start
     rss_before = rss_mb(server["pid"])
@@ -199,7 +199,7 @@ def test_concurrent_sessions_see_their_own_mask(server, browser, expected, repor
         # All other sessions open at once.
         t0 = time.perf_counter()
         for page in pages[1:]:
-            page.goto(server["url"], wait_until="commit")
+            page.goto(f"{server['url']}/inspect", wait_until="commit")
         for page in pages:
             wait_for_mask_result(page, full)
             assert shown(page) == {**expected["by_mask"][full], "modules_on": f"{n}/{n}"}
@@ -269,7 +269,7 @@ def test_upload_refusals(server, browser, report, tmp_path):
     t_start = time.perf_counter()
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
-    page.goto(server["url"], wait_until="domcontentloaded")
+    page.goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
     page.get_by_test_id("stCode").first.wait_for(timeout=LOAD_TIMEOUT)
     wait_idle(page)
     page.get_by_test_id("stButtonGroup").first.get_by_role("radio", name="Upload").click()

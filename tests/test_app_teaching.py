@@ -24,7 +24,8 @@ from test_app import APP, TIMEOUT, env, no_exceptions, world  # noqa: E402,F401 
 HOW = "app_pages/how_dld_works.py"
 
 
-def run_app(page: str | None = None) -> AppTest:
+def run_app(page: str | None = "app_pages/inspect.py") -> AppTest:
+    """The app on a page (None: what "/" opens)."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     if page:
@@ -52,12 +53,15 @@ def copy_checkpoints(env, tmp_path, names) -> Path:
 
 
 # ------------------------------------------------------------------------------------ How DLD works
-def test_the_app_root_opens_inspect(env):
-    """"/" still opens Inspect (now a page with its own /inspect URL, reached from a hidden start page)."""
-    at = run_app()
+def test_the_app_root_opens_how_dld_works_which_sends_each_audience_on(env):
+    """Issue 22: "/" opens How DLD works (a page with its own /how-it-works URL, reached from a hidden start
+    page), not Inspect: a newcomer lands on the idea, and each audience finds a link to its page."""
+    at = run_app(None)
     no_exceptions(at)
-    assert [t.value for t in at.title] == ["Inspect"]
-    assert metric(at, "Modules on").value == "4/4"
+    assert [t.value for t in at.title] == ["How DLD works"]
+    links = {link.proto.label: link.proto.page for link in at.get("page_link")}
+    for label in ("Inspect", "Budgets", "Layer importance", "Train"):
+        assert any(label in text for text in links), links
 
 
 def test_how_page_explains_teacher_ld_dld_and_the_glossary(env):
@@ -115,10 +119,46 @@ def teacher_transcript(path: Path, wav: Path) -> str:
     return recognize(model, [load_audio(str(wav)).samples]).texts[0]
 
 
-def test_the_story_runs_three_steps_on_the_clip_the_teacher_gets_right(env, tmp_path, monkeypatch):
-    """The story picks the sample with the lowest full-depth teacher WER (here: the one whose reference is
-    the teacher's own transcript, 0% WER), and runs full depth -> teacher with half the modules -> DLD with
-    the same half mask, through the cached result paths."""
+def test_the_story_runs_the_clip_and_half_mask_that_show_the_point(env):
+    """Issue 22: the story's clip and half mask come from dld_core.story.choose_story (the multi-word clip and
+    half mask on which the DLD student beats the static teacher most clearly), and step ③ shows CER beside
+    WER; steps ② and ③ run the same mask through the cached result paths."""
+    from dld_core.audio import load_audio, load_manifest
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.story import choose_story
+    rows = load_manifest(env["manifest"])
+    teacher = load_checkpoint(env["ckpts"]["teacher"]).model.eval()
+    dld = load_checkpoint(env["ckpts"]["dld"]).model.eval()
+    found = choose_story(teacher, dld, [(load_audio(r["audio_filepath"]).samples, r["text"]) for r in rows])
+    assert found is not None                                  # the tiny random world has such a clip and mask
+    reference = rows[found["clip"]]["text"]
+    half = masks.describe(found["active"], ["L1", "L2", "L3", "L4"])
+
+    at = run_app(HOW)
+    no_exceptions(at)
+    assert any(c.value.startswith(f"Reference: “{reference}”") for c in at.caption)
+    assert at.code[0].value == (found["teacher_full"]["text"] or "(empty transcript)")
+    at.segmented_control(key="story_step").set_value(2).run()
+    no_exceptions(at)
+    assert any(m.value == f"**Teacher** · {half}" for m in at.markdown)
+    assert at.code[0].value == (found["teacher_half"]["text"] or "(empty transcript)")
+    assert at.pills(key="how_modules").value == [f"L{i + 1}" for i in found["active"]]   # the picture: the step's mask
+    at.segmented_control(key="story_step").set_value(3).run()
+    no_exceptions(at)
+    assert any(m.value == f"**DLD student** · {half}" for m in at.markdown)
+    assert at.code[0].value == (found["student_half"]["text"] or "(empty transcript)")
+    assert metric(at, "WER").value == f"{100 * found['student_half']['wer']:.0f}%"
+    assert metric(at, "CER").value == f"{100 * found['student_half']['cer']:.0f}%"
+    assert metric(at, "WER at step ②").proto.delta == f"CER {100 * found['teacher_half']['cer']:.0f}%"
+    assert [m.label for m in at.metric if m.label.startswith("WER at step")] == [
+        "WER at step ①", "WER at step ②", "WER at step ③"]
+
+
+def test_without_a_story_clip_it_falls_back_to_the_clip_the_teacher_gets_right(env, tmp_path, monkeypatch):
+    """When no clip shows the point (choose_story: None), the story takes the sample with the lowest full-depth
+    teacher WER and the DLD student's best half mask on it (closest to the teacher), for both models."""
+    import dld_core.story
+    monkeypatch.setattr(dld_core.story, "choose_story", lambda *a, **k: None)
     samples = tmp_path / "samples"
     shutil.copytree(env["root"] / "samples", samples)
     rows = [json.loads(line) for line in (samples / "manifest.jsonl").read_text().splitlines()]
@@ -135,7 +175,6 @@ def test_the_story_runs_three_steps_on_the_clip_the_teacher_gets_right(env, tmp_
     assert at.code[0].value == right
     assert metric(at, "WER").value == "0%" == metric(at, "WER at step ①").value
 
-    # the half mask: the DLD student's best 2-of-4 mask on this clip (closest to the teacher), for both models
     from dld_core.audio import load_audio
     from dld_core.checkpoint import load_checkpoint
     from dld_core.inference import recognize
@@ -156,8 +195,6 @@ def test_the_story_runs_three_steps_on_the_clip_the_teacher_gets_right(env, tmp_
     at.segmented_control(key="story_step").set_value(3).run()
     no_exceptions(at)
     assert any(m.value == f"**DLD student** · {half}" for m in at.markdown)
-    assert [m.label for m in at.metric if m.label.startswith("WER at step")] == [
-        "WER at step ①", "WER at step ②", "WER at step ③"]
     own = recognize(dld, [wav], active=list(masks.as_bools(kept, 4))).texts[0]
     assert at.code[0].value == (own or "(empty transcript)")           # the DLD student, same half mask
 
@@ -196,7 +233,7 @@ def test_a_best_dld_student_is_used_when_checkpoints_dld_is_missing(env, tmp_pat
     no_exceptions(at)
     assert not any("No DLD student" in i.value for i in at.info)
     assert any(m.value.startswith("**DLD student**") for m in at.markdown)
-    assert any(c.value.endswith("model: dld_b  ·  DLD · valid WER 20.0%") for c in at.caption), \
+    assert any(c.value.endswith("model: dld_b · DLD · valid WER 20.0%") for c in at.caption), \
         [c.value for c in at.caption]                                   # the lower validation WER wins
 
 

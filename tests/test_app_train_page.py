@@ -1,16 +1,19 @@
 """Train page (issue 15): the form keeps its values across page switches, Start is off while a training runs,
 messages speak the app's words (no command-line options), and the training chart has percent WER ticks and
-no flat KL line for a teacher. Jobs here are job folders written by hand (and one idle process that looks
-like a running job), so no training runs."""
+no flat KL line for a teacher; Continue runs again what was stopped, the log shows a progress bar as one line and
+the WER axis has round ticks (issue 22). Jobs here are mostly job folders written by hand (and one idle process
+that looks like a running job); the few started ones are stopped at once."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -18,18 +21,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_app import env, no_exceptions, run_app, world  # noqa: E402,F401  (fixtures and helpers)
 
 from app import jobs  # noqa: E402
+from app.views.plots import nice_ticks  # noqa: E402
+from tests.helpers import write_tiny_corpus  # noqa: E402
 
 
 def make_job(jobs_dir: Path, recipe: str = "teacher", result: dict | None = None, events=(),
-             resume_dir: bool = False, pid: int = 0) -> jobs.Job:
-    """A training job folder as app/jobs.py writes it (job.json, optional result.json and train_log.jsonl)."""
+             resume_dir: bool = False, pid: int = 0, **spec_fields) -> jobs.Job:
+    """A training job folder as app/jobs.py writes it (job.json, optional result.json and train_log.jsonl);
+    spec_fields: more TrainSpec fields (corpus, model, ...)."""
     job_dir = jobs_dir / f"20260101-000000-{recipe}{len(list(jobs_dir.glob('*'))) if jobs_dir.is_dir() else 0}"
     out = jobs_dir / "models" / job_dir.name
     job_dir.mkdir(parents=True)
     out.mkdir(parents=True)
     if resume_dir:
         (out / "resume").mkdir()
-    spec = dataclasses.asdict(jobs.TrainSpec(out=str(out), train={"recipe": recipe, "epochs": 3}))
+    spec = dataclasses.asdict(jobs.TrainSpec(out=str(out), train={"recipe": recipe, "epochs": 3}, **spec_fields))
     job = jobs.Job(id=job_dir.name, kind="train", spec=spec, dir=str(job_dir), started=time.time(),
                    pid=pid, proc_start=jobs._proc_start(pid) if pid else 0)
     (job_dir / jobs.JOB_FILE).write_text(json.dumps(dataclasses.asdict(job)))
@@ -39,11 +45,11 @@ def make_job(jobs_dir: Path, recipe: str = "teacher", result: dict | None = None
     return job
 
 
-def curve_events(kl: float) -> list[dict]:
+def curve_events(kl: float, wers=(0.91, 0.62, 0.48)) -> list[dict]:
     steps = [{"event": "step", "step": s, "epoch": s // 10, "loss": 5.0 - 0.1 * s + kl, "ctc": 5.0 - 0.1 * s,
               "kl": kl, "total_steps": 30} for s in range(1, 31)]
     epochs = [{"event": "epoch", "step": 10 * e, "epoch": e, "valid_wer": w}
-              for e, w in ((1, 0.91), (2, 0.62), (3, 0.48))]
+              for e, w in enumerate(wers, start=1)]
     return [{"event": "start", "recipe": "x", "step": 0, "epoch": 0, "total_steps": 30}, *steps, *epochs,
             {"event": "done", "step": 30, "epoch": 3}]
 
@@ -138,7 +144,7 @@ def test_training_chart_percent_ticks_and_no_flat_kl_for_a_teacher(env, tmp_path
     names = [t.get("name") for t in spec["data"]]
     assert "kl" not in names and "loss" in names and "valid WER" in names
     wer_axis = spec["layout"]["yaxis2"]
-    assert wer_axis["ticksuffix"] == "%" and wer_axis["nticks"] <= 8
+    assert wer_axis["ticksuffix"] == "%" and len(wer_axis["tickvals"]) <= 8
 
     make_job(jobs_dir, "dld", result={"returncode": 0, "message": ""}, events=curve_events(kl=0.4))
     at = run_app("train")                                                  # a DLD run keeps its KL line
@@ -215,3 +221,54 @@ def test_a_whisper_teacher_starts_from_the_pretrained_encoder(env, tmp_path):
             {"pretrained": "default", "lr": 1e-3, "encoder_lr": 5e-5, "warmup_steps": 100}   # scripts/recipe.sh
     finally:
         jobs.stop(job, timeout=30)
+
+
+# ------------------------------------------------------------------ issue 22: Continue, the log, the WER axis
+def test_continue_runs_again_exactly_what_was_stopped(env, tmp_path):
+    """Continue starts the stopped training's spec (its corpus, output folder and configs) with resume on. It
+    used to drop the corpus, and the continued job failed with "Is a directory (.)" (no manifests)."""
+    jobs_dir, corpus = tmp_path / "jobs", tmp_path / "corpus"
+    write_tiny_corpus(corpus)
+    (corpus / "corpus.json").write_text("{}")                          # built: the continued job builds nothing
+    stopped = make_job(jobs_dir, "teacher", result={"returncode": 130, "message": "stopped"}, resume_dir=True,
+                       corpus=str(corpus), corpus_hours=0.05, model={"d_model": 32, "n_layers": 2}, threads=1)
+    at = run_app("train")
+    at.button(key="job_resume").click().run()
+    continued = jobs.latest(jobs_dir, "train")
+    try:
+        no_exceptions(at)
+        assert not at.error, [e.value for e in at.error]
+        assert continued.id != stopped.id
+        assert continued.spec == {**stopped.spec, "resume": True}
+    finally:
+        jobs.stop(continued, timeout=30)
+
+
+def test_the_log_shows_a_progress_bar_as_one_updating_line(env, tmp_path):
+    """tqdm redraws its line with carriage returns: the log shows its last state once, not every redraw."""
+    job = make_job(tmp_path / "jobs", "teacher", result={"returncode": 0, "message": ""})
+    bar = "".join(f"\rsynth: {p:3d}%|{'#' * (p // 10):<10}| {p}/100 [00:{p // 10:02d}<00:10]" for p in range(0, 101, 5))
+    job.log_path.write_text(f"Building the 0.05 h synthetic corpus\n{bar}\ncorpus ready\nTraining\n")
+    at = run_app("train")
+    no_exceptions(at)
+    log = next(c.value for c in at.code if "Training" in c.value)
+    assert log.splitlines() == ["Building the 0.05 h synthetic corpus",
+                                "synth: 100%|##########| 100/100 [00:10<00:10]", "corpus ready", "Training"]
+
+
+@pytest.mark.parametrize("wers", [(1.07, 0.62, 0.171), (0.2, 0.0525, 0.06), (0.0, 0.0, 0.0)])
+def test_the_valid_wer_axis_has_round_ticks_above_every_point(env, tmp_path, wers):
+    """The valid-WER axis had ticks at 5.25% and 17.1% and points above its top tick: its ticks are now
+    0, d, 2d, ... (d = 1, 2, 2.5 or 5 times a power of ten) up to a tick at or above the worst epoch."""
+    make_job(tmp_path / "jobs", "teacher", result={"returncode": 0, "message": ""}, events=curve_events(0.0, wers))
+    at = run_app("train")
+    no_exceptions(at)
+    axis, worst = chart(at)["layout"]["yaxis2"], 100 * max(wers)
+    ticks = axis["tickvals"]
+    step = ticks[1] - ticks[0]
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert ticks[0] == 0 and 3 <= len(ticks) <= 6 and any(math.isclose(mantissa, m) for m in (1, 2, 2.5, 5))
+    assert all(math.isclose(b - a, step) for a, b in zip(ticks, ticks[1:]))
+    assert ticks[-2] < worst <= ticks[-1] or worst == 0
+    assert axis["range"][0] <= 0 and axis["range"][1] >= ticks[-1] and axis["ticksuffix"] == "%"
+    assert nice_ticks(17.1) == [0, 5, 10, 15, 20] and nice_ticks(5.25) == [0, 2, 4, 6]

@@ -1,4 +1,5 @@
-"""Lexicon + word-LM beam decoding (dld_core.decode.make_decoder("beam"), dld_core.lm)."""
+"""Lexicon + word-LM beam decoding (dld_core.decode.make_decoder("beam")), its files (decoder_files,
+lm_build, decoder_params) and their tuning (decoder_tuning)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dld_core import lm
+from dld_core import decoder_files, decoder_params, decoder_tuning, lm_build
 from dld_core.config import CHAR_VOCAB
-from dld_core.decode import (DECODERS, DecoderFilesError, beam_available, beam_status, greedy_decode,
-                             make_decoder)
+from dld_core.decode import DECODERS, beam_available, beam_status, greedy_decode, make_decoder
+from dld_core.decoder_files import DecoderFilesError
 from dld_core.tokenizer import CharTokenizer
 
 VOCAB = list(CHAR_VOCAB)
@@ -47,7 +48,7 @@ def path(text: str) -> torch.Tensor:
 
 @pytest.fixture
 def tiny_files(tmp_path) -> Path:
-    return lm.write_decoder_files(tmp_path / "tiny", WORDS)
+    return decoder_files.write_decoder_files(tmp_path / "tiny", WORDS)
 
 
 def beam(folder, **kw):
@@ -57,15 +58,15 @@ def beam(folder, **kw):
 
 # ------------------------------------------------------------------------------------------------
 def test_spelling_in_ctc_tokens(tiny_files):
-    assert lm.spell("hello") == ["h", "e", "l", "l", "o", "|"]
-    assert lm.spell("don't") == ["d", "o", "n", "'", "t", "|"]
+    assert decoder_files.spell("hello") == ["h", "e", "l", "l", "o", "|"]
+    assert decoder_files.spell("don't") == ["d", "o", "n", "'", "t", "|"]
     for bad in ("Hello", "a1", "two words", "", "'tis", "x-ray"):
-        assert lm.spell(bad) is None
-    assert lm.spell("hello", tokens=["<blank>", " ", "h", "e", "l"]) is None       # 'o' is not a token
-    lines = (tiny_files / lm.LEXICON_FILE).read_text().splitlines()
+        assert decoder_files.spell(bad) is None
+    assert decoder_files.spell("hello", tokens=["<blank>", " ", "h", "e", "l"]) is None       # 'o' is not a token
+    lines = (tiny_files / decoder_files.LEXICON_FILE).read_text().splitlines()
     assert "hello\th e l l o |" in lines and len(lines) == len(WORDS)
-    assert (tiny_files / lm.WORDS_FILE).read_text().splitlines()[-1] == "<unk>"
-    files = lm.load_decoder_files(tiny_files)
+    assert (tiny_files / decoder_files.WORDS_FILE).read_text().splitlines()[-1] == "<unk>"
+    files = decoder_files.load_decoder_files(tiny_files)
     assert files.words == sorted(WORDS) and files.order == 1
     assert files.unigrams["hello"] == pytest.approx(-2.0)
 
@@ -110,8 +111,8 @@ def test_unk_path_spells_an_out_of_lexicon_word(tiny_files):
 @needs_flashlight
 def test_lm_prior_breaks_an_acoustic_tie(tmp_path):
     tie = emission(["_", {"c": 0.5, "b": 0.5}, "_", "a", "_", "t", "_"])
-    cat = lm.write_decoder_files(tmp_path / "cat", {**WORDS, "cat": -2.0, "bat": -4.0})
-    bat = lm.write_decoder_files(tmp_path / "bat", {**WORDS, "cat": -4.0, "bat": -2.0})
+    cat = decoder_files.write_decoder_files(tmp_path / "cat", {**WORDS, "cat": -2.0, "bat": -4.0})
+    bat = decoder_files.write_decoder_files(tmp_path / "bat", {**WORDS, "cat": -4.0, "bat": -2.0})
     assert beam(cat)(tie) == ["cat"]
     assert beam(bat)(tie) == ["bat"]
     assert beam(cat, lm_weight=0.0)(tie)[0] in ("cat", "bat")        # no LM: either, decided by acoustics only
@@ -122,8 +123,8 @@ def test_bigram_context_changes_the_choice(tmp_path):
     """With a bigram LM the previous word decides between two tied words."""
     uni = {**WORDS, "cat": -3.0, "bat": -3.0}
     bigrams = {("the", "bat"): -0.5, ("the", "cat"): -3.0, ("a", "cat"): -0.5, ("a", "bat"): -3.0}
-    folder = lm.write_decoder_files(tmp_path / "bi", uni, bigrams, {"the": -0.3, "a": -0.3})
-    assert lm.load_decoder_files(folder).order == 2
+    folder = decoder_files.write_decoder_files(tmp_path / "bi", uni, bigrams, {"the": -0.3, "a": -0.3})
+    assert decoder_files.load_decoder_files(folder).order == 2
     tie = ["_", {"c": 0.5, "b": 0.5}, "_", "a", "_", "t", "_"]
     the = ["_", "t", "_", "h", "_", "e", "_", " "]
     a = ["_", "a", "_", " "]
@@ -163,22 +164,22 @@ def _small_recipe(tmp_path: Path, order: int = 2) -> dict:
     text.write_text("the cat sat on the mat\nthe bat flew over the cat\nDon't panic, the cat is fine.\n" * 3)
     held = tmp_path / "held.jsonl"
     held.write_text(json.dumps({"audio_filepath": "x.wav", "text": "the bat flew over the cat"}) + "\n")
-    return lm.default_recipe(order=order, sources=["numbers"], numbers=300, text=[text], exclude=[held])
+    return lm_build.default_recipe(order=order, sources=["numbers"], numbers=300, text=[text], exclude=[held])
 
 
 def test_build_is_reproducible(tmp_path):
     recipe = _small_recipe(tmp_path)
-    a = lm.build_decoder_files(recipe, root=tmp_path / "a")
-    b = lm.build_decoder_files(recipe, root=tmp_path / "b", force=True)
-    assert a.name == b.name == lm.recipe_key(recipe)
-    for name in lm.DATA_FILES + (lm.INFO_FILE,):
+    a = lm_build.build_decoder_files(recipe, root=tmp_path / "a")
+    b = lm_build.build_decoder_files(recipe, root=tmp_path / "b", force=True)
+    assert a.name == b.name == decoder_files.recipe_key(recipe)
+    for name in decoder_files.DATA_FILES + (decoder_files.INFO_FILE,):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    files = lm.load_decoder_files(a)
+    files = decoder_files.load_decoder_files(a)
     assert files.order == 2 and {"cat", "don't", "ninety", "hundred"} <= set(files.words)
     assert files.info["stats"]["excluded_sentences"] == 3                 # the held-out sentence never reaches the LM
     assert ("the", "cat") in files.bigrams and ("flew", "over") not in files.bigrams
-    assert lm.build_decoder_files(recipe, root=tmp_path / "a") == a        # cached: reused as is
-    assert lm.recipe_key(_small_recipe(tmp_path, order=1)) != lm.recipe_key(recipe)
+    assert lm_build.build_decoder_files(recipe, root=tmp_path / "a") == a        # cached: reused as is
+    assert decoder_files.recipe_key(_small_recipe(tmp_path, order=1)) != decoder_files.recipe_key(recipe)
 
 
 def _one_line_error(exc_info, path: Path):
@@ -190,9 +191,10 @@ def _one_line_error(exc_info, path: Path):
 
 @pytest.mark.parametrize("damage", ["missing_lexicon", "corrupt_lm", "truncated_words", "bad_info", "missing_info"])
 def test_missing_or_corrupt_files(tmp_path, damage):
-    folder = lm.write_decoder_files(tmp_path / f"d_{damage}", WORDS)
-    target = {"missing_lexicon": lm.LEXICON_FILE, "corrupt_lm": lm.LM_FILE, "truncated_words": lm.WORDS_FILE,
-              "bad_info": lm.INFO_FILE, "missing_info": lm.INFO_FILE}[damage]
+    folder = decoder_files.write_decoder_files(tmp_path / f"d_{damage}", WORDS)
+    target = {"missing_lexicon": decoder_files.LEXICON_FILE, "corrupt_lm": decoder_files.LM_FILE,
+              "truncated_words": decoder_files.WORDS_FILE, "bad_info": decoder_files.INFO_FILE,
+              "missing_info": decoder_files.INFO_FILE}[damage]
     path = folder / target
     if damage.startswith("missing"):
         path.unlink()
@@ -205,7 +207,7 @@ def test_missing_or_corrupt_files(tmp_path, damage):
     else:
         path.write_text("{not json")
     with pytest.raises(DecoderFilesError) as exc_info:
-        lm.load_decoder_files(folder)
+        decoder_files.load_decoder_files(folder)
     _one_line_error(exc_info, path)
     if beam_available():
         with pytest.raises(DecoderFilesError) as exc_info:
@@ -215,25 +217,25 @@ def test_missing_or_corrupt_files(tmp_path, damage):
 
 def test_corrupt_lm_content_with_matching_checksum(tmp_path):
     """A file that passes the checksum but does not parse (hand-edited build.json) is still one line."""
-    folder = lm.write_decoder_files(tmp_path / "d", WORDS)
-    arpa = folder / lm.LM_FILE
+    folder = decoder_files.write_decoder_files(tmp_path / "d", WORDS)
+    arpa = folder / decoder_files.LM_FILE
     arpa.write_text(arpa.read_text().replace("\\end\\", ""))
-    info = json.loads((folder / lm.INFO_FILE).read_text())
+    info = json.loads((folder / decoder_files.INFO_FILE).read_text())
     import hashlib
-    info["files"][lm.LM_FILE]["sha256"] = hashlib.sha256(arpa.read_bytes()).hexdigest()
-    (folder / lm.INFO_FILE).write_text(json.dumps(info))
+    info["files"][decoder_files.LM_FILE]["sha256"] = hashlib.sha256(arpa.read_bytes()).hexdigest()
+    (folder / decoder_files.INFO_FILE).write_text(json.dumps(info))
     with pytest.raises(DecoderFilesError) as exc_info:
-        lm.load_decoder_files(folder)
+        decoder_files.load_decoder_files(folder)
     _one_line_error(exc_info, arpa)
 
 
 def test_beam_status_reports_why(tmp_path, monkeypatch):
-    folder = lm.write_decoder_files(tmp_path / "ok", WORDS)
-    monkeypatch.setenv(lm.DIR_ENV, str(folder))
+    folder = decoder_files.write_decoder_files(tmp_path / "ok", WORDS)
+    monkeypatch.setenv(decoder_params.DIR_ENV, str(folder))
     ok, why = beam_status()
     assert (ok, why) == (True, "") if beam_available() else (not ok and "flashlight" in why)
     shutil.rmtree(folder)
-    monkeypatch.setenv(lm.DIR_ENV, str(tmp_path / "gone"))
+    monkeypatch.setenv(decoder_params.DIR_ENV, str(tmp_path / "gone"))
     ok, why = beam_status()
     assert not ok and "\n" not in why
     if beam_available():
@@ -244,15 +246,15 @@ def test_corrupt_params_file(tmp_path):
     bad = tmp_path / "decoder_params.json"
     bad.write_text("[1, 2")
     with pytest.raises(DecoderFilesError) as exc_info:
-        lm.read_params(bad)
+        decoder_params.read_params(bad)
     assert str(bad) in str(exc_info.value) and "\n" not in str(exc_info.value)
 
 
 def test_committed_params_are_valid():
-    data = lm.read_params()
-    assert set(lm.DEFAULT_PARAMS) <= set(data["params"])
+    data = decoder_params.read_params()
+    assert set(decoder_params.DEFAULT_PARAMS) <= set(data["params"])
     if data.get("recipe") is not None:
-        assert data["key"] == lm.recipe_key(data["recipe"])
+        assert data["key"] == decoder_files.recipe_key(data["recipe"])
         assert not data["recipe"]["exclude"]                              # rebuildable anywhere
         tuned = data["tuned"]
         assert "test" not in Path(tuned["manifest"]).name                 # tuned on validation, never test
@@ -265,15 +267,15 @@ def test_committed_params_are_valid():
 def test_tune_on_a_tiny_model(tmp_path, tiny_model, tiny_corpus):
     from dld_core.checkpoint import save_checkpoint
     ckpt = save_checkpoint(tmp_path / "ckpt", tiny_model, recipe="teacher")
-    recipes = {1: lm.default_recipe(order=1, sources=["numbers"], numbers=50)}
+    recipes = {1: lm_build.default_recipe(order=1, sources=["numbers"], numbers=50)}
     grid = {"order": [1], "lm_weight": [0.0, 1.0], "word_score": [0.0], "unk_score": [-10.0], "beam_size": [4, 2]}
     out = tmp_path / "params.json"
-    res = lm.tune_decoder(ckpt, tiny_corpus["valid"], grid, out=out, recipes=recipes, root=tmp_path / "cache",
-                          log=lambda *_: None)
+    res = decoder_tuning.tune_decoder(ckpt, tiny_corpus["valid"], grid, out=out, recipes=recipes,
+                                      root=tmp_path / "cache", log=lambda *_: None)
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
     assert len(res["tuned"]["grid"]) == 3 and res["params"]["beam_size"] in (2, 4)
     assert res["tuned"]["best_wer"] == min(r["wer"] for r in res["tuned"]["grid"])
-    assert res["key"] == lm.recipe_key(res["recipe"])
+    assert res["key"] == decoder_files.recipe_key(res["recipe"])
 
 
 def test_cli_build_lm(tmp_path, capsys):
@@ -285,16 +287,40 @@ def test_cli_build_lm(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     folder = Path(out.strip().splitlines()[-1].split()[-1])
-    assert folder.parent == tmp_path / "cache" and "small" in lm.load_decoder_files(folder).words
+    assert folder.parent == tmp_path / "cache" and "small" in decoder_files.load_decoder_files(folder).words
+
+
+def test_cli_tune_hands_the_lm_recipes_to_tune_decoder(tmp_path, capsys, monkeypatch):
+    """`python -m dld_core tune`: one recipe per order, never seeing the tuning manifest or --exclude;
+    the parameters go to decoder_params.json unless --out says otherwise ('' = nowhere)."""
+    from dld_core.cli import main
+    valid, test, text = (tmp_path / name for name in ("valid.jsonl", "test.jsonl", "t.txt"))
+    for path in (valid, test, text):
+        path.write_text('{"text": "a b"}\n')
+    calls = []
+
+    def fake_tune(checkpoint, manifest, grid, **kw):
+        calls.append({"checkpoint": checkpoint, "manifest": manifest, "grid": grid, **kw})
+        return {"params": {"lm_weight": 1.0}, "tuned": {"greedy_wer": 0.5, "best_wer": 0.25}}
+    monkeypatch.setattr(decoder_tuning, "tune_decoder", fake_tune)
+    argv = ["tune", "--checkpoint", "CKPT", "--manifest", str(valid), "--exclude", str(test), "--text", str(text),
+            "--grid", '{"order": [2], "lm_weight": [0.5]}', "--limit", "3", "--max-ms", "0"]
+    assert main(argv) == 0 and main(argv + ["--out", ""]) == 0
+    first, nowhere = calls
+    assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "}")["best_wer"] == 0.25
+    assert first["out"] == decoder_params.PARAMS_PATH and nowhere["out"] is None
+    assert first["grid"] == {"order": [2], "lm_weight": [0.5]} and first["limit"] == 3
+    assert first["max_ms_per_audio_s"] is None and first["min_gain"] == 0.01
+    assert first["recipes"] == {2: lm_build.default_recipe(order=2, text=[text], exclude=[valid, test])}
 
 
 def test_bench_reports_decoding_time(tiny_model, tmp_path, monkeypatch):
     from dld_core.bench import decode_ms
-    monkeypatch.setenv(lm.DIR_ENV, str(lm.write_decoder_files(tmp_path / "tiny", WORDS)))
+    monkeypatch.setenv(decoder_params.DIR_ENV, str(decoder_files.write_decoder_files(tmp_path / "tiny", WORDS)))
     res = decode_ms(tiny_model, seconds=2.0, repeats=1)
     assert res["frames"] > 0 and res["greedy_ms"] > 0
     assert res["beam_ms"] > 0 if beam_available() else "flashlight" in res["beam_error"]
-    monkeypatch.setenv(lm.DIR_ENV, str(tmp_path / "missing"))
+    monkeypatch.setenv(decoder_params.DIR_ENV, str(tmp_path / "missing"))
     assert "build-lm" in decode_ms(tiny_model, seconds=1.0, repeats=1).get("beam_error", "build-lm")
 
 
@@ -305,11 +331,11 @@ def test_default_lexicon_from_the_real_sources(tmp_path):
     from dld_core.synth import text as textsrc
     if not textsrc.KJV_DATA.exists() or not getattr(textsrc, "WORDNET_DIR", textsrc.KJV_DATA).exists():
         pytest.skip("needs Debian's bible-kjv-text and wordnet-base")
-    folder = lm.build_decoder_files(lm.default_recipe(order=1), root=tmp_path)
-    files = lm.load_decoder_files(folder)
+    folder = lm_build.build_decoder_files(lm_build.default_recipe(order=1), root=tmp_path)
+    files = decoder_files.load_decoder_files(folder)
     words = set(files.words)
     assert 50000 < len(words) < 200000
     assert {"the", "i", "a", "don't", "seventy", "nineteenth", "thou", "begat", "computer"} <= words
-    assert all(lm.spell(w) for w in files.words)
-    assert files.unigrams["the"] > files.unigrams["computer"] > files.unigrams[lm.UNK]
-    assert sum((folder / n).stat().st_size for n in lm.DATA_FILES) < 20e6
+    assert all(decoder_files.spell(w) for w in files.words)
+    assert files.unigrams["the"] > files.unigrams["computer"] > files.unigrams[decoder_files.UNK]
+    assert sum((folder / n).stat().st_size for n in decoder_files.DATA_FILES) < 20e6

@@ -64,7 +64,7 @@ def gflops_text(page) -> str:
 def test_inspect_end_to_end(server, browser):
     context = browser.new_context(viewport={"width": 1440, "height": 2000}, permissions=["microphone"])
     page = context.new_page()
-    page.goto(server["url"], wait_until="domcontentloaded")
+    page.goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
     page.get_by_test_id("stCode").first.wait_for(timeout=90_000)
     wait_idle(page)
     page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=60_000)
@@ -191,7 +191,7 @@ def test_layer_strip_is_rebuilt_after_a_failed_load(server, browser):
     time.sleep(3.5)                                 # the app rescans checkpoint folders every 3 s
     context = browser.new_context(viewport={"width": 1440, "height": 2000})
     page = context.new_page()
-    page.goto(server["url"], wait_until="domcontentloaded")
+    page.goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
     page.get_by_test_id("stCode").first.wait_for(timeout=90_000)
     wait_idle(page)
     pick_student(page, "zz-broken")

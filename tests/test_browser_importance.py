@@ -55,7 +55,7 @@ def pick_student(page, name: str) -> None:
 def test_every_strip_label_is_whole(server, browser, width):
     context = browser.new_context(viewport={"width": width, "height": 1200})
     page = context.new_page()
-    open_inspect(page, server["url"])
+    open_inspect(page, f"{server['url']}/inspect")
     pick_student(page, DEEP)
     page.locator(".st-key-layer_11").wait_for(timeout=60_000)
     wait_idle(page)
@@ -92,7 +92,7 @@ def test_importance_labels_are_whole(server, browser, width):
         assert [t["text"] for t in ticks] == ["L1", "L2", "L3", "L4"], ticks
         assert all(t["inside"] for t in ticks), ticks
     assert page.get_by_text("A bar below zero means dropping the module helped").count() == 1
-    assert page.locator(".st-key-imp_open button").evaluate_all(WHOLE)
+    assert page.locator(".st-key-imp_open_0 button").evaluate_all(WHOLE)
     assert page.get_by_test_id("stException").count() == 0
     shot(page, f"importance_{width}")
     context.close()

@@ -1,5 +1,5 @@
 """Browser tests of the teaching parts (issue 15): a typed /inspect URL opens Inspect without Streamlit's
-"Page not found" box, "/" still opens Inspect, and the How DLD works page is in the navigation (first) and
+"Page not found" box, "/" opens How DLD works, and the How DLD works page is in the navigation (first) and
 works in a real browser. Screenshots go to test-artifacts/ (git-ignored)."""
 from __future__ import annotations
 
@@ -40,12 +40,11 @@ def test_a_typed_inspect_url_opens_inspect(server, browser):
     assert page.get_by_test_id("stException").count() == 0
     shot(page, "teaching_01_typed_inspect_url")
 
-    page.goto(server["url"], wait_until="domcontentloaded")              # the root still opens Inspect
-    page.get_by_test_id("stCode").first.wait_for(timeout=90_000)
+    page.goto(server["url"], wait_until="domcontentloaded")              # the root opens How DLD works
+    page.get_by_role("heading", name="How DLD works").wait_for(timeout=90_000)
     wait_idle(page)
     assert page.get_by_text("Page not found").count() == 0
-    assert page.get_by_role("heading", name="Inspect", exact=True).count() == 1
-    assert page.url.rstrip("/").endswith("/inspect")
+    assert page.url.rstrip("/").endswith("/how-it-works")
     context.close()
 
 

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from dld_core.checkpoint import CheckpointError, config_digest, list_checkpoints, load_checkpoint, save_checkpoint
+from dld_core.checkpoint import config_digest, list_checkpoints, load_checkpoint, save_checkpoint
+from dld_core.safe_io import CheckpointError
 
 
 def test_round_trip_fp16(tmp_path, tiny_model):

@@ -25,8 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dld_core import checkpoint as ck
-from dld_core import cli
+from dld_core import cli, safe_io
 from dld_core.checkpoint import load_checkpoint
 from tests.helpers import REPO
 
@@ -118,7 +117,7 @@ def kill9(proc: subprocess.Popen) -> None:
 def assert_folder_sane(out: Path) -> dict:
     """Every file a reader may open parses; the best model loads and its checksum holds."""
     for path in out.rglob("*"):
-        if not path.is_file() or path.name.endswith(".tmp") or path.name.endswith(ck.PENDING_SUFFIX):
+        if not path.is_file() or path.name.endswith(".tmp") or path.name.endswith(safe_io.PENDING_SUFFIX):
             continue
         if path.suffix == ".json":
             json.loads(path.read_text())
@@ -144,7 +143,7 @@ def assert_same_as_reference(out: Path, reference: Path) -> None:
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert_folder_sane(out)
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob(f"*{ck.PENDING_SUFFIX}"))
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(f"*{safe_io.PENDING_SUFFIX}"))
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +192,7 @@ def test_kill9_inside_commit_windows(tmp_path, tiny_corpus, reference, mode, arg
     ckpt = load_checkpoint(out)                           # loads (from the pending file if need be)
     assert ckpt.info["epoch"] == 1
     if expect_epoch is None:
-        assert not (out / "model.safetensors").exists() and ck.pending_path(out / "model.safetensors").exists()
+        assert not (out / "model.safetensors").exists() and safe_io.pending_path(out / "model.safetensors").exists()
     else:
         meta = json.loads((out / "resume" / "state.json").read_text())
         assert meta["train_state"]["epoch"] == expect_epoch
@@ -209,7 +208,7 @@ def test_disk_full_keeps_last_good_checkpoint(tmp_path, tiny_corpus, reference, 
     non-zero, the previous checkpoint still loads with a valid checksum, nothing half-written is left, and
     once the disk has room again --resume (or a restart) ends exactly like an uninterrupted run."""
     out = tmp_path / "run"
-    real_save_file = ck.save_file
+    real_save_file = safe_io.save_file
     calls = {"n": 0}
 
     def flaky_save_file(tensors, filename, metadata=None):
@@ -220,14 +219,14 @@ def test_disk_full_keeps_last_good_checkpoint(tmp_path, tiny_corpus, reference, 
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
         return real_save_file(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(ck, "save_file", flaky_save_file)
+    monkeypatch.setattr(safe_io, "save_file", flaky_save_file)
     rc, stdout, stderr = cli_in_process(train_argv(tiny_corpus, out))
     assert rc != 0 and stdout == ""
     assert len(stderr.splitlines()) == 1 and "No space left on device" in stderr and "Traceback" not in stderr
-    monkeypatch.setattr(ck, "save_file", real_save_file)
+    monkeypatch.setattr(safe_io, "save_file", real_save_file)
 
     ckpt = load_checkpoint(out)
-    assert ckpt.info["weights_sha256"] == ck.sha256_file(out / "model.safetensors") and ckpt.info["epoch"] == 1
+    assert ckpt.info["weights_sha256"] == safe_io.sha256_file(out / "model.safetensors") and ckpt.info["epoch"] == 1
     assert not list(out.rglob("*.tmp"))
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["event"] == "error" and "No space left" in log[-1]["message"]
@@ -245,13 +244,13 @@ def test_disk_full_keeps_last_good_checkpoint(tmp_path, tiny_corpus, reference, 
 def test_failed_write_of_metrics_is_one_line(tmp_path, tiny_corpus, monkeypatch):
     """Any OSError while writing (here: metrics.json at the end) is one line and a non-zero exit."""
     out = tmp_path / "run"
-    real = ck.atomic_write_bytes
+    real = safe_io.atomic_write_bytes
 
     def failing(path, data):
         if Path(path).name == "metrics.json":
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real(path, data)
-    monkeypatch.setattr(ck, "atomic_write_bytes", failing)
+    monkeypatch.setattr(safe_io, "atomic_write_bytes", failing)
     rc, stdout, stderr = cli_in_process(train_argv(tiny_corpus, out, "--epochs", "1"))
     assert rc == 2 and len(stderr.splitlines()) == 1 and "Read-only file system" in stderr
     load_checkpoint(out)
@@ -296,12 +295,13 @@ def _resume_state(folder: Path):
 
 
 def test_resume_state_checksum_and_old_format(tmp_path):
-    from dld_core.checkpoint import CheckpointError
+    from dld_core.safe_io import CheckpointError
     from dld_core.train import load_resume
     folder = tmp_path / "resume"
     _resume_state(folder)
     meta, tensors = load_resume(folder)
-    assert meta["train_state"]["step"] == 7 and meta["tensors_sha256"] == ck.sha256_file(folder / "state.safetensors")
+    assert meta["train_state"]["step"] == 7
+    assert meta["tensors_sha256"] == safe_io.sha256_file(folder / "state.safetensors")
     data = bytearray((folder / "state.safetensors").read_bytes())
     data[-3] ^= 0xFF
     (folder / "state.safetensors").write_bytes(bytes(data))

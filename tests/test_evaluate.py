@@ -170,9 +170,10 @@ def test_evaluate_skips_unreadable_clips_and_says_so(setup, tmp_path):
 
 
 def test_several_decoders_share_the_forward_passes(setup, tmp_path, monkeypatch):
-    from dld_core import lm
+    from dld_core.decoder_files import write_decoder_files
+    from dld_core.decoder_params import DIR_ENV
     ckpt, manifest, _ = setup
-    monkeypatch.setenv(lm.DIR_ENV, str(lm.write_decoder_files(tmp_path / "lm", {w: -1.0 for t in TEXTS for w in t.split()})))
+    monkeypatch.setenv(DIR_ENV, str(write_decoder_files(tmp_path / "lm", {w: -1.0 for t in TEXTS for w in t.split()})))
     both = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, progress=False, decoder=["greedy", "beam"])
     greedy = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, progress=False)
     beam = evaluate(ckpt, manifest, keep=[4, 2], num_masks=2, progress=False, decoder="beam")

@@ -8,7 +8,8 @@ import torch
 
 from dld_core.audio import SAMPLE_RATE
 from dld_core.data import SpeechDataset, bucket_batches
-from dld_core.features import MIN_SAMPLES, feature_extractor, pad_waveforms, padding_mask
+from dld_core.features import MIN_SAMPLES, feature_extractor, pad_waveforms
+from dld_core.frames import padding_mask
 from dld_core.losses import distillation_kl, kl_per_frame
 from dld_core.tokenizer import CharTokenizer
 from tests.helpers import tiny_config, wavlm_config

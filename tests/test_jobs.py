@@ -15,7 +15,7 @@ import pytest
 from app import jobs
 from dld_core.checkpoint import save_checkpoint
 from dld_core.model import DynamicCTCModel
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, write_tiny_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +110,50 @@ def test_evaluation_job_writes_its_results(tmp_path, tiny_corpus):
     assert json.loads(out.read_text())["num_layers"] == 4
     assert jobs.latest_for(tmp_path / "jobs", "evaluate", str(out)).id == job.id
     assert os.path.isfile(job.log_path)
+
+
+def ready_corpus(folder: Path) -> Path:
+    """A synthetic-corpus folder the runner takes as built (no speech synthesis in a test)."""
+    write_tiny_corpus(folder)
+    (folder / "corpus.json").write_text(json.dumps({"complete": True}))
+    assert jobs.corpus_ready(folder)
+    return folder
+
+
+def test_stop_then_continue_ends_like_an_uninterrupted_training(tmp_path):
+    """Issue 22: Continue on a training of the built-in corpus failed ("Is a directory (.)": the continued job
+    had no corpus and no manifests). Start, Stop after the first steps, Continue: the run finishes with the
+    step count of an uninterrupted one, having resumed (not restarted) in the same output folder."""
+    corpus = ready_corpus(tmp_path / "corpus")
+    root = tmp_path / "jobs"
+
+    def spec(out: str) -> jobs.TrainSpec:
+        return jobs.TrainSpec(out=str(tmp_path / out), corpus=str(corpus), corpus_hours=0.05,
+                              train={"recipe": "teacher", "epochs": 10, "batch_seconds": 4.0, "warmup_steps": 3},
+                              model={"d_model": 32, "n_layers": 2, "n_heads": 2, "ffn_dim": 64})
+
+    def steps_of(job: jobs.Job) -> list[dict]:
+        return [e for e in jobs.read_events(job.events_path) if e.get("event") == "step"]
+
+    first = jobs.start("train", spec("stopped"), root)
+    try:
+        wait_for(lambda: steps_of(first) or not jobs.alive(first), timeout=180)
+    finally:
+        stopped = jobs.stop(first, timeout=60)                          # what the Stop button does
+    assert stopped["state"] == "stopped", jobs.tail(first.log_path)
+    stopped_at = jobs.read_events(first.events_path)[-1]
+    assert stopped_at["event"] == "interrupted" and (Path(first.out) / "resume").is_dir()
+
+    second = jobs.resume(first, root)
+    assert second.spec == {**first.spec, "resume": True}
+    wait_for(lambda: not jobs.alive(second), timeout=300)
+    assert jobs.status(second)["state"] == "finished", jobs.tail(second.log_path)
+    starts = [e for e in jobs.read_events(second.events_path) if e.get("event") == "start"]
+    assert starts[-1]["step"] == stopped_at["step"] > 0                  # continued where it stopped
+
+    whole = jobs.start("train", spec("uninterrupted"), root)
+    wait_for(lambda: not jobs.alive(whole), timeout=300)
+    assert jobs.status(whole)["state"] == "finished", jobs.tail(whole.log_path)
+    resumed, reference = (json.loads((Path(j.out) / "metrics.json").read_text()) for j in (second, whole))
+    assert resumed["finished"] and stopped_at["step"] < resumed["steps"] == reference["steps"]
+    assert resumed["epochs"] == reference["epochs"] == 10

@@ -21,9 +21,11 @@ import torch
 
 from dld_core import archive
 from dld_core import checkpoint as ck
+from dld_core import safe_io
 from dld_core.archive import export_checkpoint_archive, import_checkpoint_archive
-from dld_core.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
+from dld_core.checkpoint import load_checkpoint, read_config, save_checkpoint
 from dld_core.model import DynamicCTCModel
+from dld_core.safe_io import CheckpointError
 from tests.helpers import tiny_config
 
 
@@ -191,16 +193,16 @@ def test_safetensors_library_validation_holds_on_its_own(good, lie, monkeypatch)
     independent layers)."""
     header, body = split_safetensors((good / ck.WEIGHTS_FILE).read_bytes())
     data = _lies(header, body)[lie]
-    monkeypatch.setattr(ck, "check_safetensors_header", lambda *a, **k: {})
+    monkeypatch.setattr(safe_io, "check_safetensors_header", lambda *a, **k: {})
     if lie == "dtype_not_a_weight_dtype":      # a well-formed file of the wrong dtype: caught by the dtype/shape check
         set_weights(good, data, True)
         refused(good, "do not fit|dtype")
         return
     if lie == "extra_entry_key":               # harmless (the data is described truthfully): the library accepts it
-        assert set(ck.parse_safetensors(data, "x")) == set(header) - {"__metadata__"}
+        assert set(safe_io.parse_safetensors(data, "x")) == set(header) - {"__metadata__"}
         return
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
-        ck.parse_safetensors(data, "x")
+        safe_io.parse_safetensors(data, "x")
 
 
 @pytest.mark.parametrize("cut", [0, 3, 8, 20, -100, -1])
@@ -304,7 +306,7 @@ def test_kill_between_config_and_weights_rename_still_loads(tmp_path, good, monk
     real_replace = os.replace
 
     def die_on_final_rename(src, dst):
-        if str(src).endswith(ck.PENDING_SUFFIX):
+        if str(src).endswith(safe_io.PENDING_SUFFIX):
             raise KeyboardInterrupt("simulated kill")
         return real_replace(src, dst)
     monkeypatch.setattr(os, "replace", die_on_final_rename)
@@ -316,8 +318,8 @@ def test_kill_between_config_and_weights_rename_still_loads(tmp_path, good, monk
         if v.is_floating_point():
             assert torch.allclose(loaded[k], v.half().float()), k
     ck.recover_checkpoint_folder(good)
-    assert not ck.pending_path(good / ck.WEIGHTS_FILE).exists()
-    assert read_config(good)["weights_sha256"] == ck.sha256_file(good / ck.WEIGHTS_FILE)
+    assert not safe_io.pending_path(good / ck.WEIGHTS_FILE).exists()
+    assert read_config(good)["weights_sha256"] == safe_io.sha256_file(good / ck.WEIGHTS_FILE)
 
 
 def test_failing_weights_write_leaves_the_old_checkpoint(good, monkeypatch):
@@ -326,7 +328,7 @@ def test_failing_weights_write_leaves_the_old_checkpoint(good, monkeypatch):
     def full_disk(path, tensors, metadata=None):
         Path(path).write_bytes(b"\0" * 10)             # a half-written file, then the error
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(ck, "atomic_save_tensors", full_disk)
+    monkeypatch.setattr(safe_io, "atomic_save_tensors", full_disk)
     with pytest.raises(OSError):
         save_checkpoint(good, DynamicCTCModel(tiny_config(n_layers=2)), recipe="ld")
     assert ((good / ck.WEIGHTS_FILE).read_bytes(), (good / ck.CONFIG_FILE).read_bytes()) == before
@@ -473,7 +475,7 @@ def test_encrypted_member_flag_is_refused(tmp_path, good):
 
 
 def test_archive_module_uses_no_pickle():
-    source = Path(archive.__file__).read_text() + Path(ck.__file__).read_text()
+    source = "".join(Path(module.__file__).read_text() for module in (archive, ck, safe_io))
     for banned in ("import pickle", "torch.load(", "pickle.load", "weights_only=False"):
         assert banned not in source
 

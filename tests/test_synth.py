@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,7 @@ from dld_core.synth import text as textsrc
 from dld_core.synth.corpus import TEXT_WEIGHTS, make_plan
 from dld_core.text import normalize_text
 
+REPO = Path(__file__).resolve().parents[1]
 REAL_FSDD = Path(__file__).resolve().parents[2] / "shared/data/fsdd"
 ANY_ENGINE = any(engines.engine_available(e) for e in ("espeak", "flite", "festival"))
 needs_tts = pytest.mark.skipif(not ANY_ENGINE, reason="no TTS engine installed")
@@ -47,6 +54,80 @@ def tiny(tmp_path_factory):
     a = build_corpus(str(root / "a"), hours=0.01, seed=3, fsdd_dir=str(fake), progress=False)
     b = build_corpus(str(root / "b"), hours=0.01, seed=3, fsdd_dir=str(fake), progress=False)
     return root, a, b, fake
+
+
+# python -c BUILDS OUT N HOURS: N corpus builds in a process with the handler of app/jobs.py's runner (SIGTERM
+# raises dld_core.train.Interrupted, torch loaded), which the pool workers used to inherit
+BUILDS = textwrap.dedent("""
+    import signal, sys
+    from dld_core.train import Interrupted
+    from dld_core.synth import build_corpus
+
+    def on_sigterm(signum, frame):
+        raise Interrupted()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    out, n, hours = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    try:
+        for i in range(n):
+            build_corpus(f"{out}/c{i}", hours=hours, seed=i)
+            print("built", i, flush=True)
+    except Interrupted:
+        print("stopped", flush=True)
+        sys.exit(130)
+""")
+
+
+def start_builds(out: Path, n: int, hours: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BUILDS, str(out), str(n), str(hours)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+@needs_tts
+def test_twenty_builds_under_a_jobs_stop_handler_finish_quietly(tmp_path):
+    """Issue 22: the pool workers inherited the job's SIGTERM handler. Closing a pool SIGTERMs its workers: each
+    printed "Process ForkPoolWorker-2: Traceback ... Interrupted", and one that caught it inside a task lived
+    on, so the build hung (0 files, 0% CPU) joining it."""
+    proc = start_builds(tmp_path, 20, 0.001)
+    try:
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert out.split() == [w for i in range(20) for w in ("built", str(i))]
+    assert "Traceback" not in err and "Error" not in err, err[-3000:]
+
+
+@pytest.mark.slow
+@needs_tts
+def test_a_stop_during_a_build_ends_it_quietly(tmp_path):
+    """The job's Stop (SIGTERM to its process group) mid-build: the builder stops at once, its workers end
+    without a traceback and leave no process behind."""
+    proc = start_builds(tmp_path, 1, 0.05)
+    try:
+        deadline = time.time() + 300
+        while not list((tmp_path / "c0.building" / "audio" / "train").glob("*.wav")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130 and out.split() == ["stopped"], err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    deadline = time.time() + 10
+    while True:                                                # the workers are gone with their parent
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, "a worker outlived the stopped build"
+        time.sleep(0.1)
 
 
 @pytest.mark.slow

@@ -163,7 +163,8 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_corpus)
 def test_a_student_may_gate_whole_blocks_of_a_sub_block_teacher(tmp_path, tiny_corpus):
     """gate_unit changes no weight: a block-gated student starts from a sub-block-gated Whisper teacher
     (the gate ablation's block_gates run); a different width is still refused."""
-    from dld_core.checkpoint import CheckpointError, save_checkpoint
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.safe_io import CheckpointError
     from dld_core.model import DynamicCTCModel
     cfg = tiny_config(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64, max_frames=400)
     save_checkpoint(tmp_path / "teacher", DynamicCTCModel(cfg), recipe="teacher")

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import save_file
 
 from dld_core import pretrained
-from dld_core.checkpoint import CheckpointError
 from dld_core.config import ModelConfig
 from dld_core.families import whisper as W
 from dld_core.flops import count_flops
+from dld_core.safe_io import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "tests" / "data" / "whisper_tiny_ref.npz"

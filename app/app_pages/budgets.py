@@ -1,6 +1,7 @@
 """Budgets: WER vs GFLOPs (and measured latency) for teacher, LD and DLD from `evaluate` results (computed in
 the background when missing) on a chosen test set and decoder, the Pareto front, the best model at a budget,
-a table with CSV download, and a recommended mask for a GFLOPs budget."""
+a table with CSV download, and a recommended mask for a GFLOPs budget: the best on the model's validation set
+within the budget (dld_core.recommend), with its own WER / CER on the chosen test set and its own GFLOPs."""
 from __future__ import annotations
 
 import math
@@ -12,14 +13,17 @@ import streamlit as st
 import time
 
 from app import jobs, state
-from app.views import layer_strip, plots
+from app.views import layer_strip, pickers, plots
+from dld_core.flops import gflops_for_seconds
+from dld_core.recommend import DEFAULT_CLIPS, FLOPS_SECONDS, USABLE_WER, find_evaluation, recommend
 
 DECODER_NAMES = {"greedy": "Greedy", "beam": "Beam search + word LM"}
 RECIPE_ORDER = {"dld": 0, "ld": 1, "teacher": 2}
 
 st.title("Budgets")
 st.caption("Word error rate against compute at every depth, for the test set chosen below. GFLOPs are for a "
-           "10 s clip; WER is the mean over random masks with that many modules kept (the `evaluate` protocol).")
+           "10 s clip; in the chart and the table, WER is the mean over random masks with that many modules kept "
+           "(the `evaluate` protocol); the recommendation card measures the one mask it recommends.")
 
 entries = state.find_checkpoints()
 if not entries:
@@ -71,7 +75,7 @@ def model_name(entry) -> str:
     return f"{recipe} ({entry.path.name})"
 
 
-rows, missing, absent, manifests = [], [], [], {}
+rows, missing, absent, manifests, manifests_by_model = [], [], [], {}, {}
 for path_s in chosen:
     entry = by_path[path_s]
     if not available[path_s]:
@@ -83,6 +87,7 @@ for path_s in chosen:
         continue
     manifests[str(result.get("manifest", ""))] = result.get("utterances")
     name = model_name(entry)
+    manifests_by_model[name] = str(result.get("manifest", ""))
     levels = [lv for lv in result.get("levels", []) if isinstance(lv, dict)]
     try:
         n_layers = int(result.get("num_layers") or max(int(lv["kept"]) for lv in levels))
@@ -119,16 +124,23 @@ def eval_status(checkpoint: Path) -> dict:
     return {"state": state_, "elapsed": time.time() - job.started, "message": st_["message"]}
 
 
+def background_manifest() -> Path:
+    """The set a model without results is evaluated on: the first test set of dld_core/eval_sets.py on this
+    server (the shipped models' results cover it, so a new model compares side by side), else the samples."""
+    sets = state.importance_sets()
+    return next((path for key, (_, path) in sets.items() if key != "samples"), state.samples_manifest())
+
+
 @st.fragment(run_every=2)
 def background_panel(missing_entries):
     """Evaluation results that are missing: start them in the background and watch them finish."""
-    manifest = state.samples_manifest()
+    manifest = background_manifest()
     statuses = {str(e.path): eval_status(e.path) for e in missing_entries}
     any_running = any(s["state"] == "running" for s in statuses.values())
     for entry in missing_entries:
         status = statuses[str(entry.path)]
         if status["state"] == "none" and manifest.is_file() and not any_running:
-            # Missing results are computed in the background on the sample set, one model at a time
+            # Missing results are computed in the background on a test set, one model at a time
             # (the others queue); a failed attempt waits for the retry button.
             start_eval(entry.path, manifest)
             status = eval_status(entry.path)
@@ -148,7 +160,7 @@ def background_panel(missing_entries):
             c1.warning(f"No evaluation results for **{entry.label}**{msg}", icon=":material/warning:")
             if c2.button("Compute in background", key=f"eval_{entry.path}", width="stretch"):
                 if not manifest.is_file():
-                    st.error(f"Cannot evaluate: no sample manifest at {manifest}.", icon=":material/error:")
+                    st.error(f"Cannot evaluate: no test set or sample manifest at {manifest}.", icon=":material/error:")
                 else:
                     start_eval(entry.path, manifest)
                     st.rerun()
@@ -182,9 +194,10 @@ for model in sorted(df["model"].unique(), key=model_order):
     part = df[df["model"] == model]
     row = part.loc[(part["gflops"] - part["gflops"].max() / 2).abs().idxmin()]
     n_all = int(row["num_layers"]) or int(part["kept"].max())
-    half.append(f"{model} **{100 * row['wer']:.1f}%** ({int(row['kept'])}/{n_all} modules)")
+    half.append(f"{model} **WER {100 * row['wer']:.1f}%** ({int(row['kept'])}/{n_all} modules)")
 st.markdown("#### At 50% compute: " + " · ".join(half))
-st.caption("WER of each model at the depth whose GFLOPs are nearest half of its full-depth GFLOPs (lower is better).")
+st.caption("Word error rate (WER, lower is better) of each model at the depth whose GFLOPs are nearest half of its "
+           "full-depth GFLOPs: the mean over the random masks evaluated at that depth.")
 
 lo, hi = float(df["gflops"].min()), float(df["gflops"].max())
 students = [m for m in df["model"].unique() if not df[df["model"] == m]["recipe"].eq("teacher").all()]
@@ -206,49 +219,120 @@ with c_budget:
 # The best model at this budget, whichever it is (not only the one chosen in "Recommend for").
 fits = df[df["gflops"] <= budget + 1e-9]
 best_any = fits.sort_values(["wer", "gflops"]).iloc[0] if not fits.empty else None
-if best_any is not None:
+if best_any is not None and best_any["wer"] < USABLE_WER:
     n_any = int(best_any["num_layers"]) or int(df[df["model"] == best_any["model"]]["kept"].max())
     st.metric("Best at this budget (any model)", str(best_any["model"]),
               delta=f"WER {100 * best_any['wer']:.1f}% · {int(best_any['kept'])}/{n_any} modules · "
                     f"{best_any['gflops']:.3f} GFLOPs", delta_color="off", delta_arrow="off",
-              help="The lowest WER among every shown model and depth that fits in the budget.")
+              help="The lowest WER among every shown model and depth that fits in the budget (the mean over the "
+                   "random masks evaluated at that depth).")
+elif best_any is not None:
+    st.metric("Best at this budget (any model)", "None usable",
+              delta=f"every depth that fits scores WER ≥ {100 * USABLE_WER:.0f}%", delta_color="off",
+              delta_arrow="off",
+              help="Every shown model and depth that fits in the budget gets (nearly) every word wrong here.")
 
-part = df[(df["model"] == target) & (df["gflops"] <= budget + 1e-9)]
-recommended = None
-if part.empty:
-    st.warning(f"No depth of {target} fits in {budget:.3f} GFLOPs; raise the budget.", icon=":material/warning:")
-else:
-    best = part.sort_values(["wer", "gflops"]).iloc[0]
-    n = int(best["num_layers"]) or int(df[df["model"] == target]["kept"].max())
-    masks = best["masks"]
-    if len(masks) == 1:
-        kept_idx, how = list(masks[0]), "the evaluated mask"
+
+def one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def recommendation(path: Path, budget: float, test_set: str, decoder: str, manifest) -> dict:
+    """The card's mask for a budget and its own numbers: {"mask", "n", "names", "gflops", "valid_wer",
+    "selection", "evaluation"}; or {"message", "level"} when there is nothing to recommend (yet)."""
+    name = model_name(by_path[str(path)])
+    ckpt = pickers.load_or_error(path, name)
+    if ckpt is None:
+        return {}
+    ckpt_key = state.checkpoint_key(path)
+    report = state.read_budget_report(path)
+    if report is not None:
+        table, sel = report["masks"], report.get("selection") or {}
+        selection = f"{sel.get('clips', '?')} clips of {sel.get('manifest', 'its validation set')}"
     else:
-        from dld_core.masks import every_other
-        kept_idx, how = every_other(n, int(best["kept"])), "modules spread evenly"
-    mask = [i in set(kept_idx) for i in range(n)]
-    names = best["module_names"] if len(best["module_names"]) == n else [f"L{i + 1}" for i in range(n)]
-    recommended = (float(best["gflops"]), float(best["wer"]))
+        valid = ckpt.info.get("valid_manifest")
+        if not isinstance(valid, str) or not state.resolve_manifest(valid).is_file():
+            return {"level": "info", "message": (
+                f"No mask of {name} has been chosen on a validation set, and it names no validation set on this "
+                f"server: `python -m dld_core.recommend --checkpoint {path} --valid MANIFEST --test MANIFEST "
+                f"--json {path / state.BUDGET_REPORT}` makes the recommendation card's data.")}
+        job = (ckpt_key, valid)
+        if job not in state.computed_registry():
+            if not st.button(f"Choose {name}'s masks on its validation set ({DEFAULT_CLIPS} clips)",
+                             icon=":material/play_arrow:", key="budget_validate"):
+                return {"level": "info", "message": (
+                    f"No mask of {name} has been chosen on its validation set yet: press the button (a few minutes "
+                    f"on a CPU; shared by every session) to get a recommendation.")}
+        try:
+            with st.spinner(f"Scoring {name}'s candidate masks on {DEFAULT_CLIPS} clips of {valid}…"):
+                table = state.validated_masks(ckpt_key, str(state.resolve_manifest(valid)), ckpt)
+        except (OSError, RuntimeError, ValueError) as exc:
+            return {"level": "warning", "message": f"Cannot choose {name}'s masks on {valid} — {one_line(exc)}"}
+        state.computed_registry().add(job)
+        selection = f"{DEFAULT_CLIPS} clips of {valid}"
+    best = recommend(table, budget)
+    if best is None:
+        return {"level": "warning", "message": f"No mask of {name} fits in {budget:.3f} GFLOPs; raise the budget."}
+    evaluation = find_evaluation(report, best["active"], test_set, decoder, key=state.eval_set_key) if report else None
+    if evaluation is None:
+        if not manifest:
+            return {"level": "info", "message": f"The recommended mask of {name} has no {set_name} result."}
+        try:
+            with st.spinner(f"Measuring the recommended mask on {set_name}…"):
+                evaluation = state.mask_evaluation(ckpt_key, manifest, tuple(best["active"]), decoder, ckpt)
+        except (OSError, RuntimeError, ValueError) as exc:
+            return {"level": "warning", "message": f"Cannot measure the recommended mask of {name} on {set_name} — "
+                                                   f"{one_line(exc)}"}
+    names = list(ckpt.model.module_names)
+    return {"mask": [i in set(best["active"]) for i in range(len(names))], "n": len(names), "names": names,
+            "gflops": gflops_for_seconds(ckpt.config, FLOPS_SECONDS, best["active"]), "valid_wer": best["wer"],
+            "selection": selection, "evaluation": evaluation}
+
+
+# The recommendation card: one mask, and every number on the card is that mask's own. The mask is the best on
+# the model's validation set among those within the budget (dld_core.recommend, the chooser of `deploy
+# --budget`); its WER / CER are measured on the chosen test set, its GFLOPs counted by dld_core.flops.
+target_row = df[df["model"] == target].iloc[0]
+target_path = Path(str(target_row["path"]))
+recommended = None
+card = recommendation(target_path, budget, test_set, decoder, manifests_by_model.get(target))
+if card.get("message"):
+    getattr(st, card.get("level", "info"))(card["message"], icon=":material/info:" if card.get("level") == "info"
+                                           else ":material/warning:")
+if card.get("mask") is not None:
+    n, names, mask, ev = card["n"], card["names"], card["mask"], card["evaluation"]
+    usable = ev["wer"] < USABLE_WER
+    recommended = (card["gflops"], ev["wer"]) if usable else None
     strip = " ".join(f"<span style='display:inline-block;min-width:30px;text-align:center;margin:1px;"
                      f"border-radius:4px;padding:2px 4px;font-size:0.8rem;"
                      f"background:{'#4f46e5' if on else '#e2e8f0'};color:{'white' if on else '#64748b'}'>"
                      f"{name}</span>" for name, on in zip(names, mask))
-    with st.container(border=True):
-        st.markdown(f"**Recommended for {target}**")
-        a, b, c = st.columns(3)
-        a.metric("Recommended depth", f"{int(best['kept'])}/{n} modules",
-                 help="How many of the model's gated modules run: the depth with the lowest WER that fits the budget.")
-        b.metric("Expected WER", f"{100 * best['wer']:.1f}%",
-                 help="Word error rate measured at this depth on the chosen test set (mean over the evaluated "
-                      "masks); it can exceed 100% when a model inserts words.")
-        c.metric("GFLOPs", f"{best['gflops']:.3f}",
-                 help="Billions of operations for one pass over a 10 s clip at this depth.",
-                 delta=f"{100 * (1 - best['gflops'] / budget):.0f}% under the budget" if budget else None,
+    with st.container(border=True, key="budget_card"):
+        if usable:
+            st.markdown(f"**Recommended for {target}**")
+        else:
+            st.warning(f"No usable model of {target} fits in {budget:.3f} GFLOPs: its best mask on the validation "
+                       f"set within the budget scores WER {100 * ev['wer']:.1f}% on {set_name} (≥ "
+                       f"{100 * USABLE_WER:.0f}%: nearly every word wrong). Raise the budget.",
+                       icon=":material/warning:")
+        a, b, c, d = st.columns(4)
+        a.metric("Recommended depth" if usable else "Best depth that fits", f"{sum(mask)}/{n} modules",
+                 help="How many of the model's gated modules this mask runs.")
+        b.metric("Expected WER", f"WER {100 * ev['wer']:.1f}%",
+                 help=f"Word error rate of this mask on {set_name} ({DECODER_NAMES.get(decoder, decoder).lower()}, "
+                      f"{ev.get('utterances', '?')} utterances); it can exceed 100% when a model inserts words.")
+        c.metric("Expected CER", f"CER {100 * ev['cer']:.1f}%",
+                 help="Character error rate of this mask on the same test set.")
+        d.metric("GFLOPs", f"{card['gflops']:.3f}",
+                 help="Billions of operations of this mask for one pass over a 10 s clip (dld_core.flops).",
+                 delta=f"{100 * (1 - card['gflops'] / budget):.0f}% under the budget" if budget else None,
                  delta_color="off", delta_arrow="off")
-        st.markdown(f"Mask ({how}): {strip}", unsafe_allow_html=True)
+        st.markdown(f"Mask: {strip}", unsafe_allow_html=True)
+        st.caption(f"Chosen on the validation set ({card['selection']}): greedy WER "
+                   f"{100 * card['valid_wer']:.1f}% there, "
+                   f"the lowest of the masks within the budget; WER and CER above are measured on {set_name}.")
         if st.button("Open this mask in Inspect", icon=":material/graphic_eq:", key="use_mask"):
-            path_s = str(best["path"])
-            st.session_state["_student_ckpt_choice"] = path_s
+            st.session_state["_student_ckpt_choice"] = str(target_path)
             st.session_state[layer_strip.MASK_KEY] = tuple(mask)
             st.session_state["_mask_model"] = None        # make the strip take the new mask
             st.switch_page(str(Path(__file__).resolve().parent / "inspect.py"))

@@ -11,7 +11,9 @@ import streamlit as st
 from app import state
 from app.views import layer_strip, pickers
 from dld_core import masks
-from dld_core.checkpoint import CheckpointError, read_config
+from dld_core.checkpoint import read_config
+from dld_core.families import describe_role
+from dld_core.safe_io import CheckpointError
 
 DIAGRAM_SECONDS = 10.0          # the compute figures are for a 10 s clip
 MODULES_KEY = "how_modules"     # the modules that run in the picture (a multi-select)
@@ -22,6 +24,16 @@ st.title("How DLD works")
 st.caption("One speech recognizer that can run at any depth, chosen per request: skip modules of the encoder "
            "to save compute, and keep the transcript usable. Here is the idea in three models, a picture and "
            "a three-step experiment.")
+
+# Where each audience goes next (the app root "/" opens this page).
+with st.container(horizontal=True, wrap=True, gap="small", key="how_audiences"):
+    st.caption("Teachers and students: read on.")
+    st.page_link("app_pages/inspect.py", label="Engineers: try any mask on a clip in Inspect",
+                 icon=":material/graphic_eq:")
+    st.page_link("app_pages/budgets.py", label="Budget owners: accuracy per GFLOP in Budgets", icon=":material/speed:")
+    st.page_link("app_pages/importance.py", label="Researchers: which module matters in Layer importance",
+                 icon=":material/bar_chart:")
+    st.page_link("app_pages/train.py", label="Train your own model", icon=":material/model_training:")
 
 # ------------------------------------------------------------------------------------- the three models
 c_t, c_ld, c_dld = st.columns(3, gap="medium")
@@ -79,25 +91,18 @@ shown = teacher or dld                      # the model drawn in the picture
 
 
 # -------------------------------------------------------------------------------- the gated encoder
-def module_role(name: str) -> str:
-    """What a module is, from its name (A1/M1: Whisper sub-blocks; L1: a conformer block)."""
-    kind, num = name[:1], name[1:]
-    if num.isdigit():
-        return {"A": f"self-attention of block {num}", "M": f"MLP (feed-forward) of block {num}",
-                "L": f"encoder block {num}"}.get(kind, "gated module")
-    return "gated module"
-
-
-def encoder_diagram_html(names, mask) -> str:
-    """The gated encoder as a row of boxes: the modules that run, filled; skipped ones, dashed and struck."""
+def encoder_diagram_html(names, mask, roles=None) -> str:
+    """The gated encoder as a row of boxes: the modules that run, filled; skipped ones, dashed and struck.
+    roles: (block, role) per module, from the model family (ModelConfig.module_roles), for the hover text."""
     boxes = []
-    for name, on in zip(names, mask):
+    roles = roles or [(i, "gated module") for i in range(len(names))]
+    for name, on, (block, role) in zip(names, mask, roles):
         state_txt = "runs" if on else "skipped"
         style = ("background:#4f46e5;color:#fff;border:2px solid #4f46e5;" if on else
                  "background:#f8fafc;color:#94a3b8;border:2px dashed #cbd5e1;")
         strike = "" if on else "text-decoration:line-through"
         boxes.append(f"<div class='dld-mod dld-{state_txt}' title='{html.escape(name)}: "
-                     f"{html.escape(module_role(name))} — {state_txt}' style='{style}padding:6px 10px;"
+                     f"{html.escape(describe_role(block, role))} — {state_txt}' style='{style}padding:6px 10px;"
                      f"border-radius:8px;min-width:46px;text-align:center;font-weight:600'>"
                      f"<span style='{strike}'>{html.escape(name)}</span>"
                      f"<div style='font-size:11px;font-weight:400'>{state_txt}</div></div>")
@@ -114,7 +119,7 @@ st.subheader("The gated encoder, live")
 if shown is not None:
     names = list(shown.model.module_names)
     n = len(names)
-    half = tuple(masks.preset("every_other", n, n // 2))
+    half = tuple(masks.preset("every_other", n, n // 2, blocks=shown.config.module_blocks))
 
     if st.session_state.get("_how_names") != names or MODULES_KEY not in st.session_state:
         st.session_state["_how_names"] = names
@@ -136,7 +141,7 @@ if shown is not None:
     chosen = st.pills("Modules that run", names, selection_mode="multi", key=MODULES_KEY,
                       help="Click a module to skip it or to run it again.")
     mask = tuple(name in (chosen or []) for name in names)
-    st.html(encoder_diagram_html(names, mask))
+    st.html(encoder_diagram_html(names, mask, shown.config.module_roles))
     try:
         g = state.gflops_for(shown, DIAGRAM_SECONDS, mask)
         g_full = state.gflops_for(shown, DIAGRAM_SECONDS, (True,) * n)
@@ -186,8 +191,29 @@ def story_clip(teacher_key: str, student_key: Optional[str], samples_key: str, _
     return best
 
 
+@st.cache_data(max_entries=8, show_spinner="Choosing the clip and the half mask that show the point…")
+def story_choice(teacher_key: str, student_key: str, samples_key: str, _teacher, _student,
+                 _rows: list) -> Optional[dict]:
+    """dld_core.story.choose_story over the sample clips: the multi-word clip and half mask on which the DLD
+    student beats the static teacher most clearly (WER and CER). {"row", "active"} or None."""
+    from dld_core.story import choose_story
+    usable, clips = [], []
+    for row in _rows:
+        try:
+            clips.append((state.load_clip_file(Path(row["audio_filepath"])).samples, str(row.get("text", ""))))
+        except (OSError, ValueError):
+            continue
+        usable.append(row)
+    try:
+        found = choose_story(_teacher.model, _student.model, clips)
+    except (RuntimeError, ValueError):
+        return None
+    return None if found is None else {"row": usable[found["clip"]], "active": found["active"]}
+
+
 st.subheader("The experiment in three clicks")
-st.caption("One clip, three runs. Watch the word error rate (WER): 0% is a perfect transcript.")
+st.caption("One clip, three runs. Watch the word error rate (WER) and the character error rate (CER): 0% is a "
+           "perfect transcript.")
 if teacher is None:
     st.error("The story needs the teacher (checkpoints/teacher), which is missing or unusable.",
              icon=":material/error:")
@@ -210,8 +236,9 @@ same_arch = dld is not None and _arch(dld.path) == _arch(teacher.path)
 if dld is not None and not same_arch:
     st.caption(f"The DLD student found ({dld_entry.label}) is not a student of this teacher (another "
                f"architecture, {dld.model.num_modules} modules): step ③ compares across architectures.")
-row = story_clip(t_key, s_key if same_arch else None, state.samples_key(rows), teacher, dld if same_arch else None,
-                 rows)
+choice = story_choice(t_key, s_key, state.samples_key(rows), teacher, dld, rows) if same_arch else None
+row = choice["row"] if choice is not None else story_clip(t_key, s_key if same_arch else None, state.samples_key(rows),
+                                                          teacher, dld if same_arch else None, rows)
 if row is None:
     st.error("None of the sample clips can be transcribed (or none has a reference text).", icon=":material/error:")
     st.stop()
@@ -227,16 +254,18 @@ t_full = state.teacher_result(t_key, clip.digest, teacher, clip.samples)
 
 
 def story_half() -> tuple[bool, ...]:
-    """The half mask of steps ② and ③: the half of the modules the DLD student misses least on this clip
-    (its best half-depth mask, closest to the teacher), run by both models; without a DLD student of this
-    teacher, every second module."""
+    """The half mask of steps ② and ③: the story's choice (dld_core.story); else the half of the modules the
+    DLD student misses least on this clip (its best half-depth mask, closest to the teacher), run by both
+    models; without a DLD student of this teacher, every second block."""
     n_t = len(t_names)
+    if choice is not None:
+        return tuple(masks.as_bools(choice["active"], n_t))
     if dld is not None and same_arch:
         best = state.best_mask(s_key, clip.digest, n_t // 2, t_key, reference, dld, clip.samples,
                                t_full["log_probs"])
         if best is not None:
             return tuple(best)
-    return tuple(masks.preset("every_other", n_t, n_t // 2))
+    return tuple(masks.preset("every_other", n_t, n_t // 2, blocks=teacher.config.module_blocks))
 
 
 t_half = story_half()
@@ -254,15 +283,19 @@ def run(step_no: int) -> Optional[dict]:
     if dld is None:
         return None
     d_names = list(dld.model.module_names)
-    d_half = t_half if same_arch else tuple(masks.preset("every_other", len(d_names), len(d_names) // 2))
+    d_half = t_half if same_arch else tuple(masks.preset("every_other", len(d_names), len(d_names) // 2,
+                                                         blocks=dld.config.module_blocks))
     res = state.student_result(s_key, clip.digest, d_half, t_key, dld, clip.samples, t_full["log_probs"])
     return {"model": "DLD student", "entry": dld_entry, "names": d_names, "mask": d_half, "text": res["text"]}
 
 
+HOW_CHOSEN = ("the clip and half of the modules on which, among the sample clips with several words and a few "
+              "half masks (every second block, the first half, whole blocks, random ones), the DLD student is "
+              "furthest ahead of the teacher" if choice is not None else
+              "the half the DLD student misses least on this clip")
 STORY = {1: "The teacher with **every module running**: this is the clip's best transcript.",
-         2: "The **same teacher with half of its modules skipped** (the half the DLD student misses least on "
-            "this clip). It was never trained that way, so it usually **collapses**: wrong words, missing "
-            "words or nothing at all.",
+         2: f"The **same teacher with half of its modules skipped** ({HOW_CHOSEN}). It was never trained that "
+            "way, so it usually **collapses**: wrong words, missing words or nothing at all.",
          3: "The **DLD student with the same half of its modules skipped**. It was trained with modules "
             "dropped and taught by the teacher, so it usually **degrades gracefully**: the same or nearly "
             "the same words, for about half the compute."}
@@ -275,13 +308,17 @@ except (RuntimeError, ValueError) as exc:
 st.markdown(STORY[step])
 WER_HELP = ("Word error rate: (substituted + deleted + inserted words) ÷ words in the reference. It can exceed "
             "100% when the model inserts extra words.")
+CER_HELP = ("Character error rate: the same count over characters, so a misspelt word costs a little instead of "
+            "a whole word. It shows a transcript that is nearly right.")
 if result is not None:
     sc = state.score(reference, result["text"])
     with st.container(border=True):
         st.markdown(f"**{result['model']}** · {masks.describe(result['mask'], result['names'])}")
         st.code(result["text"] or "(empty transcript)", language=None, wrap_lines=True)
         st.caption(f"Reference: “{reference}” · model: {result['entry'].label}")
-        st.metric("WER", f"{100 * sc['wer']:.0f}%" if sc else "—", help=WER_HELP)
+        w, c = st.columns(2)
+        w.metric("WER", f"{100 * sc['wer']:.0f}%" if sc else "—", help=WER_HELP)
+        c.metric("CER", f"{100 * sc['cer']:.0f}%" if sc else "—", help=CER_HELP)
         if sc and sc["wer"] > 1:
             st.caption("WER above 100%: the transcript has more wrong words than the reference has words "
                        "(inserted words count as errors too).")
@@ -298,7 +335,8 @@ for k in range(1, step + 1):
     so_far.append((k, sc))
 cols = st.columns(3)
 for (k, sc), col in zip(so_far, cols):
-    col.metric(f"WER at step {'①②③'[k - 1]}", f"{100 * sc['wer']:.0f}%" if sc else "—", help=WER_HELP)
+    col.metric(f"WER at step {'①②③'[k - 1]}", f"{100 * sc['wer']:.0f}%" if sc else "—", help=WER_HELP,
+               delta=f"CER {100 * sc['cer']:.0f}%" if sc else None, delta_color="off", delta_arrow="off")
 
 
 # -------------------------------------------------------------------------------------------- glossary

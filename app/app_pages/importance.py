@@ -81,13 +81,20 @@ if teacher is not None and any(t is None for t in teachers.values()):
                icon=":material/warning:")
 
 # ------------------------------------------------------------------------------------------ evaluation set
-sets = state.importance_sets()
+sets = state.importance_sets(present_only=False)              # the sample clips and every set of eval_sets.py
+present = state.importance_sets()
 set_options = list(sets) + ["custom"]
 c_set, c_path = st.columns([1, 1.3], vertical_alignment="bottom")
 set_key = c_set.selectbox("Evaluation set", set_options, key="imp_set",
-                          format_func=lambda k: "Another manifest (path)…" if k == "custom" else sets[k][0],
-                          help="The clips every module is measured on. Sets that are not on this server are "
-                               "not offered.")
+                          format_func=lambda k: "Another manifest (path)…" if k == "custom" else
+                          sets[k][0] + ("" if k in present else " — not built here"),
+                          help="The clips every module is measured on: the sample clips or a test set of the "
+                               "project (dld_core/eval_sets.py), or any manifest.")
+if set_key not in present and set_key != "custom":
+    build = state.EVAL_SET_BUILD.get(set_key)
+    st.info(f"{sets[set_key][0]} is not on this server ({sets[set_key][1]})"
+            + (f": build it with `{build}`." if build else "."), icon=":material/info:")
+    st.stop()
 try:
     if set_key == "samples":
         rows, set_label = state.load_samples(), sets["samples"][0]
@@ -131,17 +138,19 @@ if st.session_state.get("_imp_names") != names or not set(st.session_state.get(K
     st.session_state["_imp_names"] = names
     set_kept(list(inspect_mask) if inspect_fits else None)
 
-c_mask, c_b1, c_b2, c_b3 = st.columns([3, 0.8, 1.1, 1.3], vertical_alignment="bottom")
-kept_names = c_mask.multiselect("Start mask: the modules kept", names, key=KEPT_KEY,
-                                help="Drop-one removes each kept module in turn from this mask; the greedy path "
-                                     "starts here. Default: the mask you set on the Inspect page.")
-c_b1.button("All", key="imp_mask_all", on_click=set_kept, args=(None,), width="stretch")
-c_b2.button("Every 2nd", key="imp_mask_every_other", on_click=set_kept, args=(masks.every_other(n),),
-            width="stretch")
-c_b3.button("Inspect mask", key="imp_mask_inspect", on_click=set_kept, width="stretch",
-            args=(list(inspect_mask) if inspect_fits else None,), disabled=not inspect_fits,
-            help="The mask of the Inspect page's layer strip" if inspect_fits else
-                 "The Inspect page has no mask for a model with these modules")
+# The start mask on a row of its own: every chip (A1 … M4, L1 … L12) stays whole at 1400 px; presets under it.
+blocks = models[0][2].config.module_blocks
+kept_names = st.multiselect("Start mask: the modules kept", names, key=KEPT_KEY,
+                            help="Drop-one removes each kept module in turn from this mask; the greedy path "
+                                 "starts here. Default: the mask you set on the Inspect page.")
+with st.container(horizontal=True, gap="small", key="imp_mask_presets"):
+    st.button("All", key="imp_mask_all", on_click=set_kept, args=(None,), width="content")
+    st.button(masks.preset_label("every_other", blocks), key="imp_mask_every_other", on_click=set_kept,
+              args=(masks.preset("every_other", n, n // 2, blocks=blocks),), width="content")
+    st.button("Inspect mask", key="imp_mask_inspect", on_click=set_kept, width="content",
+              args=(list(inspect_mask) if inspect_fits else None,), disabled=not inspect_fits,
+              help="The mask of the Inspect page's layer strip" if inspect_fits else
+                   "The Inspect page has no mask for a model with these modules")
 base = tuple(name in kept_names for name in names)
 if not any(base):
     st.error("Keep at least one module in the start mask.", icon=":material/error:")
@@ -221,7 +230,7 @@ with b1:
 with b2:
     if any(v is not None for vals in kls.values() for v in vals):
         st.plotly_chart(plots.importance_bars({series_name(k): v for k, v in kls.items()}, names,
-                                              "Drop-one ΔKL (nats / frame)", "ΔKL", "#f59e0b",
+                                              "Drop-one ΔKL (nats / frame)", "ΔKL (nats)", "#f59e0b",
                                               colors={series_name(k): c for k, c in colors.items()}),
                         key="imp_kl", config={"displaylogo": False})
     else:
@@ -243,20 +252,48 @@ for name, res in results.items():
 steps = pd.DataFrame(steps)
 if len(results) == 1:
     steps = steps.drop(columns="model")
-steps.attrs["metric_name"] = "KL to teacher" if criterion == "kl" else "WER (%)"
+steps.attrs["metric_name"] = "KL to teacher (nats)" if criterion == "kl" else "WER (%)"
 g1, g2 = st.columns([2, 1], gap="large")
 with g1:
     st.plotly_chart(plots.greedy_path_chart(steps, colors=colors), key="imp_path", config={"displaylogo": False})
+def pick_row(j: int) -> None:
+    """A clicked row of model j's path table picks that mask for its "Open in Inspect"."""
+    rows = (st.session_state.get(f"imp_table_{j}") or {}).get("selection", {}).get("rows") or []
+    if rows:
+        st.session_state[f"imp_open_step_{j}"] = int(rows[0])
+
+
+def open_in_inspect(j: int, name: str, path: list) -> None:
+    """Under model j's path: open one of its masks (the clicked row, or the one picked here) in Inspect with
+    that model, the one whose table this is."""
+    step = st.selectbox("Mask to open", list(range(len(path))), index=min(1, len(path) - 1), key=f"imp_open_step_{j}",
+                        format_func=lambda i: ("start mask: " if i == 0 else
+                                               f"step {i}, without {names[path[i]['dropped']]}: ")
+                        + masks.describe(path[i]["active"], names),
+                        help="Click a row of the table, or pick here. Step 1 is the start mask minus its least "
+                             "important module (by the path criterion).")
+    if st.button("Open in Inspect", icon=":material/graphic_eq:", key=f"imp_open_{j}", width="content",
+                 help=f"Inspect {name} with this mask"):
+        entry = next(e for n_, e, _ in models if n_ == name)
+        st.session_state["_student_ckpt_choice"] = str(entry.path)
+        st.session_state[layer_strip.MASK_KEY] = tuple(masks.as_bools(path[step]["active"], n))
+        st.session_state["_mask_model"] = None        # make the strip take the new mask
+        st.switch_page(str(Path(__file__).resolve().parent / "inspect.py"))
+
+
 with g2:
+    st.caption("Click a row to open its mask in Inspect, with the model of that table.")
     tabs = st.tabs(list(results)) if len(results) > 1 else [st.container()]
     for j, (tab, (name, res)) in enumerate(zip(tabs, results.items())):
         with tab:
             part = steps[steps["model"] == name] if "model" in steps else steps
             st.markdown("**Drop order** " + (" → ".join(f"`{o}`" for o in part["dropped"][1:]) or "—"))
             table = part.assign(wer=lambda d: (d["wer"] * 100).round(2), kl=lambda d: d["kl"].round(4))
-            table = table[["kept", "dropped", "wer", "kl"]].rename(columns={"wer": "WER %", "kl": "KL"})
+            table = table[["kept", "dropped", "wer", "kl"]].rename(columns={"wer": "WER %", "kl": "KL (nats)"})
             st.dataframe(table, hide_index=True, width="stretch", key=f"imp_table_{j}",
-                         height=35 * (len(table) + 1) + 3)
+                         height=35 * (len(table) + 1) + 3, on_select=lambda j=j: pick_row(j),
+                         selection_mode="single-row")
+            open_in_inspect(j, name, res["path"])
 
 # ------------------------------------------------------------------------------------------------- export
 export, paths = [], {name: str(entry.path) for name, entry, _ in models}
@@ -281,20 +318,3 @@ with st.expander("Table and export", expanded=False, icon=":material/table:"):
     d2.download_button("Download JSON", json.dumps({**meta, "rows": export.to_dict(orient="records")}, indent=1),
                        file_name="dld_layer_importance.json", mime="application/json", icon=":material/download:",
                        key="imp_json", width="stretch")
-
-# ------------------------------------------------------------------------------------------ open in Inspect
-with st.container(border=True):
-    st.markdown("**Open a mask of the greedy path in Inspect**")
-    o1, o2 = st.columns([1, 2], vertical_alignment="bottom")
-    model_name = o1.selectbox("Model", list(results), key="imp_open_model") if len(results) > 1 else next(iter(results))
-    path = results[model_name]["path"]
-    step = o2.selectbox("Mask", list(range(len(path))), index=min(1, len(path) - 1), key="imp_open_step",
-                        format_func=lambda i: ("start mask: " if i == 0 else f"step {i}, without {names[path[i]['dropped']]}: ")
-                        + masks.describe(path[i]["active"], names),
-                        help="Step 1 is the start mask minus its least important module (by the path criterion).")
-    if st.button("Open this mask in Inspect", icon=":material/graphic_eq:", key="imp_open", width="content"):
-        entry = next(e for name, e, _ in models if name == model_name)
-        st.session_state["_student_ckpt_choice"] = str(entry.path)
-        st.session_state[layer_strip.MASK_KEY] = tuple(masks.as_bools(path[step]["active"], n))
-        st.session_state["_mask_model"] = None        # make the strip take the new mask
-        st.switch_page(str(Path(__file__).resolve().parent / "inspect.py"))

@@ -18,8 +18,8 @@ student, teacher = pickers.load_models(need_teacher=True)
 with st.sidebar:
     info = state.checkpoint_summary(student)
     wer_txt = f" · valid WER {100 * info['valid_wer']:.1f}%" if isinstance(info["valid_wer"], (int, float)) else ""
-    st.caption(f"Student: {info['recipe']} {info['family']}, {info['layers']} modules, d={info['d_model']}, "
-               f"{info['params_m']:.2f} M params{wer_txt}")
+    st.caption(f"Student: {state.checkpoint_name(student.path)} — {info['recipe']} {info['family']}, "
+               f"{info['layers']} modules, d={info['d_model']}, {info['params_m']:.2f} M params{wer_txt}")
     if info["protected"]:
         st.caption(f"Trained never to drop {', '.join(info['protected'])}: masks without "
                    f"{'it' if len(info['protected']) == 1 else 'them'} are outside its training.")
@@ -133,7 +133,8 @@ def kept_gflops(k: int) -> float:
 with right:
     # The "budget for k" line is about this clip: only with a clip loaded.
     mask = layer_strip.layer_strip(module_names, ckpt_key, best_k=best_k,
-                                   kept_gflops=kept_gflops if clip is not None else None)
+                                   kept_gflops=kept_gflops if clip is not None else None,
+                                   blocks=student.config.module_blocks)
 
 if clip is None:
     st.info("Choose a sample, record or upload a clip to see transcripts and layer views.",
@@ -180,11 +181,11 @@ t_score = state.score(reference, t_text) if t_res else None
 saved = 100 * (1 - res["gflops"] / res["gflops_full"]) if res["gflops_full"] else 0.0
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("GFLOPs (mask)", f"{res['gflops']:.3f}",
-          delta=f"-{saved:.0f}% vs {res['gflops_full']:.3f} at full depth" if saved >= 0.5 else "full depth",
+          delta=f"-{saved:.0f}% vs full" if saved >= 0.5 else "full depth",     # short: whole at 1400 px
           delta_color="inverse" if saved >= 0.5 else "off", delta_arrow="auto" if saved >= 0.5 else "off",
           help="GFLOPs: billions of arithmetic operations for one pass of the model over this clip with this "
-               "mask. Skipped modules cost nothing, so fewer modules on means less compute; the figure does not "
-               "depend on the machine (latency does).")
+               f"mask (full depth: {res['gflops_full']:.3f}). Skipped modules cost nothing, so fewer modules on "
+               "means less compute; the figure does not depend on the machine (latency does).")
 m2.metric("Modules on", f"{sum(mask)}/{n_layers}",
           help="How many of the encoder's gated modules run for this mask (the layer strip's switches); the "
                "others are skipped and pass their input straight on.")
@@ -197,13 +198,13 @@ m3.metric("Latency", f"{res['latency_ms']:.0f} ms", delta=f"RTF {rtf:.3f}" if rt
 wer_gap = 100 * (s_score["wer"] - t_score["wer"]) if s_score and t_score else None
 m4.metric("WER", f"{100 * s_score['wer']:.1f}%" if s_score else "—",
           delta=None if wer_gap is None else ("same as teacher" if abs(wer_gap) < 0.05 else
-                                              f"{wer_gap:+.1f} pts vs teacher"),
+                                              f"{wer_gap:+.1f} vs teacher"),     # points; short: whole
           delta_color="inverse" if wer_gap and abs(wer_gap) >= 0.05 else "off",
           delta_arrow="auto" if wer_gap and abs(wer_gap) >= 0.05 else "off",
           help="Word error rate of the student against the reference: (substituted + deleted + inserted "
                "words) ÷ words in the reference; lower is better. It can exceed 100%: inserted words count as "
                "errors too, so a transcript with more wrong words than the reference has words goes past 100%. "
-               "The delta compares with the teacher's WER on the same clip.")
+               "The delta compares with the teacher's WER on the same clip, in percentage points.")
 m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
           help="Character error rate of the student against the reference: the same count as WER but over "
                "characters, so a misspelt word costs a little instead of a whole word. It can also exceed 100% "

@@ -272,6 +272,9 @@ def job_view(job: jobs.Job) -> None:
                     jobs.resume(job, root)
                 except jobs.JobBusyError as exc:
                     st.error(f"Refused: {jobs.ui_message(str(exc).splitlines()[0])}.", icon=":material/block:")
+                except (jobs.JobError, OSError, ValueError, TypeError) as exc:
+                    st.error(f"Cannot continue the training — {jobs.ui_message(str(exc).splitlines()[0])}",
+                             icon=":material/error:")
                 else:
                     st.rerun()
     if steps:

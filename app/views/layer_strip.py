@@ -42,30 +42,38 @@ def _ensure_state(n_layers: int, model_key: str) -> None:
 
 
 def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[[int], Optional[Sequence[bool]]]] = None,
-                kept_gflops: Optional[Callable[[int], float]] = None) -> tuple[bool, ...]:
+                kept_gflops: Optional[Callable[[int], float]] = None,
+                blocks: Optional[Sequence[int]] = None) -> tuple[bool, ...]:
     """Render the strip; return the mask (also stored in st.session_state["mask"]).
 
     best_k(k) -> mask of the best k modules (or None when it cannot be computed).
     kept_gflops(k) -> GFLOPs with k modules kept (shown next to the k input as the budget).
+    blocks: the block of each module (ModelConfig.module_blocks): the presets keep whole blocks of a model
+    whose attention and MLP sub-blocks are gated apart (dld_core.masks.preset).
     model_key identifies the loaded model: the widget state is rebuilt when it changes."""
     n_layers = len(names)
     _ensure_state(n_layers, model_key)
 
     def apply(name: str) -> None:
         k = int(st.session_state.get("preset_k", max(1, n_layers // 2)))
-        if name == "best_k":
-            try:
-                mask = best_k(k) if best_k is not None else None
-            except (ValueError, RuntimeError) as exc:
-                st.session_state["_preset_msg"] = f"“Best k” failed — {str(exc).splitlines()[0]}"
-                return
-            if mask is None:
-                st.session_state["_preset_msg"] = "“Best k” needs a clip first; kept the mask."
-                return
-            set_mask(mask)
-        else:
-            set_mask(masks.preset(name, n_layers, k))
+        try:
+            mask = masks.preset(name, n_layers, k, blocks=blocks, choose=best_k)
+        except (ValueError, RuntimeError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            st.session_state["_preset_msg"] = f"{msg}; kept the mask."
+            return
+        set_mask(mask)
         st.session_state.pop("_preset_msg", None)
+
+    def preset_help(key: str) -> str:
+        p = masks.PRESETS[key]
+        if key == "every_other":
+            return f"{p.help}: {masks.describe(masks.preset(key, n_layers, 1, blocks=blocks), names)}"
+        if key == "best_k":
+            return ("Best k for this budget: the k-module mask with the lowest KL to the teacher on this clip, "
+                    "among every second, the first k, whole blocks and random masks "
+                    "(dld_core.layers.best_mask_for_budget)")
+        return p.help
 
     with st.container(border=True):
         head, count = st.columns([4, 1])
@@ -81,18 +89,12 @@ def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[
         with st.container(horizontal=True, wrap=True, gap="small", vertical_alignment="bottom",
                           key="layer_strip_presets"):
             st.number_input("k", min_value=1, max_value=n_layers, step=1, key="preset_k", width=110,
-                            help="Modules kept by “First k”, “Only k” (keeps module k alone) and “Best k”.")
-            st.button("All", on_click=apply, args=("all",), key="preset_all", width="content",
-                      help="Every module on (full depth)")
-            st.button("Every 2nd", on_click=apply, args=("every_other",), key="preset_every_other", width="content",
-                      help=f"Every second module on: {masks.describe(masks.every_other(n_layers), names)}")
-            st.button("First k", on_click=apply, args=("first_k",), key="preset_first_k", width="content",
-                      help="Modules 1 … k on")
-            st.button("Only k", on_click=apply, args=("only_k",), key="preset_only_k", width="content",
-                      help="None but one: module k alone")
-            st.button("Best k", on_click=apply, args=("best_k",), key="preset_best_k", width="content",
-                      type="primary", help="Best k for this budget: the k-module mask with the lowest KL to the "
-                                           "teacher on this clip (dld_core.layers.best_mask_for_budget)")
+                            help="The k of " + ", ".join(f"“{p.label}”" for p in masks.PRESETS.values() if p.uses_k)
+                                 + " (“Only k” keeps module k alone).")
+            for key, p in masks.PRESETS.items():
+                st.button(masks.preset_label(key, blocks), on_click=apply, args=(key,), key=f"preset_{key}",
+                          width="content", type="primary" if key == "best_k" else "secondary",
+                          help=preset_help(key))
         if kept_gflops is not None:
             try:
                 k_now = int(st.session_state["preset_k"])

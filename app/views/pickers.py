@@ -7,7 +7,8 @@ from typing import Optional
 import streamlit as st
 
 from app import state
-from dld_core.checkpoint import CheckpointError, read_config
+from dld_core.checkpoint import read_config
+from dld_core.safe_io import CheckpointError
 
 
 VALID_WER_HELP = ("“valid WER” is the model's word error rate on its training run's validation set, at full "

@@ -87,7 +87,7 @@ def kl_heatmap(matrix: np.ndarray, frame_sec: float, title: str, names: Sequence
     labels = layer_labels(names, active)
     fig = go.Figure(go.Heatmap(
         z=z, x=_time_axis(z.shape[1], frame_sec), y=labels, colorscale="YlOrRd", zmin=0,
-        colorbar=dict(title="KL", thickness=10),
+        colorbar=dict(title="KL (nats)", thickness=10),
         hovertemplate="Layer %{y}<br>t = %{x:.2f} s<br>KL = %{z:.4f} nats<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text="layer", type="category", tickmode="array",
                      tickvals=labels, ticktext=labels)   # keep labels of all-blank (NaN) rows
@@ -201,15 +201,26 @@ def greedy_path_chart(steps: pd.DataFrame, colors: Optional[dict] = None) -> go.
     palette = ["#4f46e5", "#f59e0b", "#10b981", "#ef4444"]
     fig = go.Figure()
     for j, (name, part) in enumerate(groups):
+        # labels alternate above and below the points (and between models), so neighbours never overlap
+        where = [("top center", "bottom center")[(i + j) % 2] for i in range(len(part))]
         fig.add_trace(go.Scatter(
             x=part["kept"], y=part["metric"], mode="lines+markers+text", text=part["dropped"], name=str(name),
-            textposition="top center", line=dict(color=colors.get(name, palette[j % len(palette)])),
+            textposition=where, cliponaxis=False, line=dict(color=colors.get(name, palette[j % len(palette)])),
             showlegend=bool(name),
             hovertemplate=(f"{name}<br>" if name else "") + "%{x} modules kept<br>dropped %{text}<br>%{y:.4f}<extra></extra>"))
     fig.update_xaxes(title_text="modules kept", autorange="reversed", dtick=1, automargin=True)
     fig.update_yaxes(title_text=str(steps.attrs.get("metric_name", "metric")), automargin=True)
     fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return _layout(fig, "Greedy drop path", 340)
+
+
+def nice_ticks(top: float, most: int = 6) -> list[float]:
+    """At most `most` ticks 0, d, 2d, ... up to the first one at or above `top`, d = 1, 2, 2.5 or 5 times a power
+    of ten: an axis from 0 to the last tick shows every value in [0, top] on round numbers."""
+    top = max(float(top), 1e-9)
+    base = 10.0 ** np.floor(np.log10(top / (most - 1)))
+    step = next(base * m for m in (1, 2, 2.5, 5, 10) if np.ceil(top / (base * m) - 1e-9) <= most - 1)
+    return [float(round(step * i, 12)) for i in range(int(np.ceil(top / step - 1e-9)) + 1)]
 
 
 def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, recipe: Optional[str] = None) -> go.Figure:
@@ -225,13 +236,16 @@ def training_curves(steps: pd.DataFrame, epochs: pd.DataFrame, recipe: Optional[
             continue                                          # CTC only (a teacher): the loss line says it all
         fig.add_trace(go.Scatter(x=steps["step"], y=steps[col], name=col, mode="lines",
                                  line=dict(color=color, width=2 if col == "loss" else 1)), secondary_y=False)
+    wer_ticks = nice_ticks(1.0)
     if len(epochs) and "valid_wer" in epochs and epochs["valid_wer"].notna().any():
         fig.add_trace(go.Scatter(x=epochs["step"], y=epochs["valid_wer"] * 100, name="valid WER",
                                  mode="lines+markers", line=dict(color="#ef4444", dash="dot"),
                                  hovertemplate="step %{x}<br>valid WER %{y:.1f}%<extra></extra>"), secondary_y=True)
+        wer_ticks = nice_ticks(max(1.0, epochs["valid_wer"].max() * 100))
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="loss", secondary_y=False, nticks=6)
-    fig.update_yaxes(title_text="valid WER", secondary_y=True, rangemode="tozero", ticksuffix="%",
-                     tickformat=".3~g", nticks=6, showgrid=False)
+    # WER on round ticks from 0 to the first tick at or above the worst epoch (a little room for its marker)
+    fig.update_yaxes(title_text="valid WER", secondary_y=True, range=[0, wer_ticks[-1] * 1.04], tickmode="array",
+                     tickvals=wer_ticks, tickformat="~g", ticksuffix="%", showgrid=False)
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return _layout(fig, "Training curves", 380)

@@ -14,7 +14,8 @@ from torch import nn
 from torchaudio.models.conformer import ConformerLayer
 
 from ..audio import SAMPLE_RATE
-from ..features import HOP_LENGTH, WIN_LENGTH, padding_mask
+from ..frames import HOP_LENGTH, WIN_LENGTH, padding_mask
+from . import get_family
 
 INPUT = "log-mel"          # SpecAugment applies to this family's features
 WHISPER_PAD = 3            # zero frames on each side of the Whisper log-mel (front_end "whisper")
@@ -37,8 +38,7 @@ class Features(nn.Module):
         super().__init__()
         self.front_end = getattr(cfg, "front_end", "logmel")
         if self.front_end == "whisper":
-            from .whisper import Features as WhisperFeatures
-            self.whisper = WhisperFeatures(cfg)
+            self.whisper = get_family("whisper").Features(cfg)
         else:
             self.mel = torchaudio.transforms.MelSpectrogram(
                 sample_rate=SAMPLE_RATE, n_fft=WIN_LENGTH, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
@@ -116,6 +116,11 @@ class Encoder(nn.Module):
 
 def module_names(cfg) -> list[str]:
     return [f"L{i + 1}" for i in range(cfg.n_layers)]
+
+
+def module_roles(cfg) -> list[tuple[int, str]]:
+    """Every gated module is a whole block."""
+    return [(i, "block") for i in range(cfg.n_layers)]
 
 
 def feature_frames(cfg, num_samples: int) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..audio import SAMPLE_RATE
-from ..features import padding_mask
+from ..frames import padding_mask
 
 INPUT = "waveform"
 
@@ -71,6 +71,11 @@ class Encoder(nn.Module):
 
 def module_names(cfg) -> list[str]:
     return [f"L{i + 1}" for i in range(cfg.n_layers)]
+
+
+def module_roles(cfg) -> list[tuple[int, str]]:
+    """Every gated module is a whole block."""
+    return [(i, "block") for i in range(cfg.n_layers)]
 
 
 def dummy_features(cfg, num_samples: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:

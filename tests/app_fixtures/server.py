@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 
 import pytest
 
-from . import make_checkpoints, make_eval_results, make_samples
+from . import make_budget_reports, make_checkpoints, make_eval_results, make_samples
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app" / "streamlit_app.py"
@@ -73,11 +73,13 @@ def rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def serve_app(root: Path, extra_env: Optional[dict] = None, start_timeout: float = 60) -> Iterator[dict]:
+def serve_app(root: Path, extra_env: Optional[dict] = None, start_timeout: float = 60,
+              family: str = "conformer") -> Iterator[dict]:
     root = Path(root)
-    ckpts = make_checkpoints(root / "checkpoints")
+    ckpts = make_checkpoints(root / "checkpoints", family=family)
     manifest = make_samples(root / "samples")
     make_eval_results(ckpts, manifest)
+    make_budget_reports(ckpts, manifest)
     port = free_port()
     env = {**os.environ, "DLD_CHECKPOINTS_DIR": str(root / "checkpoints"), "DLD_SAMPLES_DIR": str(root / "samples"),
            "DLD_JOBS_DIR": str(root / "jobs"), "DLD_RESULTS_DIR": str(root / "results"), **(extra_env or {})}

