@@ -83,6 +83,16 @@ def start_builds(out: Path, n: int, hours: float) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def test_pool_workers_are_not_forked_from_the_caller():
+    """A worker forked from a caller with threads (the test runner after 400 tests, a Streamlit server) can
+    inherit a lock that no thread will ever release: CI's suite hung for an hour building the fixture corpus.
+    The workers come from a fork server instead."""
+    from dld_core.synth.corpus import WORKERS, _worker_pool
+    with _worker_pool() as p:
+        parents = {p.apply(os.getppid) for _ in range(2 * WORKERS)}
+    assert os.getpid() not in parents and len(parents) == 1
+
+
 @pytest.mark.slow
 @needs_tts
 def test_twenty_builds_under_a_jobs_stop_handler_finish_quietly(tmp_path):
@@ -91,7 +101,7 @@ def test_twenty_builds_under_a_jobs_stop_handler_finish_quietly(tmp_path):
     on, so the build hung (0 files, 0% CPU) joining it."""
     proc = start_builds(tmp_path, 20, 0.001)
     try:
-        out, err = proc.communicate(timeout=900)
+        out, err = proc.communicate(timeout=480)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

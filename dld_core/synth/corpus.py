@@ -156,7 +156,7 @@ def _exit_quietly(signum, _frame):
 
 
 def _worker_signals() -> None:
-    """A forked worker leaves stopping to its parent: SIGTERM (pool.terminate(), or a Stop sent to the job's
+    """A pool worker leaves stopping to its parent: SIGTERM (pool.terminate(), or a Stop sent to the job's
     process group) and Ctrl-C end it quietly, whatever handlers the parent had installed. An inherited handler
     that raises an Exception (a job's Stop) printed a traceback from every worker when its pool closed, and a
     worker that caught it inside a task survived terminate() and hung the build. SystemExit is not caught by a
@@ -176,9 +176,13 @@ def _init_worker(pool: list[np.ndarray], out: str) -> None:
 
 @contextmanager
 def _worker_pool(initializer=_worker_signals, initargs=()):
-    """A pool of WORKERS forked processes. The stop signals are blocked while it forks, so that none reaches a
-    worker before its initializer (which must call _worker_signals) has reset its handlers."""
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    """A pool of WORKERS processes. The stop signals are blocked while it starts, so that none reaches a
+    worker before its initializer (which must call _worker_signals) has reset its handlers.
+
+    Workers come from a fork server (a fresh, single-threaded interpreter), never forked from the caller: a
+    caller with threads (torch's pool, a test runner, a Streamlit server) can hold a lock at fork time that no
+    forked child ever sees released, and a build forked from the 400th test of the suite hung for an hour."""
+    ctx = mp.get_context("forkserver") if "forkserver" in mp.get_all_start_methods() else mp.get_context("spawn")
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         pool = ctx.Pool(WORKERS, initializer=initializer, initargs=initargs)
