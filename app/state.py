@@ -6,7 +6,7 @@
 * Paths: environment variables override the defaults (the tests point them at temp folders):
   DLD_CHECKPOINTS_DIR (<repo>/checkpoints), DLD_JOBS_DIR (<repo>/runs/jobs), DLD_SAMPLES_DIR
   (<repo>/data_samples), DLD_RESULTS_DIR (committed <repo>/results, and <repo>/runs/eval for background
-  evaluations started from the app).
+  evaluations started from the app), DLD_DOWNLOADS_DIR (<repo>/runs/downloads: exported-model zips).
 """
 from __future__ import annotations
 
@@ -139,6 +139,11 @@ def results_dir() -> Path:
 def app_results_dir() -> Path:
     """Where background evaluations started from the app write (git-ignored runs/ unless overridden)."""
     return _env_path("DLD_RESULTS_DIR", REPO_ROOT / "runs" / "eval")
+
+
+def downloads_dir() -> Path:
+    """The cached "Download this model" zips, shared by sessions (git-ignored runs/ unless overridden)."""
+    return _env_path("DLD_DOWNLOADS_DIR", REPO_ROOT / "runs" / "downloads")
 
 
 def samples_manifest() -> Path:
@@ -303,7 +308,7 @@ def checkpoint_summary(ckpt: Checkpoint) -> dict[str, Any]:
     cfg = ckpt.config
     return {"recipe": RECIPE_NAMES.get(ckpt.recipe, ckpt.recipe), "family": cfg.family, "layers": cfg.num_modules,
             "d_model": cfg.d_model, "params_m": count_parameters(ckpt.model) / 1e6,
-            "valid_wer": metrics_valid_wer(metrics), "protected": ckpt.protected_names}
+            "valid_wer": metrics_valid_wer(metrics), "protected": list(ckpt.protected.kept_names)}
 
 
 # ------------------------------------------------------------------------------------------------ audio
@@ -491,9 +496,10 @@ def beam_ready(vocab: tuple[str, ...]) -> tuple[bool, str]:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def beam_text(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], _ckpt: Checkpoint,
+def beam_text(ckpt_key: str, audio_digest: str, mask: Sequence[bool], _ckpt: Checkpoint,
               _log_probs: np.ndarray) -> str:
-    """The beam decoder's transcript of an already computed result (student or teacher log-probs)."""
+    """The beam decoder's transcript of an already computed result (student or teacher log-probs); `mask`,
+    the mask they were computed with (the layer strip's tuple or a dld_core.masks.Mask), keys the cache."""
     from dld_core.inference import decoder_for
     return decoder_for(_ckpt.model, "beam")(torch.from_numpy(np.asarray(_log_probs, dtype=np.float32))[None], None)[0]
 
@@ -627,7 +633,7 @@ def resolve_manifest(manifest: str) -> Path:
 @st.cache_data(max_entries=16, show_spinner=False)
 def validated_masks(ckpt_key: str, valid_manifest: str, _ckpt: Checkpoint) -> list[dict]:
     """dld_core.recommend.validated_masks on the first clips of a validation manifest (once per model)."""
-    from dld_core.deploy import validation_clips
+    from dld_core.recommend import validation_clips
     from dld_core.recommend import DEFAULT_CLIPS, validated_masks as score
     clips, _ = validation_clips(_ckpt, valid_manifest, DEFAULT_CLIPS)
     return score(_ckpt.model, clips)

@@ -8,7 +8,6 @@ tiled) on the same threads: greedy and the lexicon + word LM beam search (median
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,16 @@ from .checkpoint import Checkpoint, load_checkpoint
 from . import masks as M
 from .audio import SAMPLE_RATE
 from .flops import gflops
-from .inference import featurize
+from .inference import emissions, featurize, timed
+from .paths import SAMPLES, repo_path
 
 
-@torch.inference_mode()
-def _median_ms(model, feats, lengths, mask, repeats: int, warmup: int) -> float:
-    active = M.as_bools(mask, model.num_modules)
-    for _ in range(warmup):
-        model(feats, lengths, active=active)
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        model(feats, lengths, active=active)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+def _latency(model, feats, lengths, mask, repeats: int, warmup: int):
+    """(the forward's output, its median latency in ms over `repeats` runs after `warmup`)."""
+    out, runs = timed(lambda: emissions(model, features=(feats, lengths), active=mask), repeats, warmup)
+    return out, float(np.median(runs))
 
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
 
 
 def _speech_clip(seconds: float) -> np.ndarray:
@@ -56,8 +48,7 @@ def _speech_clip(seconds: float) -> np.ndarray:
 def decode_ms(model, seconds: float = 10.0, repeats: int = 5) -> dict:
     """Median greedy and beam decoding time (ms) for `seconds` of speech on the current torch threads."""
     from .decode import make_decoder
-    feats, lengths = featurize(model, [_speech_clip(seconds)])
-    out = model(feats, lengths)
+    out = emissions(model, [_speech_clip(seconds)])
     result = {"clip": f"data_samples synth clips tiled to {seconds:g} s", "frames": int(out.lengths[0])}
     for kind in ("greedy", "beam"):
         try:
@@ -65,13 +56,8 @@ def decode_ms(model, seconds: float = 10.0, repeats: int = 5) -> dict:
         except (ValueError, RuntimeError, OSError) as exc:      # no decoder files / flashlight: say why
             result[f"{kind}_error"] = " ".join(str(exc).split())
             continue
-        dec(out.log_probs, out.lengths)
-        times = []
-        for _ in range(max(repeats, 1)):
-            start = time.perf_counter()
-            dec(out.log_probs, out.lengths)
-            times.append(time.perf_counter() - start)
-        result[f"{kind}_ms"] = float(np.median(times) * 1000)
+        _, runs = timed(lambda: dec(out.log_probs, out.lengths), repeats, warmup=1)
+        result[f"{kind}_ms"] = float(np.median(runs))
     return result
 
 
@@ -92,11 +78,11 @@ def bench(checkpoint, seconds: float = 10.0, repeats: int = 5, warmup: int = 2, 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        full_ms = _median_ms(model, feats, lengths, None, repeats, warmup)
+        full_ms = _latency(model, feats, lengths, None, repeats, warmup)[1]
         rows = []
         for k in levels:
             mask = M.level_masks(n, k, policy)[0]
-            ms = full_ms if k == n else _median_ms(model, feats, lengths, mask, repeats, warmup)
+            ms = full_ms if k == n else _latency(model, feats, lengths, mask, repeats, warmup)[1]
             rows.append({"kept": k, "mask": mask, "latency_ms": ms, "gflops": gflops(model, float(seconds), mask)})
         decode = decode_ms(model, seconds, repeats)
     finally:
@@ -115,12 +101,12 @@ def bench_exported(folder, seconds: float = 10.0, repeats: int = 5, warmup: int 
     exported model; plus the exported model's max |log-prob difference| to the gated one on that clip and
     whether their greedy transcripts agree. {"rows": [...], "max_abs_diff", "same_greedy_text", ...}"""
     from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
-    from .deploy import _resolve_path, folder_bytes, load_exported, read_info, static_subnetwork
+    from .deploy import folder_bytes, load_exported, read_info, static_subnetwork
     from .inference import decoder_for
     folder = Path(folder)
     info = read_info(folder)
     d = info["deployed"]
-    source_path = _resolve_path(d["source_checkpoint"])          # as given, else relative to the repository
+    source_path = repo_path(d["source_checkpoint"])          # as given, else relative to the repository
     source = load_checkpoint(source_path)
     if source.info.get("weights_sha256") != d["source_weights_sha256"]:
         raise ValueError(f"{source_path} is not the checkpoint {folder.name} was exported from (its weights' "
@@ -141,9 +127,7 @@ def bench_exported(folder, seconds: float = 10.0, repeats: int = 5, warmup: int 
         rows, outputs = [], {}
         for name, model, mask, flops_mask, size in entries:
             feats, lengths = featurize(model, [wav])
-            ms = _median_ms(model, feats, lengths, mask, repeats, warmup)
-            with torch.inference_mode():
-                outputs[name] = model(feats, lengths, active=mask)
+            outputs[name], ms = _latency(model, feats, lengths, mask, repeats, warmup)
             params = d["parameters"] if model is exported else sum(p.numel() for p in model.parameters())
             rows.append({"model": name, "latency_ms": ms, "gflops": gflops(source.config, float(seconds), flops_mask),
                          "parameters": params, "bytes": size})

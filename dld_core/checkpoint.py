@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 
 from .config import ModelConfig, from_dict, to_dict
-from .masks import parse_modules
+from .masks import Mask
 from .model import DynamicCTCModel
 from .safe_io import (CheckpointError, atomic_write_json, clean_interrupted_writes, commit_tensors_and_json,
                       finish_commit, parse_safetensors, pending_path, read_regular_file)
@@ -52,14 +52,10 @@ class Checkpoint:
         return self.path.name
 
     @property
-    def protected(self) -> list[int]:
-        """Modules this student was trained never to drop (its recipe's `protected`), as indices."""
-        text = (self.info.get("train") or {}).get("protected") or ""
-        return parse_modules(text, self.config.module_names) if text else []
-
-    @property
-    def protected_names(self) -> list[str]:
-        return [self.config.module_names[i] for i in self.protected]
+    def protected(self) -> Mask:
+        """The modules this student was trained never to drop (True), from its recipe's `protected` text in
+        config.json (TrainConfig.protected: "A1", "" for none; read with Mask.parse)."""
+        return Mask.parse((self.info.get("train") or {}).get("protected") or "", self.config.module_names)
 
 
 def recover_checkpoint_folder(folder: Path) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 from .config import ModelConfig, TrainConfig
 from .decode import DECODERS
 from .masks import LEVEL_POLICIES
+from .paths import CHECKPOINTS, REPO
+from .recommend import DEFAULT_CLIPS
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FSDD = REPO.parent / "shared" / "data" / "fsdd"
 # the shipped DLD student, else (until one ships) the shipped teacher
-DEFAULT_CHECKPOINT = next((p for p in (REPO / "checkpoints" / "dld", REPO / "checkpoints" / "teacher") if p.is_dir()),
-                          REPO / "checkpoints" / "dld")
+DEFAULT_CHECKPOINT = next((p for p in (CHECKPOINTS / "dld", CHECKPOINTS / "teacher") if p.is_dir()), CHECKPOINTS / "dld")
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -139,14 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     dg = dp.add_mutually_exclusive_group(required=True)
     dg.add_argument("--keep", help="modules to keep: names (e.g. A1,M1,A3 or L1,L4) or 0-based indices")
-    dg.add_argument("--budget", type=float, help="share of the full-depth GFLOPs (e.g. 0.5): the best mask that fits, "
-                                                  "on the model's validation set")
+    dg.add_argument("--budget", type=float, help="share of the full-depth GFLOPs (e.g. 0.5): the mask the Budgets page "
+                                                  "recommends for it (dld_core.recommend, on the model's validation set)")
     dp.add_argument("--out", required=True, help="output folder (must not exist)")
     dp.add_argument("--format", choices=["onnx", "safetensors"], default="onnx",
                     help="onnx (onnxruntime, CPU) or safetensors (a checkpoint this project loads)")
     dp.add_argument("--quantize", choices=["int8"], default=None, help="onnx: dynamic int8 quantization of the linear layers")
     dp.add_argument("--valid", default=None, help="--budget: validation manifest (default: the one the checkpoint records)")
-    dp.add_argument("--clips", type=int, default=32, help="--budget: validation clips that choose the mask")
+    dp.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="--budget: validation clips that choose the mask")
 
     x = sub.add_parser("export", help="copy a training run's best model into a shippable checkpoint folder")
     x.add_argument("--run", required=True)
@@ -307,10 +307,10 @@ def cmd_importance(args) -> int:
 
 def cmd_keep_probs(args) -> int:
     from .safe_io import json_object, read_regular_file
-    from .masks import keep_probabilities_from_costs, parse_modules
+    from .masks import Mask, keep_probabilities_from_costs
     report = json_object(read_regular_file(Path(args.importance), 1 << 24, args.importance), args.importance)
     names = report["module_names"]
-    probs = keep_probabilities_from_costs(report["importance"]["delta_wer"], parse_modules(args.protected, names),
+    probs = keep_probabilities_from_costs(report["importance"]["delta_wer"], Mask.parse(args.protected, names),
                                           args.low, args.high)
     print(",".join(f"{names[i]}={p:.2f}" for i, p in probs.items()))
     return 0

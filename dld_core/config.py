@@ -147,23 +147,6 @@ class TrainConfig:
             raise ValueError("kd_tau must be positive")
 
 
-# The shipped models' training settings (scripts/recipe.sh) that differ from the TrainConfig defaults, by
-# recipe and model family: what the app's Train page starts from. A pretrained Whisper encoder is
-# fine-tuned gently (the encoder at a lower rate than the new CTC head); students start from their teacher.
-SHIPPED_SETTINGS = {
-    ("teacher", "whisper"): {"pretrained": "default", "lr": 1e-3, "encoder_lr": 5e-5, "warmup_steps": 100},
-    ("student", "whisper"): {"init_from_teacher": True, "lr": 5e-4, "encoder_lr": 1e-4, "warmup_steps": 100},
-    ("student", "conformer"): {"init_from_teacher": True},
-}
-SHIPPED_DLD_SETTINGS = {"kd_lambda": 1.0, "kd_tau": 2.0}
-
-
-def shipped_settings(recipe: str, family: str) -> dict[str, Any]:
-    """TrainConfig fields of the shipped recipe for this recipe and (teacher's) model family."""
-    kind = "teacher" if recipe == "teacher" else "student"
-    return {**SHIPPED_SETTINGS.get((kind, family), {}), **(SHIPPED_DLD_SETTINGS if recipe == "dld" else {})}
-
-
 def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 

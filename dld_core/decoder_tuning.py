@@ -12,16 +12,15 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-import torch
-
 from .audio import load_audio, load_manifest
 from .checkpoint import load_checkpoint
 from .decode import beam_decoder_from_files, greedy_decode
 from .decoder_files import BOS, DATA_FILES, EOS, UNK, DecoderFiles, load_decoder_files, recipe_key
 from .decoder_params import DEFAULT_PARAMS
-from .inference import featurize
+from .inference import emissions, utterance
 from .lm_build import build_decoder_files, default_recipe
 from .metrics import wer
+from .paths import display_path
 from .safe_io import atomic_write_json
 from .text import normalize_text
 from .tokenizer import CharTokenizer
@@ -85,9 +84,9 @@ def tune_decoder(checkpoint, manifest, grid: Optional[dict] = None, *, out: Opti
     if not rows:
         raise ValueError(f"{manifest}: no utterances to tune on")
     refs = [r["text"] for r in rows]
-    emissions, audio_s = _emissions(model, rows, active)
+    log_probs, audio_s = _log_probs(model, rows, active)
     tok = CharTokenizer(vocab)
-    greedy = [greedy_decode(lp.unsqueeze(0), None, tok)[0] for lp in emissions]
+    greedy = [greedy_decode(lp.unsqueeze(0), None, tok)[0] for lp in log_probs]
     greedy_wer = wer(refs, greedy)
     log(f"greedy WER {100 * greedy_wer:.2f}% on {len(rows)} utterances ({audio_s / 60:.1f} min) of {manifest}")
     orders = [int(o) for o in grid["order"]]
@@ -100,7 +99,7 @@ def tune_decoder(checkpoint, manifest, grid: Optional[dict] = None, *, out: Opti
     def run(order: int, params: dict) -> dict:
         dec = beam_decoder_from_files(built[order][1], vocab, **params)
         start = time.perf_counter()
-        hyps = [dec(lp.unsqueeze(0))[0] for lp in emissions]
+        hyps = [dec(lp.unsqueeze(0))[0] for lp in log_probs]
         secs = time.perf_counter() - start
         row = {"order": order, **params, "wer": wer(refs, hyps), "ms_per_audio_s": 1000 * secs / audio_s}
         results.append(row)
@@ -136,7 +135,7 @@ def tune_decoder(checkpoint, manifest, grid: Optional[dict] = None, *, out: Opti
         "recipe": deploy,
         "key": recipe_key(deploy),
         "tuned": {
-            "checkpoint": _display_path(checkpoint), "manifest": _display_path(manifest),
+            "checkpoint": display_path(checkpoint), "manifest": display_path(manifest),
             "manifest_sha256": hashlib.sha256(Path(manifest).read_bytes()).hexdigest(),
             "utterances": len(rows), "audio_seconds": round(audio_s, 2),
             "active": None if active is None else list(active),
@@ -154,23 +153,12 @@ def tune_decoder(checkpoint, manifest, grid: Optional[dict] = None, *, out: Opti
     return out_obj
 
 
-def _display_path(path) -> str:
-    path = Path(path).resolve()
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        return str(path.relative_to(repo))
-    except ValueError:
-        return str(path)
-
-
-def _emissions(model, rows: list[dict], active) -> tuple[list, float]:
-    """Log-probs [T, V] per utterance (full length, float32, CPU) and the total audio seconds."""
+def _log_probs(model, rows: list[dict], active) -> tuple[list, float]:
+    """Log-probs [T, V] per utterance (full length, float32, CPU; one utterance at a time through the
+    inference path) and the total audio seconds."""
     out, seconds = [], 0.0
-    with torch.inference_mode():
-        for row in rows:
-            clip = load_audio(row["audio_filepath"])
-            seconds += clip.duration
-            feats, lengths = featurize(model, [clip.samples])
-            res = model(feats, lengths, active=active)
-            out.append(res.log_probs[0, : int(res.lengths[0])].float().cpu().contiguous())
+    for row in rows:
+        clip = load_audio(row["audio_filepath"])
+        seconds += clip.duration
+        out.append(utterance(emissions(model, [clip.samples], active=active)).float().cpu().contiguous())
     return out, seconds

@@ -23,9 +23,12 @@ them all: it is an ordinary static model.
   featurize -> forward -> greedy or beam decoding) runs it like a PyTorch model.
 * ``--quantize int8``: dynamic int8 quantization of the linear layers (MatMul/Gemm weights,
   onnxruntime.quantization.quantize_dynamic); the file is named model.int8.onnx and config.json says so.
-* ``--budget B``: the best mask whose GFLOPs (10 s clip, dld_core.flops) are at most B x full depth, on
-  the model's validation set: `dld_core.layers.best_mask_for_budget` (the Budgets/Inspect recommendation)
-  at every depth that fits, WER first, KL to the full-depth model breaking ties.
+* ``--budget B``: the mask the Budgets page recommends for B x the full-depth GFLOPs (10 s clip): the one
+  chooser, `dld_core.recommend` (`validated_masks` on the model's validation set, then `recommend`:
+  validation WER first, KL to the full-depth model breaking ties).
+* The ONNX form also holds the family's front end as features.onnx (`dld_core.onnx_features`: 16 kHz
+  audio -> model.onnx's inputs), so the folder runs with onnxruntime alone (README: "Run the exported
+  model without DLD Studio"); `run_onnx` is that path, and it is verified too.
 
 config.json records where the model came from: the source checkpoint, its weights' and config's
 checksums, the mask (names, indices, bools), how it was chosen, GFLOPs (and the share of full depth),
@@ -55,11 +58,13 @@ from . import masks as M
 from .audio import SAMPLE_RATE
 from .checkpoint import CONFIG_FILE, Checkpoint, config_digest, load_checkpoint, save_checkpoint
 from .config import ModelConfig, from_dict, to_dict
-from .flops import gflops
 from .model import DynamicCTCModel, ModelOutput, count_parameters
+from .onnx_features import (FEATURES_FILE, INPUTS as FEATURES_INPUTS, OUTPUTS as FEATURES_OUTPUTS, export_features,
+                            run_features)
+from .recommend import (CHOOSER, CRITERION, DEFAULT_CLIPS, FLOPS_SECONDS, NUM_CANDIDATES, mask_gflops, recommend,
+                        validated_masks, validation_clips)
 from .safe_io import CheckpointError, atomic_write_json, fsync_dir, json_object, read_regular_file, sha256_file
 
-REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("onnx", "safetensors")
 QUANTIZATIONS = ("int8",)
 FAMILIES = ("conformer", "whisper")          # wavlm: its relative position bias lives in layer 0's weights
@@ -67,8 +72,6 @@ DEPLOY_FORMAT = "dld-studio-deployed"        # config.json of the ONNX form (the
 DEPLOY_VERSION = 1
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
-BUDGET_SECONDS = 10.0                        # GFLOPs are for a 10 s clip, as on the Budgets page
-DEFAULT_CLIPS = 32                           # validation clips that choose a --budget mask
 MAX_DIFF_FP32 = 1e-3                         # a float32 export further than this from the gated model is refused
 MAX_ONNX_BYTES = 1 << 30
 OPSET = 17
@@ -90,36 +93,6 @@ def parse_keep(text: str, names: Sequence[str]) -> list[int]:
     return kept
 
 
-def mask_gflops(cfg: ModelConfig, kept) -> float:
-    return gflops(cfg, BUDGET_SECONDS, list(kept))
-
-
-def _resolve_path(path: str) -> Path:
-    """A path as given, else (when only that exists) relative to the repository, like config.json's."""
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
-        p = REPO / p
-    return p
-
-
-def validation_clips(ckpt: Checkpoint, manifest: Optional[str] = None, limit: int = DEFAULT_CLIPS) -> tuple[list, str]:
-    """The first `limit` (waveform, text) pairs of the model's validation set (config.json's valid_manifest,
-    or `manifest`), and the manifest's path."""
-    from .audio import load_audio, load_manifest
-    path = manifest or ckpt.info.get("valid_manifest")
-    if not path or not isinstance(path, str):
-        raise DeployError("--budget needs a validation set and this checkpoint records none: pass --valid MANIFEST")
-    p = _resolve_path(path)
-    if not p.is_file():
-        raise DeployError(f"--budget needs the validation set {path}, which is not here: pass --valid MANIFEST")
-    if limit < 1:
-        raise DeployError(f"--clips must be at least 1, got {limit}")
-    rows = load_manifest(p)[:limit]
-    if not rows:
-        raise DeployError(f"the validation set {path} is empty")
-    return [(load_audio(r["audio_filepath"]).samples, r["text"]) for r in rows], str(path)
-
-
 def check_budget(cfg: ModelConfig, budget: float) -> float:
     """The GFLOPs limit of a --budget share; refused outside (0, 1] or below the cheapest one-module mask."""
     if not 0 < budget <= 1:
@@ -131,38 +104,22 @@ def check_budget(cfg: ModelConfig, budget: float) -> float:
     if single[cheapest] > budget * full * (1 + 1e-9):
         raise DeployError(f"--budget {budget:g} is below the cheapest mask ({names[cheapest]} alone: "
                           f"{single[cheapest] / full:.3f} of full depth, {single[cheapest]:.3f} of {full:.3f} GFLOPs "
-                          f"per {BUDGET_SECONDS:g} s)")
+                          f"per {FLOPS_SECONDS:g} s)")
     return budget * full
 
 
-def budget_mask(ckpt: Checkpoint, budget: float, clips, num_candidates: int = 8, seed: int = 0) -> dict:
-    """The best mask within `budget` x the full-depth GFLOPs: at every depth where some mask fits,
-    `layers.best_mask_for_budget` among its candidates that fit (the cheapest mask of that depth is always
-    one); then the lowest WER over the depths, KL to the full-depth model breaking ties.
-    Returns {"active", "wer", "kl", "gflops", "limit_gflops", "depths": [{kept, active, wer, kl}]}."""
-    from .layers import best_mask_for_budget
-    cfg, model = ckpt.config, ckpt.model
-    n = cfg.num_modules
-    limit = check_budget(cfg, budget)
-    single = [mask_gflops(cfg, [i]) for i in range(n)]
-    order = sorted(range(n), key=lambda i: (single[i], i))           # cheapest modules first
-
-    def fits(mask) -> bool:
-        return mask_gflops(cfg, mask) <= limit * (1 + 1e-9)
-
-    depths = []
-    for k in range(n, 0, -1):
-        cheapest_k = sorted(order[:k])
-        if not fits(cheapest_k):
-            continue
-        best = best_mask_for_budget(model, model, clips, kept=k, num_candidates=num_candidates, seed=seed,
-                                    criterion="wer", path=[{"kept": k, "active": cheapest_k}], fits=fits)
-        if best is not None:
-            depths.append({"kept": k, "active": list(best["active"]), "wer": best["wer"], "kl": best["kl"]})
-    inf = float("inf")
-    chosen = min(depths, key=lambda d: (d["wer"] if d["wer"] is not None else inf,
-                                        d["kl"] if d["kl"] is not None else inf, -d["kept"]))
-    return {**chosen, "gflops": mask_gflops(cfg, chosen["active"]), "limit_gflops": limit, "depths": depths}
+def budget_mask(ckpt: Checkpoint, budget: float, clips, num_candidates: int = NUM_CANDIDATES, seed: int = 0) -> dict:
+    """The Budgets page's mask for `budget` x the full-depth GFLOPs (dld_core.recommend, scoring only the
+    candidates within the budget). Returns {"active", "wer", "kl", "gflops", "limit_gflops", "depths": the best
+    mask of each depth that fits [{kept, active, wer, kl, gflops}]}."""
+    limit = check_budget(ckpt.config, budget)
+    table = validated_masks(ckpt.model, clips, num_candidates, seed, limit_gflops=limit)
+    chosen = recommend(table, limit)
+    if chosen is None:
+        raise DeployError(f"no mask fits in --budget {budget:g}")
+    depths = sorted({e["kept"] for e in table}, reverse=True)
+    return {**chosen, "limit_gflops": limit,                     # the best of each depth, for the record
+            "depths": [recommend([e for e in table if e["kept"] == k], limit) for k in depths]}
 
 
 # ---------------------------------------------------------------------------------- the static model
@@ -345,6 +302,7 @@ def write_onnx(folder: Path, static: DynamicCTCModel, provenance: dict, quantize
                                                  if store_exact_fp16(folder / name) else ", the rest float32")
     elif store_exact_fp16(folder / ONNX_FILE):
         storage = "float16 where exact (the source's float16 weights), cast to float32 when loaded"
+    export_features(static.config, folder / FEATURES_FILE, OPSET)
     model_cfg = to_dict(static.config)
     info = {
         "format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "form": "onnx",
@@ -353,11 +311,15 @@ def write_onnx(folder: Path, static: DynamicCTCModel, provenance: dict, quantize
         "weights_storage": storage,
         "opset": OPSET,
         "inputs": {"features": f"float32 [batch, frames, {static.config.n_mels}]: the {static.config.family} "
-                               "family's front end (dld_core.features.feature_extractor(config)) on 16 kHz audio",
+                               f"family's front end on 16 kHz audio ({FEATURES_FILE}, or "
+                               "dld_core.features.feature_extractor(config))",
                    "lengths": "int64 [batch]: valid feature frames of each row"},
         "outputs": {"log_probs": f"float32 [batch, frames', {static.config.vocab_size}]: CTC log-posteriors over "
                                  "model.vocab (blank first)",
                     "out_lengths": "int64 [batch]: valid output frames"},
+        "front_end": {"file": FEATURES_FILE, "sha256": sha256_file(folder / FEATURES_FILE), "inputs": FEATURES_INPUTS,
+                      "outputs": FEATURES_OUTPUTS, "graph": "the family's feature extractor, its STFT as a "
+                                                            "convolution (dld_core.onnx_features)"},
         "model": model_cfg, "model_sha256": config_digest(model_cfg),
         "deployed": {**provenance, "form": "onnx"},
     }
@@ -445,19 +407,52 @@ def load_exported(folder, threads: Optional[int] = None) -> nn.Module:
 
 # -------------------------------------------------------------------------------------------- deploy
 
+def run_onnx(folder, waveforms) -> tuple[np.ndarray, np.ndarray]:
+    """An exported ONNX folder run with onnxruntime alone, as the README does: features.onnx on the padded
+    16 kHz waveforms, then the model file. Returns (log_probs, out_lengths)."""
+    import onnxruntime as ort
+    folder = Path(folder)
+    info = read_info(folder)
+    if info["format"] != DEPLOY_FORMAT or not isinstance(info.get("front_end"), dict):
+        raise CheckpointError(f"{folder.name}: not an ONNX folder with a front end (features.onnx)")
+    features = run_features(folder / FEATURES_FILE, waveforms)
+    session = ort.InferenceSession(str(folder / info["model_file"]), providers=["CPUExecutionProvider"])
+    return tuple(session.run(None, dict(zip(["features", "lengths"], features))))
+
+
+def _max_diff(a_log_probs, a_lengths, b_log_probs, b_lengths) -> float:
+    """max |log-prob difference| over the valid frames of two outputs of a batch (inf if their lengths differ)."""
+    a_lengths, b_lengths = torch.as_tensor(a_lengths).cpu(), torch.as_tensor(b_lengths).cpu()
+    if not torch.equal(a_lengths, b_lengths):
+        return float("inf")
+    a, b = torch.as_tensor(a_log_probs).cpu(), torch.as_tensor(b_log_probs).cpu()
+    return max(float((a[i, :n] - b[i, :n]).abs().max()) for i, n in enumerate(a_lengths.tolist()))
+
+
+@torch.no_grad()
+def _gated_reference(gated: DynamicCTCModel, kept: Sequence[int], seconds: Sequence[float], seed: int):
+    """A padded batch of noise clips and the gated model's output on it with mask `kept`."""
+    from .inference import featurize
+    wavs = [_noise(s, seed + i) for i, s in enumerate(seconds)]
+    return wavs, gated(*featurize(gated, wavs), active=list(kept))
+
+
 @torch.no_grad()
 def max_abs_diff(gated: DynamicCTCModel, kept: Sequence[int], exported: nn.Module,
                  seconds: Sequence[float] = VERIFY_SECONDS, seed: int = 11) -> float:
     """max |log-prob difference| over the valid frames of a padded batch of noise clips, the gated model with
     mask `kept` against the exported model."""
     from .inference import featurize
-    wavs = [_noise(s, seed + i) for i, s in enumerate(seconds)]
-    a = gated(*featurize(gated, wavs), active=list(kept))
+    wavs, a = _gated_reference(gated, kept, seconds, seed)
     b = exported(*featurize(exported, wavs))
-    if not torch.equal(a.lengths.cpu(), b.lengths.cpu()):
-        return float("inf")
-    return max(float((a.log_probs[i, :n].cpu() - b.log_probs[i, :n].cpu()).abs().max())
-               for i, n in enumerate(a.lengths.tolist()))
+    return _max_diff(a.log_probs, a.lengths, b.log_probs, b.lengths)
+
+
+def onnx_only_diff(gated: DynamicCTCModel, kept: Sequence[int], folder,
+                   seconds: Sequence[float] = VERIFY_SECONDS, seed: int = 11) -> float:
+    """The same, for the exported folder run with onnxruntime alone (`run_onnx`: its own front end)."""
+    wavs, a = _gated_reference(gated, kept, seconds, seed)
+    return _max_diff(a.log_probs, a.lengths, *map(torch.from_numpy, run_onnx(folder, wavs)))
 
 
 def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[float] = None, fmt: str = "onnx",
@@ -494,9 +489,8 @@ def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[floa
         best = budget_mask(ckpt, budget, clip_list)
         kept = best["active"]
         selection = {"by": "budget", "budget": budget, "limit_gflops": best["limit_gflops"],
-                     "valid_manifest": manifest, "clips": len(clip_list), "criterion": "wer, then KL to full depth",
-                     "chooser": "dld_core.layers.best_mask_for_budget", "wer": best["wer"], "kl": best["kl"],
-                     "depths": best["depths"]}
+                     "valid_manifest": manifest, "clips": len(clip_list), "criterion": CRITERION,
+                     "chooser": CHOOSER, "wer": best["wer"], "kl": best["kl"], "depths": best["depths"]}
     static = static_subnetwork(ckpt.model, kept)
     full_gf, gf = mask_gflops(cfg, range(cfg.num_modules)), mask_gflops(cfg, kept)
     provenance = {
@@ -505,12 +499,12 @@ def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[floa
         "source_module_names": list(names), "kept": [names[i] for i in kept], "kept_indices": list(kept),
         "mask": M.as_bools(kept, cfg.num_modules), "module_names": list(static.module_names),
         "selection": selection,
-        "gflops_seconds": BUDGET_SECONDS, "gflops": gf, "full_gflops": full_gf, "gflops_share": gf / full_gf,
+        "gflops_seconds": FLOPS_SECONDS, "gflops": gf, "full_gflops": full_gf, "gflops_share": gf / full_gf,
         "static_gflops": mask_gflops(static.config, range(static.num_modules)),
         "parameters": count_parameters(static), "source_parameters": count_parameters(ckpt.model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    log(f"keeping {M.describe(kept, names)}: {gf:.3f} of {full_gf:.3f} GFLOPs per {BUDGET_SECONDS:g} s "
+    log(f"keeping {M.describe(kept, names)}: {gf:.3f} of {full_gf:.3f} GFLOPs per {FLOPS_SECONDS:g} s "
         f"({100 * gf / full_gf:.0f}%), {provenance['parameters']:,} of {provenance['source_parameters']:,} parameters")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -523,9 +517,17 @@ def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[floa
         if not quantize and not diff <= MAX_DIFF_FP32:
             raise DeployError(f"the exported model does not match the gated model (max |log-prob difference| "
                               f"{diff:.3g} > {MAX_DIFF_FP32:g}); nothing was written")
+        verified = {"max_abs_diff": diff, "against": f"the gated model with this mask, on a padded batch of "
+                    f"{len(VERIFY_SECONDS)} noise clips ({', '.join(f'{s:g} s' for s in VERIFY_SECONDS)})"}
+        if fmt == "onnx":
+            alone = onnx_only_diff(ckpt.model, kept, tmp)
+            if not quantize and not alone <= MAX_DIFF_FP32:
+                raise DeployError(f"the exported model run with onnxruntime alone ({FEATURES_FILE} and {ONNX_FILE}) "
+                                  f"does not match the gated model (max |log-prob difference| {alone:.3g} > "
+                                  f"{MAX_DIFF_FP32:g}); nothing was written")
+            verified["onnxruntime_only_max_abs_diff"] = alone   # with its own front end, as the README runs it
         info = json_object(read_regular_file(tmp / CONFIG_FILE, 1 << 20, CONFIG_FILE), CONFIG_FILE)
-        info["deployed"]["verified"] = {"max_abs_diff": diff, "against": f"the gated model with this mask, on a padded "
-                                        f"batch of {len(VERIFY_SECONDS)} noise clips ({', '.join(f'{s:g} s' for s in VERIFY_SECONDS)})"}
+        info["deployed"]["verified"] = verified
         info["deployed"]["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.name != CONFIG_FILE}
         atomic_write_json(tmp / CONFIG_FILE, info)      # the checksums it records are of files not rewritten
         if out.exists() or out.is_symlink():

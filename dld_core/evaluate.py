@@ -39,10 +39,11 @@ def length_batches(durations: Sequence[float], batch_seconds: float) -> list[lis
 
 def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Optional[Sequence[int]] = None,
                    num_masks: int = 4, policy: str = "random", seed: int = 0, batch_seconds: float = 120.0,
-                   custom=None, progress: bool = True, decoder="greedy", protected: Sequence[int] = ()):
+                   custom=None, progress: bool = True, decoder="greedy", protected=()):
     """The evaluation loop over manifest-like rows; `load(row)` returns the 16 kHz waveform, or None for a
     row to leave out (an unreadable clip): such rows count in no level. `decoder` is a name, or a list of
-    names decoded from the same forward passes; then the result is {decoder: levels}."""
+    names decoded from the same forward passes; then the result is {decoder: levels}. `protected`: the
+    modules random masks always keep (a masks.Mask, e.g. Checkpoint.protected, or indices)."""
     decoders = [decoder] if isinstance(decoder, str) else list(decoder)
     extra = {d: decoder_for(model, d) for d in decoders[1:]}
     n = model.num_modules
@@ -139,7 +140,7 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
     def result(name: str, by_level: list) -> dict:
         return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
                 "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
-                "protected": ckpt.protected_names,
+                "protected": list(ckpt.protected.kept_names),
                 "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
                 "levels": by_level}
     if isinstance(decoder, str):

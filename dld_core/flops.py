@@ -29,7 +29,7 @@ from .config import ModelConfig, to_dict
 from .families import get_family
 from .frames import WIN_LENGTH
 from .masks import as_bools
-from .model import DynamicCTCModel
+from .model import DynamicCTCModel, run_modules
 
 aten = torch.ops.aten
 
@@ -96,11 +96,12 @@ def _count_parts(model: DynamicCTCModel, samples: int, device) -> tuple[int, tup
     enc = model.encoder
     feats, lengths = get_family(model.config.family).dummy_features(model.config, samples, device)
     with _flop_counter() as counter:
+        def mark(i, on, before, after):
+            marks.append(counter.get_total_flops())
+            return after
         x, _, context = enc.embed(feats, lengths)
         marks = [counter.get_total_flops()]
-        for i in range(model.num_modules):
-            x = enc.layer(i, x, context)
-            marks.append(counter.get_total_flops())
+        x = run_modules(enc, x, context, [True] * model.num_modules, mark)
         model.log_probs(enc.finish(x))
         total = counter.get_total_flops()
     return total - (marks[-1] - marks[0]), tuple(b - a for a, b in zip(marks, marks[1:]))

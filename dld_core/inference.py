@@ -1,13 +1,15 @@
 """The one inference path: waveforms -> features -> forward(mask) -> decode.
 
-Used by the CLI, the evaluator, training validation, the layer views and the app: nothing else runs a
-model on audio. Features can be computed once (`featurize`) and passed to `recognize` for many masks.
+Used by the CLI, the evaluator, training validation (and the dld teacher), the layer views, decoder tuning,
+the benchmark and the app: nothing else runs a model on audio. `featurize` computes features (once, then
+pass them on for many masks); `emissions` runs the forward (CTC log-probs, no decoding); `recognize` adds
+the decoding and the timing (`timed`).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,38 @@ def featurize(model: DynamicCTCModel, waveforms: Sequence[np.ndarray]) -> tuple[
     wavs, lengths = pad_waveforms([torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waveforms])
     device = next(model.parameters(), torch.empty(0)).device      # no parameters: an ONNX model (deploy.py), CPU
     return feature_extractor(model.config).to(device)(wavs.to(device), lengths.to(device))
+
+
+@torch.inference_mode()
+def emissions(model: DynamicCTCModel, waveforms: Optional[Sequence[np.ndarray]] = None, *,
+              features: Optional[tuple[torch.Tensor, torch.Tensor]] = None, active=None,
+              return_hidden: bool = False) -> ModelOutput:
+    """Waveforms (or precomputed `features`) -> forward with one layer mask -> the batch's CTC log-probs
+    [B, T', V], valid lengths [B] and (return_hidden) hidden states; no decoding. utterance(out, i) is one
+    utterance's valid log-probs."""
+    feats, lengths = features if features is not None else featurize(model, waveforms)
+    return model(feats, lengths, active=active, return_hidden=return_hidden)
+
+
+def utterance(output: ModelOutput, i: int = 0) -> torch.Tensor:
+    """Utterance i's valid log-probs [T', V] of a batch's output."""
+    return output.log_probs[i, : int(output.lengths[i])]
+
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeats: int = 1, warmup: int = 0) -> tuple[T, list[float]]:
+    """Run fn `warmup` times untimed, then `repeats` (at least 1) times timed: (the last result, each timed
+    run in ms). The latency of the benchmark and of `recognize`."""
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(max(1, int(repeats))):
+        start = time.perf_counter()
+        result = fn()
+        runs.append((time.perf_counter() - start) * 1000)
+    return result, runs
 
 
 def decoder_for(model: DynamicCTCModel, decoder: str = "greedy"):
@@ -45,7 +79,7 @@ class Recognition:
 
     def log_probs(self, i: int = 0) -> torch.Tensor:
         """Utterance i's valid log-probs [T', V]."""
-        return self.output.log_probs[i, : int(self.output.lengths[i])]
+        return utterance(self.output, i)
 
     @property
     def compute_ms(self) -> float:
@@ -67,16 +101,11 @@ def recognize(model: DynamicCTCModel, waveforms: Optional[Sequence[np.ndarray]] 
 
     repeats > 1 runs the (deterministic, eval-mode) forward that many times and reports the median time as
     forward_ms: a latency that one scheduler hiccup does not decide. The output is the last run's."""
-    feats, lengths = features if features is not None else featurize(model, waveforms)
-    runs = []
-    for _ in range(max(1, int(repeats))):
-        start = time.perf_counter()
-        out = model(feats, lengths, active=active, return_hidden=return_hidden)
-        runs.append((time.perf_counter() - start) * 1000)
+    features = features if features is not None else featurize(model, waveforms)
+    out, runs = timed(lambda: emissions(model, features=features, active=active, return_hidden=return_hidden),
+                      repeats)
     decode = decoder_for(model, decoder)
-    start = time.perf_counter()
-    texts = decode(out.log_probs, out.lengths)
-    decode_ms = (time.perf_counter() - start) * 1000
+    texts, (decode_ms,) = timed(lambda: decode(out.log_probs, out.lengths))
     return Recognition(texts, out, float(np.median(runs)), runs, decode_ms)
 
 

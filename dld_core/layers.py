@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from . import masks as M
-from .families import get_family
-from .inference import decoder_for, featurize, recognize
+from .families import compatible_teacher, get_family
+from .inference import decoder_for, emissions, featurize, utterance
 from .losses import kl_per_frame
 from .metrics import bootstrap_delta_rate, error_counts, error_rate, utterance_errors
-from .model import DynamicCTCModel, ModelOutput
+from .model import DynamicCTCModel, ModelOutput, encode
 
 
 def _one(model: DynamicCTCModel, features: torch.Tensor, lengths) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,8 +33,7 @@ def _one(model: DynamicCTCModel, features: torch.Tensor, lengths) -> tuple[torch
 
 def _teacher_log_probs(teacher, features, lengths, frames: Optional[int] = None) -> torch.Tensor:
     if isinstance(teacher, torch.nn.Module):
-        out = teacher(features, lengths)
-        lp = out.log_probs[0, : int(out.lengths[0])]
+        lp = utterance(emissions(teacher, features=(features, lengths)))
     else:
         lp = torch.as_tensor(teacher)
         lp = lp[0] if lp.dim() == 3 else lp
@@ -53,22 +52,6 @@ def reference_log_probs(teacher_lp, own_lp, frames: int) -> tuple[torch.Tensor, 
     return torch.as_tensor(np.asarray(own_lp, dtype=np.float32)), "student"
 
 
-class _Encoder:
-    """One utterance's front end, run once; then modules from any depth on R rows of it (the model's
-    own embed / layer / finish API, so this never re-implements the encoder)."""
-
-    def __init__(self, model: DynamicCTCModel, features: torch.Tensor, lengths: torch.Tensor):
-        self.model = model
-        self.x0, self.lengths, self.context = model.encoder.embed(features, lengths)   # [1, T', D]
-        self.frames = int(self.lengths[0])
-
-    def layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        return self.model.encoder.layer(i, x, self.context)
-
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.log_probs(self.model.encoder.finish(x))[:, : self.frames]    # [R, T', V]
-
-
 def drop_one_log_probs(student: DynamicCTCModel, features, lengths=None, base_active=None
                        ) -> tuple[torch.Tensor, list[int]]:
     """Log-probs of the base mask and of the base mask with each active module removed: [1 + A, T', V]
@@ -76,20 +59,21 @@ def drop_one_log_probs(student: DynamicCTCModel, features, lengths=None, base_ac
 
     The prefix is shared: at depth j every variant that has already skipped its module (plus the base
     path) runs module j together in one batch, and variant j starts as a copy of the base state before
-    module j. Work is N + N(N-1)/2 module-rows instead of N^2, in N batched calls.
+    module j. Work is N + N(N-1)/2 module-rows instead of N^2, in N batched calls (the model's gate loop,
+    model.encode, with one row more after every active module).
     """
     features, lengths = _one(student, features, lengths)
-    base = M.as_bools(base_active, student.num_modules)
+    removed = []
+
+    def fork(j, on, before, after):              # row 0: the base path; a new last row: base without module j
+        if not on:
+            return after
+        removed.append(j)
+        return torch.cat([after, before[:1]])
     with torch.inference_mode():
-        enc = _Encoder(student, features, lengths)
-        rows, removed = enc.x0, []
-        for j, on in enumerate(base):
-            if not on:
-                continue
-            skip = rows[:1]
-            rows = torch.cat([enc.layer(j, rows), skip])
-            removed.append(j)
-        return enc.head(rows), removed
+        rows, out_lengths = encode(student.encoder, features, lengths,
+                                   M.as_bools(base_active, student.num_modules), fork)
+        return student.log_probs(rows)[:, : int(out_lengths[0])], removed             # [1 + A, T', V]
 
 
 def drop_one_kl(student: DynamicCTCModel, teacher, features, lengths=None, base_active=None,
@@ -117,7 +101,7 @@ def depth_kl(student: DynamicCTCModel, teacher, features, lengths=None, active=N
     features, lengths = _one(student, features, lengths)
     with torch.inference_mode():
         if output is None:
-            output = student(features, lengths, active=active, return_hidden=True)
+            output = emissions(student, features=(features, lengths), active=active, return_hidden=True)
         elif output.hidden is None:
             raise ValueError("depth_kl needs an output computed with return_hidden=True")
         frames = int(output.lengths[0])
@@ -131,6 +115,9 @@ def depth_kl(student: DynamicCTCModel, teacher, features, lengths=None, active=N
 def _clips(student: DynamicCTCModel, teacher, clips) -> list[tuple]:
     """(features, lengths, teacher log-probs or None, reference or None) per clip.
     A clip is a waveform, an (waveform, text) pair or an object with .samples (AudioClip)."""
+    if isinstance(teacher, DynamicCTCModel) and not compatible_teacher(student.config, teacher.config):
+        raise ValueError(f"this {teacher.config.family} teacher cannot teach the {student.config.family} student: "
+                         "their CTC frames do not line up (dld_core.families.compatible_teacher)")
     prepared = []
     for clip in clips:
         wav, text = clip if isinstance(clip, (tuple, list)) and len(clip) == 2 else (clip, None)
@@ -138,7 +125,7 @@ def _clips(student: DynamicCTCModel, teacher, clips) -> list[tuple]:
         wav = np.asarray(wav, dtype=np.float32)
         feats, lengths = featurize(student, [wav])
         if isinstance(teacher, torch.nn.Module):           # the teacher on its own front end
-            t_lp = recognize(teacher, [wav]).log_probs().float()
+            t_lp = utterance(emissions(teacher, [wav])).float()
         else:
             t_lp = None if teacher is None else _teacher_log_probs(teacher, feats, lengths)
         prepared.append((feats, lengths, t_lp, text))
@@ -276,10 +263,8 @@ def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, nu
     ones). Returns {"active", "wer", "kl", "candidates"}.
     fits: only candidates (kept indices) for which it is true compete, e.g. those within a GFLOPs budget
     (dld_core/deploy.py); None when no candidate fits."""
-    n = student.num_modules
-    candidates = [s["active"] for s in path or [] if s["kept"] == kept]
-    candidates += M.candidate_masks(n, kept, student.config.module_blocks, num_candidates, seed)
-    candidates = [list(c) for c in dict.fromkeys(tuple(c) for c in candidates)]
+    candidates = M.candidate_masks(student.num_modules, kept, student.config.module_blocks, num_candidates, seed,
+                                   first=[s["active"] for s in path or [] if s["kept"] == kept])
     if fits is not None:
         candidates = [c for c in candidates if fits(c)]
         if not candidates:
@@ -287,15 +272,8 @@ def best_mask_for_budget(student: DynamicCTCModel, teacher, clips, kept: int, nu
     prepared = _clips(student, teacher, clips)
     per_clip = []
     for feats, lengths, _, _ in prepared:
-        per_clip.append(torch.stack([recognize(student, features=(feats, lengths), active=mask).log_probs()
+        per_clip.append(torch.stack([utterance(emissions(student, features=(feats, lengths), active=mask))
                                      for mask in candidates]))
     wers, kls = _score(prepared, per_clip, decoder_for(student))
     scored = [{"active": m, "wer": w, "kl": k} for m, w, k in zip(candidates, wers, kls)]
-    inf = math.inf
-
-    def key(s):
-        kl, wer = (s["kl"] if s["kl"] is not None else inf), (s["wer"] if s["wer"] is not None else inf)
-        return (wer, kl) if criterion == "wer" else (kl, wer)
-
-    best = min(scored, key=key)
-    return {**best, "candidates": scored}
+    return {**M.best_k(scored, criterion), "candidates": scored}

@@ -1,26 +1,92 @@
 """Layer masks: which gated modules run. The one home of mask policies, parsing, validation and names.
 
-A mask says, for each gated module of a model, whether it runs. Callers may hold it in any of three
-forms: None (every module), one bool per module, or the sorted indices of the kept modules (the form the
-evaluation JSON stores). `as_bools` / `kept` convert; every policy below returns kept indices.
+A mask says, for each gated module of a model, whether it runs. Its value type is :class:`Mask` (one bool
+per module and the modules' names: hashable, a sequence of bools, text through ``Mask.parse`` /
+``Mask.format``). Functions here also take the two plain forms callers hold: one bool per module, or the
+sorted indices of the kept modules (the form the evaluation JSON stores); None means every module.
+`as_bools` / `kept` convert; every policy below returns kept indices. A student's protected modules (never
+dropped) are a Mask too: its True modules.
 
 Module names come from the model family (`ModelConfig.module_names`: L1..L12 for a conformer, A1 M1 ..
 A4 M4 for Whisper sub-blocks). Users name modules by those names or by 0-based index.
+
+The policies (`POLICIES`): all, every other, first k, only k, best k (the best of `candidate_masks`, ranked
+by `best_k`), random, custom, and the training gates of LD / DLD (`training_gates`).
 """
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-POLICIES = ("all", "every_other", "first_k", "only_k", "random", "custom")
-LEVEL_POLICIES = ("random", "every_other", "first_k", "custom")      # policies that evaluate a kept count
-POLICY_LABELS = {"all": "All", "every_other": "Every 2nd", "first_k": "First k", "only_k": "Only k",
-                 "random": "Random", "custom": "Custom", "best_k": "Best k"}
+
+@dataclass(frozen=True)
+class Mask:
+    """One layer mask as a value: `bools` (one per gated module, True = the module runs; for protected
+    modules: True = never dropped) and the modules' `names`. Hashable (a cache key), and a sequence of its
+    bools, so it goes wherever a mask goes (`forward(active=mask)`, `as_bools`, `sum(mask)`). A mask is
+    true when it keeps at least one module. Text: `Mask.parse("A1,M4", names)` / `mask.format()` -> "A1,M4"."""
+    bools: tuple[bool, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "bools", tuple(bool(b) for b in self.bools))
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        if len(self.bools) != len(self.names):
+            raise ValueError(f"layer mask has {len(self.bools)} entries but the model has {len(self.names)} modules")
+
+    @classmethod
+    def of(cls, active, names: Sequence[str]) -> "Mask":
+        """Any form of a mask (None: every module; bools; kept indices; a Mask of the same modules)."""
+        if isinstance(active, Mask) and active.names != tuple(names):
+            raise ValueError(f"a mask of modules {' '.join(active.names)} does not fit modules {' '.join(names)}")
+        return cls(tuple(as_bools(active, len(names))), tuple(names))
+
+    @classmethod
+    def full(cls, names: Sequence[str]) -> "Mask":
+        """Every module on (full depth)."""
+        return cls((True,) * len(names), tuple(names))
+
+    @classmethod
+    def parse(cls, text, names: Sequence[str]) -> "Mask":
+        """The modules named in `text` on, the others off: "A1,M4" / "L2 L10" (names, any case) or "0 3"
+        (0-based indices); "" (or None) names none. A list of names or indices is read the same way."""
+        if text is None:
+            text = ""
+        elif not isinstance(text, str):
+            text = " ".join(str(t) for t in text)
+        return cls.of(parse_modules(text, names), names)
+
+    def format(self) -> str:
+        """The kept modules' names, comma-separated ("A1,M4"; "" for none): what `parse` reads back."""
+        return ",".join(self.kept_names)
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        return tuple(i for i, on in enumerate(self.bools) if on)
+
+    @property
+    def kept_names(self) -> tuple[str, ...]:
+        return tuple(self.names[i] for i in self.kept)
+
+    def describe(self) -> str:
+        return describe(self.bools, self.names)
+
+    def __len__(self) -> int:
+        return len(self.bools)
+
+    def __iter__(self) -> Iterator[bool]:
+        return iter(self.bools)
+
+    def __getitem__(self, i):
+        return self.bools[i]
+
+    def __bool__(self) -> bool:
+        return any(self.bools)
 
 
 def as_bools(active, n: int) -> list[bool]:
@@ -72,14 +138,15 @@ def only_k(n: int, k: int) -> list[int]:
     return [k - 1]
 
 
-def random_masks(n: int, k: int, num_masks: int = 4, seed: int = 0, protected: Sequence[int] = ()) -> list[list[int]]:
+def random_masks(n: int, k: int, num_masks: int = 4, seed: int = 0, protected=()) -> list[list[int]]:
     """`num_masks` distinct masks keeping k modules, drawn with a generator seeded by (seed, k); all such
     masks in lexicographic order when there are no more than `num_masks` of them. `protected` modules (a
-    student trained never to drop them) are in every mask; the other k - len(protected) are drawn."""
+    Mask or indices: a student trained never to drop them) are in every mask; the other k - len(protected)
+    are drawn."""
     _check_level(n, k)
     if num_masks < 1:
         raise ValueError("num_masks must be at least 1")
-    protected = sorted(set(int(i) for i in protected))
+    protected = kept(protected, n)
     free = [i for i in range(n) if i not in protected]
     need = k - len(protected)
     if need < 0:
@@ -104,7 +171,7 @@ def custom_masks(custom) -> list:
 
 
 def level_masks(n: int, k: int, policy: str = "random", num_masks: int = 4, seed: int = 0,
-                custom: Optional[Sequence] = None, protected: Sequence[int] = ()) -> list[list[int]]:
+                custom: Optional[Sequence] = None, protected=()) -> list[list[int]]:
     """The masks that evaluate the dropping level "k kept" under a policy (kept-index lists); random masks
     keep the `protected` modules."""
     _check_level(n, k)
@@ -127,7 +194,7 @@ def level_masks(n: int, k: int, policy: str = "random", num_masks: int = 4, seed
 
 
 def levels(n: int, keep: Optional[Sequence[int]] = None, policy: str = "random", custom=None,
-           protected: Sequence[int] = ()) -> list[int]:
+           protected=()) -> list[int]:
     """The kept counts to evaluate: `keep`, or the custom masks' sizes, or every level n..1 (random masks of
     a student with protected modules: n..max(1, number protected))."""
     if keep is not None:
@@ -135,7 +202,7 @@ def levels(n: int, keep: Optional[Sequence[int]] = None, policy: str = "random",
     elif policy == "custom":
         out = sorted({len(kept(m, n)) for m in custom_masks(custom)}, reverse=True)
     else:
-        lowest = max(1, len(set(protected))) if policy == "random" else 1
+        lowest = max(1, len(kept(protected, n))) if policy == "random" else 1
         out = list(range(n, lowest - 1, -1))
     bad = [k for k in out if not 0 <= k <= n]
     if bad:
@@ -157,11 +224,11 @@ def _paired(blocks: Optional[Sequence[int]]) -> bool:
 
 
 def candidate_masks(n: int, k: int, blocks: Optional[Sequence[int]] = None, num_random: int = 8,
-                    seed: int = 0) -> list[list[int]]:
-    """The masks a search for the best k-module mask compares (kept-index lists, no duplicates):
-    every_other, first_k, whole blocks when k is a whole number of them (every choice of blocks when there
-    are at most 8, else every second block) and `num_random` random ones."""
-    out = level_masks(n, k, "every_other") + level_masks(n, k, "first_k")
+                    seed: int = 0, first: Sequence[Sequence[int]] = ()) -> list[list[int]]:
+    """The masks the best-k policy compares (kept-index lists, no duplicates): `first` (e.g. a greedy drop
+    path's k-module mask), every_other, first_k, whole blocks when k is a whole number of them (every choice
+    of blocks when there are at most 8, else every second block) and `num_random` random ones."""
+    out = [list(m) for m in first] + level_masks(n, k, "every_other") + level_masks(n, k, "first_k")
     if _paired(blocks):
         ids = list(dict.fromkeys(blocks))
         size = len(blocks) // len(ids)
@@ -175,27 +242,48 @@ def candidate_masks(n: int, k: int, blocks: Optional[Sequence[int]] = None, num_
     return [list(c) for c in dict.fromkeys(tuple(c) for c in out)]
 
 
-# ------------------------------------------------------------------------------ presets (the app's buttons)
+# ------------------------------------------------------------------------------ the policies
 
 @dataclass(frozen=True)
-class Preset:
+class Policy:
+    """A named way to choose a mask."""
     key: str
     label: str
     help: str
     uses_k: bool = False     # reads the number k
     explicit: bool = False   # a probe the user asks for by name (one module alone): it may well be unusable
+    preset: bool = False     # one of the app's preset buttons (`preset`)
 
 
-PRESETS: dict[str, Preset] = {p.key: p for p in (
-    Preset("all", "All", "Every module on (full depth)"),
-    Preset("every_other", "Every 2nd", "Every second module on; with attention and MLP sub-blocks, every "
-           "second block (both its sub-blocks): half the compute"),
-    Preset("first_k", "First k", "Modules 1 … k on", uses_k=True),
-    Preset("only_k", "Only k", "None but one: module k alone", uses_k=True, explicit=True),
-    Preset("best_k", "Best k", "The best k-module mask among a few candidates (every second, the first k, whole "
-           "blocks, random ones), scored on the clips given (`choose`)", uses_k=True),
+POLICIES: dict[str, Policy] = {p.key: p for p in (
+    Policy("all", "All", "Every module on (full depth)", preset=True),
+    Policy("every_other", "Every 2nd", "Every second module on; with attention and MLP sub-blocks, every "
+           "second block (both its sub-blocks): half the compute", preset=True),
+    Policy("first_k", "First k", "Modules 1 … k on", uses_k=True, preset=True),
+    Policy("only_k", "Only k", "None but one: module k alone", uses_k=True, explicit=True, preset=True),
+    Policy("best_k", "Best k", "Best k for this budget: the k-module mask with the lowest KL to the teacher on this "
+           "clip, among every second, the first k, whole blocks and random masks "
+           "(dld_core.layers.best_mask_for_budget)", uses_k=True, preset=True),
+    Policy("random", "Random", "k modules drawn at random (seeded; a student's protected modules always kept)",
+           uses_k=True),
+    Policy("custom", "Custom", "Masks given one by one"),
+    Policy("training", "Training gates", "LD / DLD training: one Bernoulli(keep probability) gate per module and "
+           "step, at least one kept, protected modules always kept (training_gates)"),
 )}
-POLICY_LABELS.update({key: p.label for key, p in PRESETS.items()})
+PRESETS: dict[str, Policy] = {key: p for key, p in POLICIES.items() if p.preset}     # the app's buttons, in order
+LEVEL_POLICIES = ("random", "every_other", "first_k", "custom")      # policies that evaluate a kept count
+POLICY_LABELS = {key: p.label for key, p in POLICIES.items()}
+
+
+def best_k(scored: Sequence[dict], criterion: str = "kl") -> dict:
+    """The best-k policy's pick among scored candidates ({"active", "wer", "kl"}; e.g. `candidate_masks` run
+    on some clips): the lowest KL, ties broken by WER (criterion "kl"), or the lowest WER, ties broken by KL
+    ("wer"); a missing score counts as infinite; among equals the first."""
+    def key(s):
+        kl, wer = (s["kl"] if s["kl"] is not None else math.inf), (s["wer"] if s["wer"] is not None else math.inf)
+        return (wer, kl) if criterion == "wer" else (kl, wer)
+
+    return min(scored, key=key)
 
 
 def preset_label(policy: str, blocks: Optional[Sequence[int]] = None) -> str:
@@ -233,16 +321,16 @@ def preset(policy: str, n: int, k: int, blocks: Optional[Sequence[int]] = None,
 
 # ------------------------------------------------------------------------------ training gates
 
-def training_gates(keep_probs: Sequence[float], seed: int, step: int, protected: Sequence[int] = ()) -> list[bool]:
+def training_gates(keep_probs: Sequence[float], seed: int, step: int, protected=()) -> list[bool]:
     """The training policy of LD and DLD: one Bernoulli(keep_probs[i]) gate per module, at least one kept;
-    `protected` modules always kept. Seeded by (seed, step), so every DDP rank and every resumed run draws
-    the same mask; equal probabilities give the draws of a single shared keep probability."""
+    `protected` modules (a Mask or indices) always kept. Seeded by (seed, step), so every DDP rank and every
+    resumed run draws the same mask; equal probabilities give the draws of a single shared keep probability."""
     n = len(keep_probs)
     gen = torch.Generator().manual_seed(seed * 1000003 + step)
     gates = torch.rand(n, generator=gen) < torch.tensor(list(keep_probs), dtype=torch.float32)
     if not gates.any():
         gates[torch.randint(n, (1,), generator=gen)] = True
-    gates[list(protected)] = True
+    gates[kept(protected, n)] = True
     return gates.tolist()
 
 
@@ -265,11 +353,13 @@ def keep_probabilities(names: Sequence[str], keep_prob: float, per_module: str =
     return probs
 
 
-def keep_probabilities_from_costs(costs: Sequence[Optional[float]], protected: Sequence[int] = (),
+def keep_probabilities_from_costs(costs: Sequence[Optional[float]], protected=(),
                                   low: float = 0.6, high: float = 0.9) -> dict[int, float]:
     """Per-module keep probabilities from drop-one costs (e.g. ΔWER): the cheapest module to drop gets
-    `low`, the costliest `high`, linear in between; protected modules (never dropped) are left out."""
-    free = {i: float(c) for i, c in enumerate(costs) if i not in set(protected) and c is not None}
+    `low`, the costliest `high`, linear in between; protected modules (a Mask or indices: never dropped) are
+    left out."""
+    never = set(kept(protected, len(costs)))
+    free = {i: float(c) for i, c in enumerate(costs) if i not in never and c is not None}
     if not free:
         return {}
     lo, hi = min(free.values()), max(free.values())
@@ -310,8 +400,7 @@ def from_keep_drop(names: Sequence[str], keep: Optional[int] = None, drop: Optio
     """The CLI's --keep K (K modules, every_other spread) or --drop LIST (indices or names); neither: all."""
     n = len(names)
     if drop:
-        dropped = set(parse_modules(drop, names))
-        return [i not in dropped for i in range(n)]
+        return [not d for d in Mask.parse(drop, names)]
     if keep is not None:
         return as_bools(every_other(n, keep), n)
     return [True] * n

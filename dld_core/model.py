@@ -8,7 +8,7 @@ module is skipped, not multiplied by zero: it costs no compute.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
@@ -43,19 +43,41 @@ class DynamicCTCModel(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, active=None,
                 return_hidden: bool = False) -> ModelOutput:
         """features/lengths: the family's Features output (dld_core.features.feature_extractor)."""
-        mask = as_bools(active, self.num_modules)
-        x, out_lengths, context = self.encoder.embed(features, lengths)
         hidden: Optional[list[torch.Tensor]] = [] if return_hidden else None
-        for i, on in enumerate(mask):
-            if on:                                   # y_{i+1} = y_i + g_i * f_i(y_i): g_i = 0 skips module i
-                x = self.encoder.layer(i, x, context)
-            if hidden is not None:
-                hidden.append(x)
-        return ModelOutput(self.log_probs(self.encoder.finish(x)), out_lengths, hidden)
+
+        def keep(i, on, before, after):             # the hidden state after every module
+            hidden.append(after)
+            return after
+        x, out_lengths = encode(self.encoder, features, lengths, as_bools(active, self.num_modules),
+                                keep if return_hidden else None)
+        return ModelOutput(self.log_probs(x), out_lengths, hidden)
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """The CTC head on any hidden state (also used for the logit-lens view)."""
         return self.head(hidden).float().log_softmax(dim=-1)
+
+
+# step(i, on, before, after) -> x: sees module i's input and output and returns the state the loop goes on with
+Step = Callable[[int, bool, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def run_modules(encoder: nn.Module, x: torch.Tensor, context, mask: Sequence[bool],
+                step: Optional[Step] = None) -> torch.Tensor:
+    """The gate loop, y_{i+1} = y_i + g_i * f_i(y_i), over an encoder's gated-module API (dld_core/families):
+    module i runs where mask[i] is true and is skipped, costing no compute, where it is false. `step`, when
+    given, is called after every module (the hidden states of forward, the drop-one rows of dld_core/layers,
+    the per-module FLOPs of dld_core/flops)."""
+    for i, on in enumerate(mask):
+        after = encoder.layer(i, x, context) if on else x
+        x = after if step is None else step(i, on, x, after)
+    return x
+
+
+def encode(encoder: nn.Module, features: torch.Tensor, lengths: torch.Tensor, mask: Sequence[bool],
+           step: Optional[Step] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """embed -> the gate loop (run_modules) -> finish: (x [B, T', D] before the CTC head, out_lengths [B])."""
+    x, out_lengths, context = encoder.embed(features, lengths)
+    return encoder.finish(run_modules(encoder, x, context, mask, step)), out_lengths
 
 
 def count_parameters(model: nn.Module) -> int:

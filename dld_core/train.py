@@ -8,6 +8,7 @@ dld_core/resume.py). Every file is written atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,9 +28,9 @@ from .audio import SAMPLE_RATE
 from .checkpoint import LOG_FILE, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, from_dict, same_weights, to_dict
 from .data import SpeechDataset, bucket_batches
-from .families import get_family
+from .families import compatible_teacher, get_family
 from .features import feature_extractor
-from .inference import recognize
+from .inference import emissions, recognize
 from .losses import ctc_loss, distillation_kl
 from .metrics import wer
 from .model import DynamicCTCModel
@@ -73,9 +74,7 @@ def model_config(teacher_cfg: Optional[ModelConfig], overrides: dict, pretrained
     defaults and keeps the teacher's vocabulary), else the pretrained encoder's dims, else the defaults."""
     if teacher_cfg is None:
         if pretrained:
-            family = get_family(overrides.get("family", ModelConfig.family))
-            if not hasattr(family, "config_from_pretrained"):
-                raise ValueError(f"--pretrained is not supported for the {overrides.get('family', 'conformer')} family")
+            family = get_family(overrides.get("family", ModelConfig.family))     # ValueError where it has none
             return family.config_from_pretrained(pretrained, **{k: v for k, v in overrides.items() if k != "family"})
         return ModelConfig(**overrides)
     if overrides.get("family", teacher_cfg.family) == teacher_cfg.family:
@@ -113,11 +112,77 @@ class Teacher:
     @torch.no_grad()
     def log_probs(self, key: tuple, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> torch.Tensor:
         if key not in self.cache:
-            self.cache[key] = self.model(*self.extractor(wavs, wav_lengths)).log_probs.half().cpu()
+            out = emissions(self.model, features=self.extractor(wavs, wav_lengths))
+            self.cache[key] = out.log_probs.half().cpu()
         return self.cache[key].to(wavs.device).float()
 
 
+# ----------------------------------------------------------------------------------------- setup
+def resumed_configs(train_cfg: TrainConfig, teacher: Optional[str], meta: Optional[dict]
+                    ) -> tuple[TrainConfig, Optional[str]]:
+    """The training config and teacher of the run: a resumed run (meta: its resume state) continues with its
+    own; only the number of epochs may change (0 = keep)."""
+    if meta is not None:
+        epochs = train_cfg.epochs
+        train_cfg = from_dict(TrainConfig, meta["train"])
+        train_cfg.epochs = epochs or train_cfg.epochs
+        teacher = teacher or meta.get("teacher")
+    train_cfg.validate()
+    return train_cfg, teacher
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed + rank)
+
+
+def load_teacher(cfg: TrainConfig, teacher: Optional[str], fresh: bool, device
+                 ) -> tuple[Optional[Teacher], Optional[ModelConfig]]:
+    """(the frozen teacher, its config). The teacher is loaded whole for dld and for a fresh run with
+    --init-from-teacher; an ld student only reads its config (the architecture to take)."""
+    if cfg.recipe == "dld" or (cfg.init_from_teacher and fresh):
+        if not teacher:
+            raise CheckpointError(f"the {cfg.recipe} recipe{' with --init-from-teacher' if cfg.recipe != 'dld' else ''} "
+                                  "needs --teacher CKPT")
+        loaded = Teacher(teacher, device)
+        return loaded, loaded.model.config
+    if teacher and cfg.recipe != "teacher":
+        return None, load_checkpoint(teacher).config
+    return None, None
+
+
+def student_config(meta: Optional[dict], teacher_cfg: Optional[ModelConfig], overrides: dict,
+                   cfg: TrainConfig) -> ModelConfig:
+    """The model to train: a resumed run's own, else model_config(...); its vocabulary must be the teacher's."""
+    model_cfg = (from_dict(ModelConfig, meta["model"]) if meta is not None
+                 else model_config(teacher_cfg, overrides, cfg.pretrained))
+    model_cfg.validate()
+    if teacher_cfg is not None and teacher_cfg.vocab != model_cfg.vocab:
+        raise CheckpointError("the teacher's vocabulary differs from the student's")
+    if cfg.recipe == "dld" and not compatible_teacher(model_cfg, teacher_cfg):
+        raise CheckpointError(f"this {teacher_cfg.family} teacher cannot teach the {model_cfg.family} student: their "
+                              "CTC frames do not line up (dld_core.families.compatible_teacher)")
+    return model_cfg
+
+
+def initial_weights(model: DynamicCTCModel, cfg: TrainConfig, teacher: Optional[Teacher],
+                    teacher_cfg: Optional[ModelConfig]) -> Optional[str]:
+    """A fresh run's starting weights: the teacher's (--init-from-teacher), pretrained ones (--pretrained;
+    returns their source) or the seeded random initialisation."""
+    if cfg.init_from_teacher:
+        if not same_weights(model.config, teacher_cfg):
+            raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
+        model.load_state_dict(teacher.model.state_dict())
+    elif cfg.pretrained:
+        return get_family(model.config.family).load_pretrained(model, cfg.pretrained)
+    return None
+
+
 class Trainer:
+    """One training run: __init__ sets it up (resume, seeds, teacher, model, optimizer, data, gates,
+    schedule) in that order, `run` is the loop."""
+
     def __init__(self, train_manifest: str, valid_manifest: str, out_dir: Path, train_cfg: TrainConfig,
                  model_overrides: dict, teacher: Optional[str], resume: bool, device: str,
                  progress: bool, log_every: int):
@@ -127,70 +192,49 @@ class Trainer:
         self.out_dir, self.device, self.log_every = out_dir, device, log_every
         self.progress = progress and self.rank == 0
 
-        # configs: a resumed run continues with its own (only the number of epochs may change)
+        # resume: a resumed run continues with its own configs (only the number of epochs may change)
         meta, tensors = load_resume(out_dir / RESUME_DIR) if resume else (None, None)
-        if meta is not None:
-            epochs = train_cfg.epochs
-            train_cfg = from_dict(TrainConfig, meta["train"])
-            train_cfg.epochs = epochs or train_cfg.epochs
-            teacher = teacher or meta.get("teacher")
-        train_cfg.validate()
-        self.cfg = train_cfg
-        random.seed(train_cfg.seed)
-        np.random.seed(train_cfg.seed)
-        torch.manual_seed(train_cfg.seed + self.rank)
+        cfg, teacher = resumed_configs(train_cfg, teacher, meta)
+        self.cfg = cfg
+        seed_everything(cfg.seed, self.rank)                 # before any weight is drawn (the teacher's too)
 
-        self.teacher = None
-        teacher_cfg = None
-        if train_cfg.recipe == "dld" or (train_cfg.init_from_teacher and meta is None):
-            if not teacher:
-                raise CheckpointError(f"the {train_cfg.recipe} recipe{' with --init-from-teacher' if train_cfg.recipe != 'dld' else ''} "
-                                      "needs --teacher CKPT")
-            self.teacher = Teacher(teacher, device)
-            teacher_cfg = self.teacher.model.config
-        elif teacher and train_cfg.recipe != "teacher":
-            teacher_cfg = load_checkpoint(teacher).config
-        model_cfg = (from_dict(ModelConfig, meta["model"]) if meta is not None
-                     else model_config(teacher_cfg, model_overrides, train_cfg.pretrained))
-        model_cfg.validate()
-        if teacher_cfg is not None and teacher_cfg.vocab != model_cfg.vocab:
-            raise CheckpointError("the teacher's vocabulary differs from the student's")
-        self.model_cfg = model_cfg
+        # teacher and model
+        self.teacher, teacher_cfg = load_teacher(cfg, teacher, meta is None, device)
+        self.model_cfg = model_cfg = student_config(meta, teacher_cfg, model_overrides, cfg)
         self.model = DynamicCTCModel(model_cfg).to(device)
-        pretrained_source = meta.get("pretrained") if meta is not None else None
-        if meta is None and train_cfg.init_from_teacher:
-            if not same_weights(model_cfg, teacher_cfg):
-                raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
-            self.model.load_state_dict(self.teacher.model.state_dict())
-        elif meta is None and train_cfg.pretrained:
-            pretrained_source = get_family(model_cfg.family).load_pretrained(self.model, train_cfg.pretrained)
-        if train_cfg.recipe != "dld":
+        pretrained_source = (meta.get("pretrained") if meta is not None
+                             else initial_weights(self.model, cfg, self.teacher, teacher_cfg))
+        if cfg.recipe != "dld":
             self.teacher = None                  # only needed for its weights
-        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+
+        # optimizer and training state (a resumed run's own)
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = restore(meta, tensors, self.model, self.optimizer) if meta is not None else TrainState()
         self.resumed_at = self.state.step
         self.ddp_model = self.model
         if self.world > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, find_unused_parameters=train_cfg.recipe != "teacher")
+                self.model, find_unused_parameters=cfg.recipe != "teacher")
 
+        # data, gates, schedule
         tokenizer = CharTokenizer(model_cfg.vocab)
         self.train_set = SpeechDataset(train_manifest, tokenizer, progress=self.progress)
         self.valid_set = SpeechDataset(valid_manifest, tokenizer, progress=self.progress) if self.rank == 0 else None
         self.extractor = feature_extractor(model_cfg).to(device)
-        self.augment = train_cfg.spec_augment and get_family(model_cfg.family).INPUT == "log-mel"
-        self.protected = M.parse_modules(train_cfg.protected, model_cfg.module_names) if train_cfg.protected else []
-        self.keep_probs = M.keep_probabilities(model_cfg.module_names, train_cfg.keep_prob, train_cfg.keep_probs)
-        self.valid_masks = validation_masks(train_cfg.recipe, model_cfg.num_modules)
-        steps_per_epoch = len(self.batches(0))
-        self.total_steps = steps_per_epoch * train_cfg.epochs
-        if train_cfg.max_steps:
-            self.total_steps = min(self.total_steps, train_cfg.max_steps)
+        self.augment = cfg.spec_augment and get_family(model_cfg.family).INPUT == "log-mel"
+        self.protected = M.Mask.parse(cfg.protected, model_cfg.module_names)     # modules never dropped
+        self.keep_probs = M.keep_probabilities(model_cfg.module_names, cfg.keep_prob, cfg.keep_probs)
+        self.valid_masks = validation_masks(cfg.recipe, model_cfg.num_modules)
+        self.total_steps = len(self.batches(0)) * cfg.epochs
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+
+        # output
         self.info = {"teacher": str(teacher) if teacher else None, "pretrained": pretrained_source,
                      "train_manifest": str(train_manifest), "valid_manifest": str(valid_manifest)}
         self.log_path = out_dir / LOG_FILE
         if self.rank == 0 and meta is None:
-            self.log_path.unlink(missing_ok=True)
+            self.log_path.unlink(missing_ok=True)           # a fresh run starts a fresh log
 
     def param_groups(self) -> list[dict]:
         """The CTC head at the learning rate; the encoder at encoder_lr when set (fine-tuning a
@@ -204,13 +248,46 @@ class Trainer:
         return bucket_batches(self.train_set.durations, self.cfg.batch_seconds, self.cfg.seed, epoch,
                               self.rank, self.world)
 
-    def log(self, event: dict) -> None:
-        if self.rank == 0:
-            with open(self.log_path, "a") as fh:
-                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+    # ----------------------------------------------------------------------------------- the loop
+    def run(self, stop_after_epochs: Optional[int] = None) -> dict:
+        """Train until the epochs (or max_steps, or `stop_after_epochs` epochs of this run) are done. Every
+        completed epoch validates and checkpoints; SIGINT/SIGTERM end the current step, write a resumable
+        checkpoint and raise Interrupted."""
+        cfg, state = self.cfg, self.state
+        with self.stop_signals() as stop:
+            self.log({"event": "start", "recipe": cfg.recipe, "step": state.step, "epoch": state.epoch,
+                      "total_steps": self.total_steps, "train_hours": round(self.train_set.hours, 4),
+                      "world_size": self.world, "params": sum(p.numel() for p in self.model.parameters())})
+            self.ddp_model.train()
+            bar = tqdm(total=self.total_steps, initial=state.step, disable=not self.progress, desc=cfg.recipe, unit="step")
+            with bar, self.failures_recorded(stop):
+                run_start, epochs_this_run = time.time(), 0
+                while state.epoch < cfg.epochs and state.step < self.total_steps:
+                    batches = self.batches(state.epoch)
+                    while state.batch_in_epoch < len(batches) and state.step < self.total_steps:
+                        t0 = time.time()
+                        stats = self.step(batches[state.batch_in_epoch])
+                        state.step, state.batch_in_epoch = state.step + 1, state.batch_in_epoch + 1
+                        dt = time.time() - t0
+                        state.train_seconds += dt
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{stats['loss']:.3f}", kl=f"{stats['kl']:.3f}")
+                        self.log_step(stats, dt, run_start)
+                        if stop["signal"] is not None:
+                            raise Interrupted()
+                    if state.batch_in_epoch < len(batches):
+                        break                            # max_steps reached mid-epoch
+                    self.complete_epoch()
+                    epochs_this_run += 1
+                    if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
+                        break
+        if state.batch_in_epoch:                         # stopped by max_steps mid-epoch: still leave a model
+            self.checkpoint()
+        return self.finish()
 
-    # ----------------------------------------------------------------------------------- one step
-    def step(self, indices: list[int], key: tuple) -> dict:
+    def step(self, indices: list[int]) -> dict:
+        """One optimizer step on one batch: gates, learning rate, features (+ SpecAugment), forward with
+        the gates, CTC (+ KL to the teacher), backward, clip, step."""
         cfg, state = self.cfg, self.state
         batch = self.train_set.collate(indices).to(self.device)
         active = None if cfg.recipe == "teacher" else M.training_gates(
@@ -227,7 +304,7 @@ class Trainer:
             loss_ctc = ctc_loss(out.log_probs, out.lengths, batch.targets, batch.target_lengths)
             loss_kl = torch.zeros((), device=feats.device)
             if self.teacher is not None:
-                teacher_lp = self.teacher.log_probs(key, batch.wavs, batch.wav_lengths)
+                teacher_lp = self.teacher.log_probs(tuple(indices), batch.wavs, batch.wav_lengths)
                 loss_kl = distillation_kl(teacher_lp, out.log_probs, out.lengths, cfg.kd_tau)
             loss = loss_ctc + cfg.kd_lambda * loss_kl
         self.optimizer.zero_grad(set_to_none=True)
@@ -237,74 +314,16 @@ class Trainer:
         return {"loss": loss.item(), "ctc": loss_ctc.item(), "kl": loss_kl.item(), "lr": lr,
                 "audio_s": float(batch.wav_lengths.sum()) / SAMPLE_RATE * self.world}
 
-    # ----------------------------------------------------------------------------- the loop
-    def run(self, stop_after_epochs: Optional[int] = None) -> dict:
-        cfg, state = self.cfg, self.state
-        stop = {"signal": None}
-        handlers = {}
-        if self.rank == 0 or self.world == 1:
-            handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum))
-                        for s in (signal.SIGINT, signal.SIGTERM)}
-        self.log({"event": "start", "recipe": cfg.recipe, "step": state.step, "epoch": state.epoch,
-                  "total_steps": self.total_steps, "train_hours": round(self.train_set.hours, 4),
-                  "world_size": self.world, "params": sum(p.numel() for p in self.model.parameters())})
-        self.ddp_model.train()
-        bar = tqdm(total=self.total_steps, initial=state.step, disable=not self.progress, desc=cfg.recipe, unit="step")
-        run_start, epochs_this_run = time.time(), 0
-        try:
-            while state.epoch < cfg.epochs and state.step < self.total_steps:
-                batches = self.batches(state.epoch)
-                for b in range(state.batch_in_epoch, len(batches)):
-                    if state.step >= self.total_steps:
-                        break
-                    t0 = time.time()
-                    stats = self.step(batches[b], tuple(batches[b]))
-                    state.step, state.batch_in_epoch = state.step + 1, b + 1
-                    dt = time.time() - t0
-                    state.train_seconds += dt
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", kl=f"{stats['kl']:.3f}")
-                    if state.step % self.log_every == 0 or state.step == 1:
-                        done = max(1, state.step - self.resumed_at)
-                        self.log({"event": "step", "step": state.step, "epoch": state.epoch,
-                                  **{k: stats[k] for k in ("loss", "ctc", "kl", "lr")},
-                                  "audio_sec_per_sec": stats["audio_s"] / max(dt, 1e-9),
-                                  "eta_s": (self.total_steps - state.step) * (time.time() - run_start) / done,
-                                  "total_steps": self.total_steps})
-                    if stop["signal"] is not None:
-                        raise Interrupted()
-                else:                                # the epoch is complete
-                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-                    epochs_this_run += 1
-                    if self.world > 1:               # BatchNorm statistics are per rank: take rank 0's
-                        for buf in self.model.buffers():
-                            dist.broadcast(buf, 0)
-                    self.end_of_epoch()
-                    if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
-                        break
-                    continue
-                break                                # max_steps reached mid-epoch
-        except Interrupted:
-            if self.rank == 0:
-                self.save_resume()
-                self.log({"event": "interrupted", "step": state.step, "epoch": state.epoch, "signal": stop["signal"]})
-            raise
-        except Exception as exc:      # e.g. a failing checkpoint write (disk full): say so in the log the app reads
-            try:
-                self.log({"event": "error", "step": state.step, "epoch": state.epoch,
-                          "message": (str(exc).splitlines() or [type(exc).__name__])[0][:300]})
-            except OSError:
-                pass
-            raise
-        finally:
-            bar.close()
-            for s, h in handlers.items():
-                signal.signal(s, h)
-        if state.batch_in_epoch:                     # stopped by max_steps mid-epoch: still leave a model
-            self.end_of_epoch()
-        return self.finish()
+    def complete_epoch(self) -> None:
+        """The epoch's last batch is done: count the epoch, take rank 0's BatchNorm statistics (they are per
+        rank), validate and checkpoint."""
+        self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+        if self.world > 1:
+            for buf in self.model.buffers():
+                dist.broadcast(buf, 0)
+        self.checkpoint()
 
-    def end_of_epoch(self) -> None:
+    def checkpoint(self) -> None:
         """Validate, keep the best model, and write a resumable checkpoint (rank 0 only)."""
         if self.rank != 0:
             return
@@ -340,6 +359,58 @@ class Trainer:
             self.log({"event": "done" if metrics["finished"] else "paused", "step": state.step,
                       "epoch": state.epoch, "best_valid_wer": state.best_valid_wer})
         return metrics
+
+    # ------------------------------------------------------------------------------- logging and signals
+    def log(self, event: dict) -> None:
+        if self.rank == 0:
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+    def log_step(self, stats: dict, dt: float, run_start: float) -> None:
+        """Every log_every steps (and the first): losses, learning rate, throughput and ETA."""
+        state = self.state
+        if state.step % self.log_every == 0 or state.step == 1:
+            done = max(1, state.step - self.resumed_at)
+            self.log({"event": "step", "step": state.step, "epoch": state.epoch,
+                      **{k: stats[k] for k in ("loss", "ctc", "kl", "lr")},
+                      "audio_sec_per_sec": stats["audio_s"] / max(dt, 1e-9),
+                      "eta_s": (self.total_steps - state.step) * (time.time() - run_start) / done,
+                      "total_steps": self.total_steps})
+
+    @contextlib.contextmanager
+    def stop_signals(self):
+        """SIGINT/SIGTERM only set stop["signal"] (on rank 0, or a single process): the loop ends the step
+        it is in first. The previous handlers come back on the way out."""
+        stop = {"signal": None}
+        handlers = {}
+        if self.rank == 0 or self.world == 1:
+            handlers = {s: signal.signal(s, lambda signum, _: stop.update(signal=signum))
+                        for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield stop
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def failures_recorded(self, stop: dict):
+        """Interrupted: write a resumable checkpoint first (rank 0). Any other error (e.g. a failing
+        checkpoint write, disk full) is said in the log the app reads. Both are raised on."""
+        state = self.state
+        try:
+            yield
+        except Interrupted:
+            if self.rank == 0:
+                self.save_resume()
+                self.log({"event": "interrupted", "step": state.step, "epoch": state.epoch, "signal": stop["signal"]})
+            raise
+        except Exception as exc:
+            try:
+                self.log({"event": "error", "step": state.step, "epoch": state.epoch,
+                          "message": (str(exc).splitlines() or [type(exc).__name__])[0][:300]})
+            except OSError:
+                pass
+            raise
 
 
 def train(train_manifest: str, valid_manifest: str, out: str, *, train_cfg: TrainConfig,

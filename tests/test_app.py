@@ -41,6 +41,7 @@ def env(world, tmp_path, monkeypatch):
     monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
     monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
     monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("DLD_DOWNLOADS_DIR", str(tmp_path / "downloads"))    # "Download this model" zips
     monkeypatch.setenv("DLD_CORPUS_DIR", str(tmp_path / "corpus"))      # no built-in test sets unless a test adds them
     return world
 

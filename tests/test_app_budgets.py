@@ -289,3 +289,23 @@ def test_no_usable_model_is_recommended(env, tmp_path):
     assert not any(m.label == "Recommended depth" for m in at.metric)
     assert any(w.value.startswith("No usable model of DLD (dld) fits") for w in at.warning)
     assert not any(t.get("name") == "recommended" for t in chart(at)["data"])
+
+
+def test_the_card_offers_its_mask_as_a_download(budgets, tmp_path):
+    """"Download this model" on the card: nothing is exported until "Prepare download"; then the zip of the
+    card's own mask (dld_core.download, cached in DLD_DOWNLOADS_DIR) is offered with a download button."""
+    import zipfile
+    at, _ = budgets
+    assert [e.label for e in at.expander if e.label == "Download this model"] == ["Download this model"]
+    assert at.selectbox(key="budget_download_format").value == "onnx"                 # ONNX by default
+    assert not (tmp_path / "downloads").exists() and not at.get("download_button")[1:]  # only the CSV one
+    at.button(key="budget_download_prepare").click().run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    (zip_path,) = (tmp_path / "downloads").glob("*.zip")
+    with zipfile.ZipFile(zip_path) as z:
+        assert {"README.md", "model/model.onnx", "model/features.onnx", "model/config.json"} <= set(z.namelist())
+        kept = json.loads(z.read("model/config.json"))["deployed"]["kept"]
+    strip = next(m.value for m in at.markdown if m.value.startswith("Mask:"))
+    assert kept == [name for name in ("L1", "L2", "L3", "L4") if f"background:#4f46e5;color:white'>{name}<" in strip]
+    assert len(at.get("download_button")) == 2                                       # the zip's, and the CSV's

@@ -179,3 +179,30 @@ def test_open_a_mask_of_the_path_in_inspect(env):
     assert at.toggle(key=f"layer_{mask.index(False)}").value is False
     assert at.selectbox(key="student_ckpt").value == str(env["ckpts"]["dld"])
     assert len(path) == 4
+
+
+def test_the_teacher_is_kept_for_a_student_whose_frames_line_up_with_it(env, tmp_path, monkeypatch):
+    """The page accepts a teacher by dld_core.families.compatible_teacher, as dld_core does: a conformer
+    student on Whisper's log-mel with 2x subsampling keeps its Whisper teacher's KL views (the page used to
+    ask for the same family and n_mels), a conformer on its own log-mel (other frames) does not."""
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.config import ModelConfig
+    from dld_core.model import DynamicCTCModel
+    ckpts = tmp_path / "checkpoints"
+    save_checkpoint(ckpts / "teacher", DynamicCTCModel(ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2,
+                                                                   ffn_dim=64, max_frames=400)), recipe="teacher")
+    student = dict(family="conformer", n_layers=2, d_model=32, n_heads=2, ffn_dim=64)
+    save_checkpoint(ckpts / "dld", DynamicCTCModel(ModelConfig(**student, subsampling=2, front_end="whisper")),
+                    recipe="dld")
+    save_checkpoint(ckpts / "ld", DynamicCTCModel(ModelConfig(**student)), recipe="ld")
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(ckpts))
+    at = open_page()
+
+    def kl_off() -> bool:
+        return any("KL views are off" in w.value for w in at.warning)
+
+    assert at.multiselect(key="imp_students").value == [str(ckpts / "ld"), str(ckpts / "dld")]
+    assert kl_off()                                    # the conformer on its own log-mel: 25 frames/s, not 50
+    at.multiselect(key="imp_students").set_value([str(ckpts / "dld")]).run()
+    no_exceptions(at)
+    assert not kl_off()

@@ -170,7 +170,8 @@ def test_a_students_layer_dropping_settings_reach_the_training(env, tmp_path, mo
     λ and τ go into the job's training config, on top of the shipped student settings (the pretrained
     encoder fine-tuned gently, from the teacher)."""
     from dld_core.checkpoint import save_checkpoint
-    from dld_core.config import ModelConfig, shipped_settings
+    from dld_core.config import ModelConfig
+    from dld_core.shipped_recipe import settings as shipped_settings
     from dld_core.model import DynamicCTCModel
     ckpts = tmp_path / "checkpoints"
     save_checkpoint(ckpts / "teacher", DynamicCTCModel(ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2,

@@ -1,5 +1,6 @@
 """End to end through the command line: tiny corpus -> teacher -> dld -> evaluate -> transcribe."""
 import json
+import os
 import subprocess
 import sys
 
@@ -7,6 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dld_core.audio import load_audio, load_manifest
+from dld_core.checkpoint import load_checkpoint
+from dld_core.inference import transcribe
+from dld_core.metrics import cer, wer
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow           # training runs in subprocesses; see pyproject.toml
@@ -36,8 +41,13 @@ def test_cli_end_to_end(tmp_path, tiny_corpus):
         "--json", out_json)
     result = json.loads(out_json.read_text())
     assert result["num_layers"] == 4 and [lv["kept"] for lv in result["levels"]] == [4, 2, 1]
-    for lv in result["levels"]:
-        assert 0 <= lv["cer"] and 0 <= lv["wer"] and lv["gflops"] > 0
+    rows = load_manifest(tiny_corpus["test"])
+    refs, wavs = [r["text"] for r in rows], [load_audio(r["audio_filepath"]).samples for r in rows]
+    student = load_checkpoint(dld).model
+    for lv in result["levels"]:     # each level's rates are the mean over its masks of a plain transcription's
+        hyps = [transcribe(student, wavs, active=[i in m for i in range(4)]) for m in lv["masks"]]
+        assert lv["wer"] == pytest.approx(np.mean([wer(refs, h) for h in hyps]))
+        assert lv["cer"] == pytest.approx(np.mean([cer(refs, h) for h in hyps])) and lv["gflops"] > 0
         assert all(len(m) == lv["kept"] for m in lv["masks"])
     g = [lv["gflops"] for lv in result["levels"]]
     assert g[0] > g[1] > g[2]
@@ -80,12 +90,36 @@ def test_cli_user_errors_are_one_line(tmp_path):
                                                      ("dld", "$WHISPER_STUDENT_ARGS $DLD_ARGS", "whisper"),
                                                      ("ld", "$WHISPER_STUDENT_ARGS", "whisper")])
 def test_the_shipped_recipe_script_and_the_apps_settings_agree(recipe, variables, family):
-    """scripts/recipe.sh (how the shipped models were trained) and config.SHIPPED_SETTINGS (what the Train
-    page starts from) name the same training settings."""
+    """scripts/recipe.sh (how the shipped models were trained) and shipped_recipe.settings (what the Train
+    page starts from) name the same training settings: both come from dld_core/shipped_recipe.py."""
     from dld_core.cli import build_parser, given_options
-    from dld_core.config import TrainConfig, shipped_settings
+    from dld_core.config import TrainConfig
+    from dld_core.shipped_recipe import settings
     words = subprocess.run(["bash", "-c", f"source scripts/recipe.sh && echo {variables}"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
     args = build_parser().parse_args(["train", "--recipe", recipe, "--train", "t", "--valid", "v", "--out", "o", *words])
     script = given_options(args, TrainConfig)
-    assert shipped_settings(recipe, family).items() <= script.items()
+    assert settings(recipe, family) == {k: v for k, v in script.items() if k != "recipe"}
+
+
+def test_recipe_sh_reads_its_variables_from_one_home():
+    """scripts/recipe.sh defines no setting of its own: its variables are dld_core/shipped_recipe.py's, with
+    the caller's KEEP_PROB and PROTECTED, and the values are those the shipped models were trained with."""
+    from dld_core import shipped_recipe
+    script = (REPO / "scripts" / "recipe.sh").read_text()
+    assert "--lr" not in script and "--lambda" not in script
+    names = list(shipped_recipe.variables())
+    show = "; ".join(f'printf "%s\\n" "${name}"' for name in names)
+    for keep_prob, protected in (("", ""), ("0.75", "A1")):
+        env = {**os.environ, "KEEP_PROB": keep_prob, "PROTECTED": protected}
+        out = subprocess.run(["bash", "-c", f"set -euo pipefail; source scripts/recipe.sh; {show}"], cwd=REPO,
+                             env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        assert dict(zip(names, out)) == shipped_recipe.variables(keep_prob, protected)
+    assert shipped_recipe.variables("0.75", "A1")["WHISPER_STUDENT_ARGS"] == (
+        "--init-from-teacher --lr 5e-4 --encoder-lr 1e-4 --warmup 100 --keep-prob 0.75 --protected A1 --seed 0")
+    assert shipped_recipe.variables()["TEACHER_ARGS"] == (
+        "--family whisper --pretrained default --lr 1e-3 --encoder-lr 5e-5 --warmup 100 --dropout 0 --seed 0")
+    assert shipped_recipe.variables()["CONFORMER_STUDENT_ARGS"] == (
+        "--family conformer --layers 12 --d-model 96 --heads 4 --ffn 384 --kernel 15 --subsampling 2 "
+        "--front-end whisper --dropout 0.1 --lr 2e-3 --warmup 100 --keep-prob 0.5 --seed 0")
+    assert (shipped_recipe.variables()["DLD_ARGS"], shipped_recipe.variables()["BATCH_SECONDS"]) == ("--lambda 1 --tau 2", "80")

@@ -15,8 +15,11 @@ from dld_core import cli
 from dld_core.audio import load_audio
 from dld_core.checkpoint import load_checkpoint
 from dld_core.config import ModelConfig
-from dld_core.deploy import (ONNX_FILE, ONNX_INT8_FILE, OnnxCTCModel, deploy, load_exported, read_info,
+from dld_core.deploy import (ONNX_FILE, ONNX_INT8_FILE, OnnxCTCModel, deploy, load_exported, read_info, run_onnx,
                              static_subnetwork)
+from dld_core.recommend import validation_clips
+from dld_core.onnx_features import FEATURES_FILE
+from dld_core.recommend import CHOOSER, mask_gflops, recommend, validated_masks
 from dld_core.flops import gflops
 from dld_core.inference import decoder_for, featurize, recognize
 from dld_core.masks import parse_modules
@@ -90,7 +93,12 @@ def test_the_exported_model_equals_the_gated_model(exported, clips, family, fmt)
     else:
         assert isinstance(model, OnnxCTCModel) and info["precision"] == "fp32" and info["quantization"] is None
         assert info["weights_storage"].startswith("float16 where exact")      # half the bytes, the same values
-        assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_FILE}
+        assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_FILE, FEATURES_FILE}
+        assert info["front_end"]["file"] == FEATURES_FILE and d["verified"]["onnxruntime_only_max_abs_diff"] <= 1e-4
+        alone, lengths = run_onnx(folder, clips)          # onnxruntime alone: features.onnx, then model.onnx
+        assert lengths.tolist() == gated.output.lengths.tolist()
+        assert max(float((torch.from_numpy(alone[i, :n]) - gated.log_probs(i)).abs().max())
+                   for i, n in enumerate(lengths.tolist())) <= 1e-4
 
 
 def test_whisper_sub_blocks_keep_their_names_and_only_their_weights(exported):
@@ -139,7 +147,7 @@ def test_the_onnx_model_decodes_with_beam_search(exported, clips):
 def test_int8_runs_and_says_so(exported, clips):
     folder = exported("whisper", "onnx", "int8")
     info = read_info(folder)
-    assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_INT8_FILE}
+    assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_INT8_FILE, FEATURES_FILE}
     assert info["model_file"] == ONNX_INT8_FILE and info["precision"] == "int8 (dynamic)"
     assert info["quantization"]["type"] == "int8" and info["quantization"]["method"].endswith("quantize_dynamic")
     assert info["weights_storage"].startswith("int8 linear-layer weights")
@@ -157,17 +165,33 @@ def test_a_static_model_refuses_a_mask(exported, clips):
         recognize(model, clips, active=[0])
 
 
-def test_budget_picks_the_best_mask_that_fits(tmp_path):
-    out = tmp_path / "budget"
-    info = deploy(CONFORMER, out, budget=0.5, fmt="safetensors", valid=str(SAMPLES / "manifest.jsonl"), clips=2)
+@pytest.fixture(scope="module")
+def budget_deployed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget") / "deployed"
+    return out, deploy(CONFORMER, out, budget=0.5, fmt="safetensors", valid=str(SAMPLES / "manifest.jsonl"), clips=2)
+
+
+def test_budget_picks_the_best_mask_that_fits(budget_deployed):
+    out, info = budget_deployed
     d = info["deployed"]
     sel = d["selection"]
-    assert sel["by"] == "budget" and sel["clips"] == 2 and sel["chooser"].endswith("best_mask_for_budget")
+    assert sel["by"] == "budget" and sel["clips"] == 2 and sel["chooser"] == CHOOSER
     assert d["gflops_share"] <= 0.5 and d["gflops"] <= sel["limit_gflops"] + 1e-9
     assert d["kept_indices"] in [depth["active"] for depth in sel["depths"]]
     assert all(gflops(source(CONFORMER).config, 10.0, depth["active"]) <= sel["limit_gflops"] + 1e-9
                for depth in sel["depths"])
     assert load_checkpoint(out).model.num_modules == len(d["kept"])
+
+
+def test_budget_is_the_budgets_page_choice(budget_deployed):
+    """deploy --budget and the Budgets card (dld_core.recommend on every scored mask) pick the same mask."""
+    _, info = budget_deployed
+    ckpt = source(CONFORMER)
+    clips, _ = validation_clips(ckpt, str(SAMPLES / "manifest.jsonl"), 2)
+    table = validated_masks(ckpt.model, clips)                   # what the Budgets page scores: every mask
+    limit = 0.5 * mask_gflops(ckpt.config, range(ckpt.config.num_modules))
+    assert info["deployed"]["selection"]["limit_gflops"] == pytest.approx(limit)
+    assert info["deployed"]["kept_indices"] == recommend(table, limit)["active"]
 
 
 def run_cli(capsys, *args):

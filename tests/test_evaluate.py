@@ -10,7 +10,7 @@ from dld_core.bench import bench
 from dld_core.checkpoint import load_checkpoint, save_checkpoint
 from dld_core.config import ModelConfig
 from dld_core.evaluate import evaluate, length_batches
-from dld_core.inference import recognize, transcribe
+from dld_core.inference import emissions, recognize, timed, transcribe, utterance
 from dld_core.masks import level_masks as make_masks
 from dld_core.inference import featurize
 from dld_core.metrics import cer, wer
@@ -78,6 +78,29 @@ def test_recognize_reuses_features(setup):
     feats = featurize(model, wavs)
     for active in (None, [0, 2], [True, False, True, True]):
         assert transcribe(model, wavs, active) == recognize(model, features=feats, active=active).texts
+
+
+def test_emissions_is_the_forward_of_recognize(setup):
+    """inference.emissions: the batch's forward alone (log-probs, lengths), as recognize runs it."""
+    ckpt, _, root = setup
+    model = load_checkpoint(ckpt).model
+    wavs = [sf.read(root / f"utt{i}.wav", dtype="float32")[0] for i in range(3)]
+    for active in (None, [0, 2]):
+        rec, out = recognize(model, wavs, active=active), emissions(model, wavs, active=active)
+        assert torch.equal(out.log_probs, rec.output.log_probs) and torch.equal(out.lengths, rec.output.lengths)
+        assert out.hidden is None
+        for i, wav in enumerate(wavs):
+            assert torch.equal(utterance(out, i), rec.log_probs(i))
+            assert utterance(emissions(model, [wav], active=active)).shape == utterance(out, i).shape
+    hidden = emissions(model, features=featurize(model, wavs[:1]), return_hidden=True).hidden
+    assert len(hidden) == model.num_modules
+
+
+def test_timed_warms_up_then_times_every_run():
+    calls = []
+    result, runs = timed(lambda: calls.append(1) or len(calls), repeats=3, warmup=2)
+    assert len(calls) == 5 and result == 5 and len(runs) == 3 and all(r >= 0 for r in runs)
+    assert len(timed(lambda: None, repeats=0)[1]) == 1                  # at least one timed run
 
 
 def test_evaluate_manifest(setup):

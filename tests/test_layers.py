@@ -6,9 +6,10 @@ import torch
 
 from dld_core.checkpoint import load_checkpoint, save_checkpoint
 from dld_core.config import ModelConfig
-from dld_core.inference import featurize
+from dld_core.inference import featurize, transcribe
 from dld_core.layers import (best_mask_for_budget, depth_kl, drop_one_kl, greedy_drop_path, kl_per_frame,
                              layer_importance)
+from dld_core.metrics import wer
 from dld_core.model import DynamicCTCModel
 
 
@@ -115,7 +116,8 @@ def test_importance_path_and_budget(tmp_path):
         mask = [i in step["active"] for i in range(4)]
         kls = [direct_kl(student, teacher, f, n, mask) for f, n in feats]
         assert step["kl"] == pytest.approx(float(torch.cat(kls).mean()), rel=1e-4)
-        assert 0 <= step["wer"]
+        hyps = transcribe(student, [w for w, _ in clips], active=mask)
+        assert step["wer"] == pytest.approx(wer([t for _, t in clips], hyps))
 
     best = best_mask_for_budget(student, teacher, clips, kept=2, num_candidates=6, path=path)
     assert len(best["active"]) == 2

@@ -118,7 +118,7 @@ def test_a_protected_student_is_evaluated_on_masks_that_keep_its_protected_modul
     from tests.app_fixtures import make_samples
     cfg = ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64)
     folder = save_checkpoint(tmp_path / "s", DynamicCTCModel(cfg), recipe="dld", metadata={"train": {"protected": "A1"}})
-    assert load_checkpoint(folder).protected == [0]
+    assert load_checkpoint(folder).protected == M.Mask.parse("A1", ["A1", "M1", "A2", "M2"])
     result = evaluate(folder, make_samples(tmp_path / "clips", count=1), num_masks=2, progress=False)
     assert result["protected"] == ["A1"] and [lv["kept"] for lv in result["levels"]] == [4, 3, 2, 1]
     assert all(0 in mask for lv in result["levels"] for mask in lv["masks"])
@@ -138,3 +138,55 @@ def test_keep_probabilities_from_drop_one_costs(tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     assert line == "M1=0.90,A2=0.60,A3=0.75"
     assert M.keep_probabilities(["A1", "M1", "A2", "M2", "A3"], 0.75, line) == pytest.approx([0.75, 0.9, 0.6, 0.75, 0.75])
+
+
+# ------------------------------------------------------------------ one mask value type (issue 21)
+def test_a_mask_is_one_hashable_value_of_bools_and_names():
+    mask = M.Mask.parse("m1, a2", WHISPER_NAMES)
+    assert mask.bools == (False, True, True, False, False, False, False, False) and mask.names == tuple(WHISPER_NAMES)
+    assert mask.kept == (1, 2) and mask.kept_names == ("M1", "A2") and mask.format() == "M1,A2"
+    assert M.Mask.parse(mask.format(), WHISPER_NAMES) == mask == M.Mask.of([1, 2], WHISPER_NAMES)
+    assert M.Mask.parse(["A2", "M1"], WHISPER_NAMES) == M.Mask.parse("1 2", WHISPER_NAMES) == mask
+    assert {mask: 1}[M.Mask.of([False, True, True] + [False] * 5, WHISPER_NAMES)] == 1       # a cache key
+    assert M.as_bools(mask, 8) == list(mask.bools) and M.kept(mask, 8) == [1, 2] and sum(mask) == 2
+    assert mask.describe() == M.describe([1, 2], WHISPER_NAMES) == "M1 A2 (2 of 8)"
+    full = M.Mask.full(NAMES12)
+    assert full.format() == ",".join(NAMES12) and M.Mask.of(None, NAMES12) == full and tuple(full) == (True,) * 12
+    none = M.Mask.parse("", NAMES12)
+    assert not none and none.format() == "" and M.Mask.parse(None, NAMES12) == none and len(none) == 12
+    with pytest.raises(ValueError, match="module"):
+        M.Mask.parse("A9", WHISPER_NAMES)
+    with pytest.raises(ValueError):
+        M.Mask.of(mask, NAMES12[:8])                                  # another model's modules
+    with pytest.raises(ValueError):
+        M.Mask((True,), ("A1", "M1"))
+
+
+def test_protected_modules_keep_one_form_from_the_options_to_the_gates_and_the_evaluation():
+    """TrainConfig.protected (text) -> Mask.parse -> training gates, Checkpoint.protected and random
+    evaluation masks; a Mask and the equivalent indices draw the same masks and gates."""
+    protected = M.Mask.parse("A1", WHISPER_NAMES)
+    assert M.random_masks(8, 3, 4, seed=2, protected=protected) == M.random_masks(8, 3, 4, seed=2, protected=[0])
+    assert M.levels(8, protected=protected) == M.levels(8, protected=[0]) == list(range(8, 0, -1))
+    probs = [0.5] * 8
+    assert all(M.training_gates(probs, 0, s, protected) == M.training_gates(probs, 0, s, [0]) for s in range(50))
+    assert all(M.training_gates(probs, 0, s, M.Mask.parse("", WHISPER_NAMES)) == M.training_gates(probs, 0, s)
+               for s in range(50))
+    assert M.keep_probabilities_from_costs([0.1, 0.2, 0.3], M.Mask.parse("L1", ["L1", "L2", "L3"])) == \
+        M.keep_probabilities_from_costs([0.1, 0.2, 0.3], [0])
+
+
+def test_best_k_is_a_registered_policy():
+    """"Best k" is a policy of dld_core.masks like the others (label, help, preset button) and its pick is
+    masks.best_k (the layer strip used to carry its own help text)."""
+    assert "best_k" in M.POLICIES and "training" in M.POLICIES
+    assert M.PRESETS["best_k"] is M.POLICIES["best_k"] and M.POLICIES["best_k"].uses_k
+    assert list(M.PRESETS) == ["all", "every_other", "first_k", "only_k", "best_k"]
+    assert M.POLICY_LABELS["best_k"] == "Best k" and "best_mask_for_budget" in M.POLICIES["best_k"].help
+    assert set(M.LEVEL_POLICIES) <= set(M.POLICIES)
+    layer_strip = (REPO / "app" / "views" / "layer_strip.py").read_text()
+    assert "lowest KL" not in layer_strip                                # its help lives in masks.POLICIES
+    scored = [{"active": [0], "wer": 0.5, "kl": 2.0}, {"active": [1], "wer": 0.4, "kl": None},
+              {"active": [2], "wer": 0.6, "kl": 1.0}, {"active": [3], "wer": 0.4, "kl": 3.0}]
+    assert M.best_k(scored)["active"] == [2] and M.best_k(scored, "wer")["active"] == [3]
+    assert M.candidate_masks(4, 2, num_random=0, first=[[0, 3], [1, 3]]) == [[0, 3], [1, 3], [0, 1]]

@@ -4,7 +4,7 @@ import torch
 
 from dld_core.config import ModelConfig
 from dld_core.families.conformer import encoder_frames
-from dld_core.families.wavlm import load_pretrained as load_wavlm_state_dict
+from dld_core.families.wavlm import load_pretrained as load_wavlm
 from dld_core.model import DynamicCTCModel
 from tests.helpers import tiny_config, wavlm_config
 
@@ -84,7 +84,7 @@ def test_wavlm_family_gates_and_first_module_dropped():
 
 
 def test_wavlm_loads_torchaudio_state_dict(tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
     from torchaudio.models import wavlm_model
     cfg = wavlm_config()
     ta = wavlm_model(extractor_mode="group_norm", extractor_conv_layer_config=[tuple(s) for s in cfg.extractor_layers],
@@ -96,7 +96,7 @@ def test_wavlm_loads_torchaudio_state_dict(tmp_path):
     path = tmp_path / "wavlm.safetensors"      # a local file, as a researcher would have it
     save_file({k: v.contiguous() for k, v in ta.state_dict().items()}, path)
     model = DynamicCTCModel(cfg).eval()
-    load_wavlm_state_dict(model, load_file(path))
+    assert str(path) in load_wavlm(model, path)
     ta.eval()
     wav = torch.randn(1, 8000)
     with torch.no_grad():
@@ -104,7 +104,7 @@ def test_wavlm_loads_torchaudio_state_dict(tmp_path):
         theirs, _ = ta.extract_features(wav)   # torchaudio's WavLM asserts on lengths
     assert torch.allclose(ours, theirs[-1], atol=1e-4)
     with pytest.raises(ValueError):
-        load_wavlm_state_dict(DynamicCTCModel(tiny_config()), load_file(path))
+        load_wavlm(DynamicCTCModel(tiny_config()), path)
 
 
 def test_very_short_clips_are_padded_not_crashing(tiny_model):
@@ -154,3 +154,112 @@ def test_conformer_on_whisper_features_has_a_whisper_teachers_frames():
     assert s.lengths.tolist() == t.lengths.tolist() and s.log_probs.shape[1] == t.log_probs.shape[1]
     for n in (16000, 16321):
         assert encoder_frames(student.config, n) == int(recognize(teacher, [np.zeros(n, np.float32)]).output.lengths[0])
+
+
+# ------------------------------------------------------------------ the family interface (families.Family)
+def test_every_family_module_satisfies_the_family_protocol():
+    """Every hook of families.Family exists in every family module with the Protocol's one signature (e.g.
+    load_pretrained(model, source=None) for all: wavlm's took a state dict, whisper's a path)."""
+    import inspect
+
+    from dld_core.families import FAMILIES, Family, get_family
+    hooks = {name: inspect.signature(getattr(Family, name)) for name in dir(Family)
+             if not name.startswith("_") and callable(getattr(Family, name)) and name not in ("Features", "Encoder")}
+    assert {"load_pretrained", "compatible_teacher", "module_roles", "gate_choice", "encoder_frames"} <= set(hooks)
+    for name in FAMILIES:
+        family = get_family(name)
+        assert isinstance(family, Family), name
+        assert isinstance(family.INPUT, str) and inspect.isclass(family.Features) and inspect.isclass(family.Encoder)
+        for hook, protocol in hooks.items():
+            wanted = [(p.name, p.kind, p.default) for p in list(protocol.parameters.values())[1:]]    # without self
+            got = [(p.name, p.kind, p.default) for p in inspect.signature(getattr(family, hook)).parameters.values()]
+            assert got == wanted, f"{name}.{hook}{inspect.signature(getattr(family, hook))}"
+
+
+def test_encoder_frames_is_what_each_encoder_gives():
+    from dld_core.families import get_family
+    whisper = ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64)
+    on_whisper = ModelConfig(family="conformer", n_layers=2, d_model=32, n_heads=2, subsampling=2, front_end="whisper")
+    for cfg in (whisper, on_whisper, tiny_config(), wavlm_config()):
+        family = get_family(cfg.family)
+        model, front = DynamicCTCModel(cfg).eval(), family.Features(cfg)
+        for n in (1600, 1601, 8159, 16000, 23457):
+            with torch.no_grad():
+                out = model(*front(torch.randn(1, n), torch.tensor([n])))
+            assert int(out.lengths[0]) == out.log_probs.shape[1] == family.encoder_frames(cfg, n), (cfg.family, n)
+
+
+def test_compatible_teacher_decides_by_frames_not_by_family():
+    """A conformer student on Whisper's log-mel (2x subsampling) lines up with a Whisper teacher frame by frame;
+    a conformer on its own log-mel (4x or 2x) does not, nor a teacher with other CTC tokens."""
+    import dataclasses
+
+    from dld_core.families import compatible_teacher
+    whisper = ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64)
+    student = ModelConfig(family="conformer", n_layers=2, d_model=32, n_heads=2, subsampling=2, front_end="whisper")
+    assert compatible_teacher(student, whisper) and compatible_teacher(whisper, whisper)
+    assert compatible_teacher(student, student)
+    assert not compatible_teacher(tiny_config(), whisper)                                  # 4x: 25 frames/s
+    assert not compatible_teacher(dataclasses.replace(student, front_end="logmel"), whisper)    # other frames
+    assert not compatible_teacher(student, dataclasses.replace(whisper, vocab=list(whisper.vocab) + ["-"]))
+    assert compatible_teacher(wavlm_config(), wavlm_config()) and not compatible_teacher(wavlm_config(), tiny_config())
+
+
+def test_pretrained_weights_have_one_hook_for_every_family(tmp_path):
+    """load_pretrained(model, source) everywhere: a family without bundled weights refuses in one line."""
+    from dld_core.families import get_family
+    from dld_core.safe_io import CheckpointError
+    with pytest.raises(CheckpointError, match="no pretrained weights"):
+        get_family("conformer").load_pretrained(DynamicCTCModel(tiny_config()), "default")
+    with pytest.raises(CheckpointError, match="no bundled weights"):
+        get_family("wavlm").load_pretrained(DynamicCTCModel(wavlm_config()), None)
+    with pytest.raises(ValueError, match="--pretrained is not supported for the conformer family"):
+        get_family("conformer").config_from_pretrained("default")
+
+
+def test_the_gate_choice_is_the_familys():
+    """The Train page offers sub-block or whole-block gates where the teacher's family has them (whisper)."""
+    from dld_core.families import get_family
+    whisper = ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2, ffn_dim=64)
+    choice = get_family("whisper").gate_choice(whisper)
+    assert list(choice.labels) == ["sub_block", "block"] and "attention" in choice.help
+    assert get_family("conformer").gate_choice(tiny_config()) is None
+    assert get_family("wavlm").gate_choice(wavlm_config()) is None
+
+
+def test_dld_refuses_a_teacher_whose_frames_do_not_line_up(tmp_path, tiny_corpus):
+    """Training decides with the same hook as the Importance page: a conformer student on its own log-mel (25
+    frames/s) cannot be distilled from a Whisper teacher (50), one on Whisper's log-mel with 2x subsampling can."""
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.config import TrainConfig
+    from dld_core.safe_io import CheckpointError
+    from dld_core.train import train
+    teacher = tmp_path / "teacher"
+    save_checkpoint(teacher, DynamicCTCModel(ModelConfig(family="whisper", d_model=32, n_layers=2, n_heads=2,
+                                                         ffn_dim=64, max_frames=400)), recipe="teacher")
+    student = {"family": "conformer", "n_layers": 2, "d_model": 32, "n_heads": 2, "ffn_dim": 64}
+    run = dict(teacher=str(teacher), progress=False,
+               train_cfg=TrainConfig(recipe="dld", epochs=1, max_steps=1, batch_seconds=4.0))
+    with pytest.raises(CheckpointError, match="do not line up"):
+        train(tiny_corpus["train"], tiny_corpus["valid"], tmp_path / "own", model_overrides=student, **run)
+    train(tiny_corpus["train"], tiny_corpus["valid"], tmp_path / "lined_up", **run,
+          model_overrides={**student, "subsampling": 2, "front_end": "whisper"})
+    assert (tmp_path / "lined_up" / "config.json").is_file()
+
+
+def test_one_gate_loop_serves_forward_and_its_step_sees_every_module(tiny_model):
+    """model.encode (embed -> run_modules -> finish) is what forward runs; `step` sees every module, a
+    skipped one with its input passed through unchanged."""
+    from dld_core.model import encode
+    x, l = features()
+    seen = []
+
+    def step(i, on, before, after):
+        seen.append((i, on, torch.equal(before, after)))
+        return after
+    with torch.no_grad():
+        hidden, out_lengths = encode(tiny_model.encoder, x, l, [True, False, True, False], step)
+        out = tiny_model(x, l, active=[0, 2])
+    assert torch.equal(tiny_model.log_probs(hidden), out.log_probs) and torch.equal(out_lengths, out.lengths)
+    assert [(i, on) for i, on, _ in seen] == [(0, True), (1, False), (2, True), (3, False)]
+    assert [same for _, on, same in seen if not on] == [True, True]

@@ -14,6 +14,8 @@ import time
 
 from app import jobs, state
 from app.views import layer_strip, pickers, plots
+from app.views.download import download_control
+from app.views.messages import one_line
 from dld_core.flops import gflops_for_seconds
 from dld_core.recommend import DEFAULT_CLIPS, FLOPS_SECONDS, USABLE_WER, find_evaluation, recommend
 
@@ -233,10 +235,6 @@ elif best_any is not None:
               help="Every shown model and depth that fits in the budget gets (nearly) every word wrong here.")
 
 
-def one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 def recommendation(path: Path, budget: float, test_set: str, decoder: str, manifest) -> dict:
     """The card's mask for a budget and its own numbers: {"mask", "n", "names", "gflops", "valid_wer",
     "selection", "evaluation"}; or {"message", "level"} when there is nothing to recommend (yet)."""
@@ -336,6 +334,7 @@ if card.get("mask") is not None:
             st.session_state[layer_strip.MASK_KEY] = tuple(mask)
             st.session_state["_mask_model"] = None        # make the strip take the new mask
             st.switch_page(str(Path(__file__).resolve().parent / "inspect.py"))
+        download_control(target_path, names, mask, key="budget_download")
 
 title = f"WER vs compute — {set_name}, {DECODER_NAMES.get(decoder, decoder).lower()}"
 st.plotly_chart(plots.wer_vs_gflops(df, budget=budget, recommended=recommended, title=title), key="budget_chart",

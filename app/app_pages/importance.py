@@ -12,6 +12,7 @@ import streamlit as st
 from app import state
 from app.views import layer_strip, pickers, plots
 from dld_core import masks
+from dld_core.families import compatible_teacher
 
 st.title("Layer importance")
 st.caption("What removing each module alone does to WER and to the KL from the teacher (drop-one), starting "
@@ -69,16 +70,16 @@ if len(set(colors.values())) < len(colors):
 
 
 def usable_teacher(ckpt):
+    """The teacher when its CTC frames line up with this student's (dld_core.families.compatible_teacher)."""
     if teacher is None:
         return None
-    same = (teacher.config.family, teacher.config.n_mels) == (ckpt.config.family, ckpt.config.n_mels)
-    return teacher if same else None
+    return teacher if compatible_teacher(ckpt.config, teacher.config) else None
 
 
 teachers = {name: usable_teacher(ckpt) for name, _, ckpt in models}
 if teacher is not None and any(t is None for t in teachers.values()):
-    st.warning("The teacher has another front end than a student: KL views are off for it, WER only.",
-               icon=":material/warning:")
+    st.warning("The teacher's output frames do not line up with a student's (another front end or frame rate): "
+               "KL views are off for it, WER only.", icon=":material/warning:")
 
 # ------------------------------------------------------------------------------------------ evaluation set
 sets = state.importance_sets(present_only=False)              # the sample clips and every set of eval_sets.py

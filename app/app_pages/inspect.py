@@ -6,6 +6,8 @@ import streamlit as st
 
 from app import state
 from app.views import diff, layer_strip, pickers, plots
+from app.views.download import download_control
+from app.views.messages import one_line
 from dld_core import masks
 from dld_core.audio import SAMPLE_RATE
 from dld_core.features import MIN_SECONDS
@@ -135,6 +137,7 @@ with right:
     mask = layer_strip.layer_strip(module_names, ckpt_key, best_k=best_k,
                                    kept_gflops=kept_gflops if clip is not None else None,
                                    blocks=student.config.module_blocks)
+    download_control(student.path, module_names, mask, key="inspect_download")
 
 if clip is None:
     st.info("Choose a sample, record or upload a clip to see transcripts and layer views.",
@@ -142,11 +145,6 @@ if clip is None:
     st.stop()
 
 # ---------------------------------------------------------------------------------------------- results
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 t_res = None
 if teacher is not None:
     try:
@@ -171,8 +169,8 @@ if decoder in ("beam", "both"):
     if not ready:
         st.caption(f"Beam decoding is unavailable here ({why}); showing greedy transcripts.")
 s_beam = state.beam_text(ckpt_key, clip.digest, mask, student, res["log_probs"]) if use_beam else None
-t_beam = (state.beam_text(teacher_key, clip.digest, (True,), teacher, t_res["log_probs"])
-          if use_beam and t_res is not None else None)
+t_beam = (state.beam_text(teacher_key, clip.digest, masks.Mask.full(teacher.model.module_names), teacher,
+                          t_res["log_probs"]) if use_beam and t_res is not None else None)
 s_text = s_beam if s_beam is not None else res["text"]
 t_text = t_beam if t_beam is not None else (t_res["text"] if t_res else "")
 s_score = state.score(reference, s_text)

@@ -12,16 +12,18 @@ import streamlit as st
 
 from app import jobs, state
 from app.views import plots
-from dld_core.config import RECIPE_LABELS, TrainConfig, shipped_settings
+from dld_core import masks
+from dld_core.config import RECIPE_LABELS, TrainConfig
+from dld_core.families import get_family
+from dld_core.shipped_recipe import settings as shipped_settings
 
 # Teacher architectures offered here: (label, ModelConfig fields); their training settings come from
-# config.shipped_settings. Students (LD, DLD) always take their teacher's architecture and start from its weights.
+# dld_core.shipped_recipe. Students (LD, DLD) always take their teacher's architecture and start from its weights.
 SIZES = {
     "tiny": ("Tiny conformer 4×64", {"family": "conformer", "n_layers": 4, "d_model": 64, "n_heads": 2}),
     "small": ("Small conformer 6×96", {"family": "conformer", "n_layers": 6, "d_model": 96, "n_heads": 4}),
     "whisper": ("Whisper tiny.en, pretrained", {"family": "whisper"}),
 }
-GATE_UNITS = {"sub_block": "Attention and MLP separately", "block": "Whole blocks"}
 HOURS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
 RECIPES = RECIPE_LABELS
 FORM_KEYS = ("train_recipe", "train_teacher", "train_data", "train_hours", "train_manifest", "valid_manifest",
@@ -134,12 +136,11 @@ with left, st.container(border=True):
                                   "always runs). 0.5 is the paper's setting and the shipped models'; a higher value "
                                   "favours full depth, a lower one small compute budgets (README, gate ablation: "
                                   "0.75 was better down to 3/4 of the compute).")
-            if teacher_cfg.family == "whisper":
-                gate_unit = st.radio("Gates", list(GATE_UNITS), format_func=GATE_UNITS.get, horizontal=True,
-                                     index=list(GATE_UNITS).index(saved("train_gate_unit", teacher_cfg.gate_unit)),
-                                     key="train_gate_unit",
-                                     help="Each Whisper block has an attention and an MLP sub-block: gate them "
-                                          "one by one (A1 M1 …, the shipped models) or together (B1 …).")
+            gates = get_family(teacher_cfg.family).gate_choice(teacher_cfg)       # None: one gate per block
+            if gates is not None:
+                gate_unit = st.radio("Gates", list(gates.labels), format_func=gates.labels.get, horizontal=True,
+                                     index=list(gates.labels).index(saved("train_gate_unit", teacher_cfg.gate_unit)),
+                                     key="train_gate_unit", help=gates.help)
             names = dataclasses.replace(teacher_cfg, gate_unit=gate_unit or teacher_cfg.gate_unit).module_names
             protected = st.multiselect("Never drop", names, default=[m for m in saved("train_protected", [])
                                                                       if m in names],
@@ -147,7 +148,7 @@ with left, st.container(border=True):
                                        help="Modules that run at every step and in every mask the student is "
                                             "trained for (e.g. the first attention, A1, which no mask can lose "
                                             "cheaply in the shipped models).")
-            dropping = {"keep_prob": float(keep), "protected": ",".join(protected)}
+            dropping = {"keep_prob": float(keep), "protected": masks.Mask.parse(protected, names).format()}
             if recipe == "dld":
                 c1, c2 = st.columns(2)
                 lam = c1.number_input("Distillation weight λ", min_value=0.0, max_value=100.0, step=0.5,

@@ -69,10 +69,6 @@ def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[
         p = masks.PRESETS[key]
         if key == "every_other":
             return f"{p.help}: {masks.describe(masks.preset(key, n_layers, 1, blocks=blocks), names)}"
-        if key == "best_k":
-            return ("Best k for this budget: the k-module mask with the lowest KL to the teacher on this clip, "
-                    "among every second, the first k, whole blocks and random masks "
-                    "(dld_core.layers.best_mask_for_budget)")
         return p.help
 
     with st.container(border=True):

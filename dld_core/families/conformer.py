@@ -7,6 +7,7 @@ conformer student can be distilled from a Whisper teacher frame by frame."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torchaudio
@@ -15,7 +16,8 @@ from torchaudio.models.conformer import ConformerLayer
 
 from ..audio import SAMPLE_RATE
 from ..frames import HOP_LENGTH, WIN_LENGTH, padding_mask
-from . import get_family
+from ..safe_io import CheckpointError
+from . import GateChoice, frames_line_up, get_family
 
 INPUT = "log-mel"          # SpecAugment applies to this family's features
 WHISPER_PAD = 3            # zero frames on each side of the Whisper log-mel (front_end "whisper")
@@ -157,6 +159,24 @@ def validate(cfg) -> None:
         raise ValueError(f"unknown front_end {cfg.front_end!r} (expected logmel or whisper)")
     if cfg.front_end == "whisper" and cfg.n_mels != 80:
         raise ValueError("front_end whisper has 80 mel bins")
+
+
+def config_from_pretrained(path=None, **overrides):
+    raise ValueError("--pretrained is not supported for the conformer family")
+
+
+def load_pretrained(model, source=None) -> str:
+    raise CheckpointError("the conformer family has no pretrained weights: it trains from scratch")
+
+
+def compatible_teacher(student_config, teacher_config) -> bool:
+    """Any teacher whose frames line up with this conformer's (a Whisper teacher for front_end "whisper"
+    with 2x subsampling)."""
+    return frames_line_up(student_config, teacher_config)
+
+
+def gate_choice(cfg) -> Optional[GateChoice]:
+    return None                                  # one gate per ConformerLayer
 
 
 def analytic_layer_flops(d_model: int, ffn_dim: int, n_heads: int, conv_kernel: int, frames: int) -> int:

@@ -7,11 +7,16 @@ front, so it exists even when module 0 is dropped.
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import torch
 from torch import nn
 
 from ..audio import SAMPLE_RATE
 from ..frames import padding_mask
+from ..safe_io import CheckpointError, parse_safetensors, read_regular_file
+from . import GateChoice, frames_line_up
 
 INPUT = "waveform"
 
@@ -94,11 +99,45 @@ def validate(cfg) -> None:
         raise ValueError("extractor_layers must be a list of positive [channels, kernel, stride] triples")
 
 
-def load_pretrained(model, state_dict: dict[str, torch.Tensor]) -> None:
-    """Load a torchaudio-format WavLM state dict (feature_extractor.* and encoder.*; an `aux` head is ignored)."""
-    if model.config.family != "wavlm":
-        raise ValueError("a WavLM state dict can only be loaded into a model of family 'wavlm'")
+def encoder_frames(cfg, num_samples: int) -> int:
+    """Frames after the CNN feature extractor (each layer: floor((L - kernel) / stride) + 1, at least 0)."""
+    frames = int(num_samples)
+    for _, kernel, stride in cfg.extractor_layers:
+        frames = max(0, (frames - kernel) // stride + 1)
+    return frames
+
+
+MAX_STATE_DICT_BYTES = 1 << 30
+
+
+def config_from_pretrained(path=None, **overrides):
+    raise ValueError("--pretrained is not supported for the wavlm family")
+
+
+def load_pretrained(model, source=None) -> str:
+    """Load a torchaudio-format WavLM state dict (feature_extractor.* and encoder.*; an `aux` head is ignored)
+    from `source`: a safetensors file, or a folder holding model.safetensors (read as untrusted input: no
+    links, size-limited, header checked). There are no bundled WavLM weights: None / "default" is refused."""
+    if getattr(getattr(model, "config", None), "family", None) != "wavlm":
+        raise CheckpointError("a WavLM state dict can only be loaded into a model of family 'wavlm'")
+    if source is None or str(source) == "default":
+        raise CheckpointError("the wavlm family has no bundled weights: give a torchaudio-format WavLM state dict "
+                              "(a .safetensors file)")
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    state_dict = parse_safetensors(read_regular_file(path, MAX_STATE_DICT_BYTES, path.name), path.name)
     wanted = {k: v for k, v in state_dict.items() if not k.startswith("aux.")}
     missing, unexpected = model.encoder.load_state_dict(wanted, strict=False)
     if unexpected or missing:
-        raise ValueError(f"WavLM state dict does not match the config: missing={missing[:3]} unexpected={unexpected[:3]}")
+        raise CheckpointError(f"WavLM state dict does not match the config: missing={missing[:3]} "
+                              f"unexpected={unexpected[:3]}")
+    return f"WavLM state dict {path}"
+
+
+def compatible_teacher(student_config, teacher_config) -> bool:
+    return frames_line_up(student_config, teacher_config)
+
+
+def gate_choice(cfg) -> Optional[GateChoice]:
+    return None                                  # one gate per transformer layer

@@ -32,9 +32,11 @@ from ..config import ModelConfig
 from ..frames import HOP_LENGTH, WIN_LENGTH as N_FFT   # 100 mel frames/s; conv2's stride 2 -> 50 frames/s
 from ..pretrained import read_whisper_encoder
 from ..safe_io import CheckpointError
+from . import GateChoice, frames_line_up
 
 INPUT = "log-mel"             # SpecAugment applies to this family's features
-GATE_UNITS = ("sub_block", "block")
+GATE_UNIT_LABELS = {"sub_block": "Attention and MLP separately", "block": "Whole blocks"}
+GATE_UNITS = tuple(GATE_UNIT_LABELS)
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -239,6 +241,11 @@ def dummy_features(cfg, num_samples: int, device=None) -> tuple[torch.Tensor, to
     return torch.zeros(1, frames, cfg.n_mels, device=device), torch.tensor([frames], device=device)
 
 
+def encoder_frames(cfg, num_samples: int) -> int:
+    """S // 160 log-mel frames (at least one), halved by conv2 (stride 2): ceil(frames / 2)."""
+    return (max(1, int(num_samples) // HOP_LENGTH) - 1) // 2 + 1
+
+
 def frame_rate(cfg) -> float:
     return SAMPLE_RATE / HOP_LENGTH / 2           # 50 encoder frames per second
 
@@ -274,16 +281,16 @@ def config_from_pretrained(path=None, **overrides):
     return cfg
 
 
-def load_pretrained(model: nn.Module, path=None) -> str:
+def load_pretrained(model: nn.Module, source=None) -> str:
     """Initialise the encoder of `model` (a whisper-family DynamicCTCModel, or its Encoder) from a pretrained
-    folder (None: the pinned default). The model's dims must equal the checkpoint's. Returns a one-line
-    description of the source. Raises CheckpointError."""
+    folder or file (CTranslate2 or Hugging Face; None / "default": the pinned default). The model's dims must
+    equal the checkpoint's. Returns a one-line description of the source. Raises CheckpointError."""
     encoder = model if isinstance(model, Encoder) else getattr(model, "encoder", None)
     if not isinstance(encoder, Encoder):
         raise CheckpointError("Whisper weights can only be loaded into a model of family 'whisper'")
     if any(parts != "AM" for parts in (encoder.blocks[b].parts for b in range(len(encoder.blocks)))):
         raise CheckpointError("Whisper weights can only be loaded into a model whose blocks are whole (no sub_blocks)")
-    weights = read_whisper_encoder(path)
+    weights = read_whisper_encoder(source)
     own = {"n_mels": encoder.conv1.in_channels, "d_model": encoder.conv1.out_channels,
            "n_layers": len(encoder.blocks), "n_heads": encoder.blocks[0].attn.n_head if len(encoder.blocks) else 0,
            "ffn_dim": encoder.blocks[0].mlp[0].out_features if len(encoder.blocks) else 0,
@@ -294,3 +301,13 @@ def load_pretrained(model: nn.Module, path=None) -> str:
     with torch.no_grad():
         encoder.load_state_dict(weights.tensors, strict=True)
     return weights.source
+
+
+def compatible_teacher(student_config, teacher_config) -> bool:
+    return frames_line_up(student_config, teacher_config)
+
+
+def gate_choice(cfg) -> Optional[GateChoice]:
+    """A student of a Whisper teacher gates each block's attention and MLP sub-blocks apart or together."""
+    return GateChoice(dict(GATE_UNIT_LABELS), "Each Whisper block has an attention and an MLP sub-block: gate them "
+                                              "one by one (A1 M1 …, the shipped models) or together (B1 …).")

@@ -44,6 +44,7 @@ from torch import nn
 from ..audio import SAMPLE_RATE
 from ..features import pad_waveforms
 from ..masks import as_bools
+from ..model import encode
 from ..synth.text import digits_to_words, expand_numbers, ordinal_to_words
 from . import whisper as W
 from .whisper_decoder import TextDecoder, WhisperTokenizer, load_text_decoder, load_tokenizer
@@ -106,12 +107,7 @@ class AudioMemory:
 def run_encoder(encoder: W.Encoder, features: torch.Tensor, lengths: torch.Tensor, active=None):
     """The gated encoder with layer mask `active` (None: every module), as DynamicCTCModel.forward runs it:
     returns (finish(x) [B, T', D], out_lengths [B])."""
-    mask = as_bools(active, len(encoder.modules_at))
-    x, out_lengths, context = encoder.embed(features, lengths)
-    for i, on in enumerate(mask):
-        if on:
-            x = encoder.layer(i, x, context)
-    return encoder.finish(x), out_lengths
+    return encode(encoder, features, lengths, as_bools(active, len(encoder.modules_at)))
 
 
 def repeat_cut(tokens: Sequence[int], max_repeats: Optional[int], max_ngram: int = REPEAT_NGRAM) -> int:

@@ -1,4 +1,4 @@
-"""A real `streamlit run` server for the browser tests (test_browser.py, test_app_load.py), plus the
+"""A real `streamlit run` server for the browser tests (test_browser.py, test_browser_load.py), plus the
 Chromium launch settings and page helpers they share.
 
 `serve_app(root)` seeds tiny checkpoints / sample clips / evaluation results under `root`, starts the app
@@ -82,7 +82,8 @@ def serve_app(root: Path, extra_env: Optional[dict] = None, start_timeout: float
     make_budget_reports(ckpts, manifest)
     port = free_port()
     env = {**os.environ, "DLD_CHECKPOINTS_DIR": str(root / "checkpoints"), "DLD_SAMPLES_DIR": str(root / "samples"),
-           "DLD_JOBS_DIR": str(root / "jobs"), "DLD_RESULTS_DIR": str(root / "results"), **(extra_env or {})}
+           "DLD_JOBS_DIR": str(root / "jobs"), "DLD_RESULTS_DIR": str(root / "results"),
+           "DLD_DOWNLOADS_DIR": str(root / "downloads"), **(extra_env or {})}
     log_path = root / "streamlit.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
