@@ -101,22 +101,25 @@ def main() -> int:
         assert not at.exception, at.exception
         print(f"cold first render of Inspect (model load + sample clip + all views): {cold:.0f} ms")
 
-    from app import state
+    from app.state.checkpoints import checkpoint_key, get_checkpoint
+    from app.state.clips import load_clip_bytes
+    from app.state.results import drop_one_result, logmel, student_result, teacher_result
+    from app.state.torch_setup import configure_torch
     from app.views import plots
 
-    state.configure_torch()
-    student = state.get_checkpoint(root / "dld")
-    teacher = state.get_checkpoint(root / "teacher")
-    clip = state.load_clip_bytes(clip_of(args.seconds), "bench.wav")
+    configure_torch()
+    student = get_checkpoint(root / "dld")
+    teacher = get_checkpoint(root / "teacher")
+    clip = load_clip_bytes(clip_of(args.seconds), "bench.wav")
     n = student.model.num_modules
-    skey, tkey = state.checkpoint_key(student.path), state.checkpoint_key(teacher.path)
+    skey, tkey = checkpoint_key(student.path), checkpoint_key(teacher.path)
     print(f"model: {student.path} ({n} modules, d={student.config.d_model}), clip {clip.duration:.1f} s, "
           f"torch threads {torch.get_num_threads()}")
 
     t0 = time.perf_counter()
-    t_res = state.teacher_result(tkey, clip.digest, teacher, clip.samples)
-    spec = state.logmel(clip.digest, clip.samples)
-    state.student_result(skey, clip.digest, (True,) * n, tkey, student, clip.samples, t_res["log_probs"])
+    t_res = teacher_result(tkey, clip.digest, teacher, clip.samples)
+    spec = logmel(clip.digest, clip.samples)
+    student_result(skey, clip.digest, (True,) * n, tkey, student, clip.samples, t_res["log_probs"])
     first = (time.perf_counter() - t0) * 1000
 
     rng = np.random.default_rng(0)
@@ -129,7 +132,7 @@ def main() -> int:
                 seen.add(mask)
                 break
         t0 = time.perf_counter()
-        res = state.student_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
+        res = student_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
         f1 = plots.spectrogram_posteriorgram(spec, 0.01, res["posteriors"], res["frame_sec"], student.config.vocab)
         f2 = plots.kl_heatmap(res["depth_kl"], res["frame_sec"], "depth", student.model.module_names, active=mask)
         t_fig = time.perf_counter()
@@ -137,15 +140,15 @@ def main() -> int:
         toggles.append((time.perf_counter() - t0) * 1000)
         fig_ms.append((time.perf_counter() - t_fig) * 1000)
         t0 = time.perf_counter()
-        drop = state.drop_one_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
+        drop = drop_one_result(skey, clip.digest, mask, tkey, student, clip.samples, t_res["log_probs"])
         plots.kl_heatmap(drop, res["frame_sec"], "drop-one", student.model.module_names, active=mask).to_json()
         drops.append((time.perf_counter() - t0) * 1000)
     full_rows = []
     for k in range(max(1, args.repeats // 2)):
         # all modules on: the full n-row drop-one heatmap; vary the reference digest so each is a cache miss
         t0 = time.perf_counter()
-        drop = state.drop_one_result(skey, f"{clip.digest}-{k}", (True,) * n, tkey, student, clip.samples,
-                                     t_res["log_probs"])
+        drop = drop_one_result(skey, f"{clip.digest}-{k}", (True,) * n, tkey, student, clip.samples,
+                               t_res["log_probs"])
         plots.kl_heatmap(drop, 0.04, "drop-one", student.model.module_names, active=(True,) * n).to_json()
         full_rows.append((time.perf_counter() - t0) * 1000)
     print(f"first clip (teacher + spectrogram + full-depth student): {first:.0f} ms")

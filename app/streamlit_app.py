@@ -21,10 +21,10 @@ st.set_page_config(page_title="DLD Studio", page_icon="🎚️", layout="wide", 
 # The page scripts live in app/app_pages/, not app/pages/: a folder named "pages" next to the entry script
 # switches Streamlit to its legacy multipage mode (every file there becomes a page that can be opened
 # directly, bypassing this script and st.navigation).
-from app import state  # noqa: E402  (after the sys.path fix)
+from app.state.torch_setup import configure_torch, warm_up_flop_counter  # noqa: E402  (after the sys.path fix)
 
-state.configure_torch()
-state.warm_up_flop_counter()
+configure_torch()
+warm_up_flop_counter()
 
 PAGES = Path(__file__).resolve().parent / "app_pages"
 HOW = st.Page(PAGES / "how_dld_works.py", title="How DLD works", icon=":material/school:", url_path="how-it-works")

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
 from .decode import DECODERS
+from .families.whisper_decoding import INPUT_MODES
 from .masks import LEVEL_POLICIES
 from .paths import CHECKPOINTS, REPO
 from .recommend import DEFAULT_CLIPS
+from .seq2seq import TEXT_DECODERS
 
 DEFAULT_FSDD = REPO.parent / "shared" / "data" / "fsdd"
 # the shipped DLD student, else (until one ships) the shipped teacher
@@ -95,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--decoder", type=parse_decoders, default=["greedy"],
                    help="greedy, beam (lexicon + word LM: python -m dld_core build-lm), or both as greedy,beam "
-                        "(one forward pass per mask, decoded twice; --json then needs a {decoder} placeholder)")
+                        "(one forward pass per mask, decoded twice; --json then needs a {decoder} placeholder); "
+                        "an encoder-decoder student (train --objective seq2seq) also has Whisper's text decoder: "
+                        "whisper (greedy), whisper-beam, or whisper,whisper-beam")
+    e.add_argument("--input-mode", choices=INPUT_MODES, default=None,
+                   help="text decoder: the encoder's input (default: the mode the student was trained with)")
+    e.add_argument("--beam-size", type=int, default=5, help="text decoder: whisper-beam's beam size")
     e.add_argument("--json", required=True, help="output JSON path (with several decoders: e.g. out.{decoder}.json)")
 
     im = sub.add_parser("importance", help="layer importance over a manifest: drop-one ΔWER (bootstrap "
@@ -246,10 +253,12 @@ def cmd_train(args) -> int:
 
 
 def parse_decoders(text: str) -> list[str]:
+    """CTC decoders (greedy, beam) or the text decoder's (whisper, whisper-beam), comma-separated."""
     names = [d.strip() for d in text.split(",") if d.strip()]
-    bad = [d for d in names if d not in DECODERS]
-    if not names or bad or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"expected one or more of {', '.join(DECODERS)}, comma-separated; got {text!r}")
+    kinds = [set(DECODERS), set(TEXT_DECODERS)]
+    if not names or len(set(names)) != len(names) or not any(set(names) <= kind for kind in kinds):
+        raise argparse.ArgumentTypeError(f"expected one or more of {', '.join(DECODERS)} or of "
+                                         f"{', '.join(TEXT_DECODERS)}, comma-separated; got {text!r}")
     return names
 
 
@@ -258,8 +267,11 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
     if len(args.decoder) > 1 and "{decoder}" not in args.json:
         raise ValueError("with several decoders, --json needs a {decoder} placeholder (e.g. out.{decoder}.json)")
+    if args.beam_size < 1:
+        raise ValueError(f"--beam-size must be at least 1, got {args.beam_size}")
     results = evaluate(args.checkpoint, args.manifest, keep=args.keep, num_masks=args.masks, policy=args.policy,
-                       seed=args.seed, custom=args.custom, decoder=args.decoder)
+                       seed=args.seed, custom=args.custom, decoder=args.decoder, input_mode=args.input_mode,
+                       beam_size=args.beam_size)
     for name, result in results.items():
         path = Path(args.json.replace("{decoder}", name))
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ from .families import FAMILIES, get_family
 
 
 RECIPES = ("teacher", "ld", "dld")
+OBJECTIVES = ("ctc", "seq2seq")
+STUDENT_INPUT_MODES = ("padded", "clip")   # a seq2seq student's encoder input (dld_core/families/whisper_decoding.py)
 RECIPE_LABELS = {"teacher": "Teacher", "ld": "LD", "dld": "DLD"}       # how the app and reports name them
 
 
@@ -50,6 +52,9 @@ class ModelConfig:
     max_frames: int = option(1500, "whisper: length of the position table (1500 frames = 30 s)", cli=False)
     sub_blocks: list[str] = option(list, "whisper: the sub-blocks each block holds, 'AM', 'A', 'M' or '' (a static "
                                    "sub-network from dld_core/deploy.py); empty = every block whole", cli=False)
+    decoder: dict = option(dict, "whisper: Whisper's text decoder on the encoder output (an encoder-decoder student, "
+                           "TrainConfig.objective seq2seq): its dims n_vocab, n_ctx, n_layers, n_heads, ffn_dim (its "
+                           "width is d_model); empty = a CTC model", cli=False)
 
     def __post_init__(self):
         if self.ffn_dim == 0 and isinstance(self.d_model, int):
@@ -69,8 +74,9 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if len(self.vocab) < 2 or self.vocab[0] != "<blank>" or len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocab must start with '<blank>' and hold unique tokens")
-        if self.sub_blocks != [] and self.family != "whisper":
-            raise ValueError(f"sub_blocks is a whisper-family field (this model is {self.family!r})")
+        for name, empty in (("sub_blocks", []), ("decoder", {})):
+            if getattr(self, name) != empty and self.family != "whisper":
+                raise ValueError(f"{name} is a whisper-family field (this model is {self.family!r})")
         family.validate(self)
 
     @property
@@ -125,7 +131,8 @@ class TrainConfig:
     kd_tau: float = option(1.0, "dld: distillation temperature", flag="--tau")
     init_from_teacher: bool = option(False, "start the student from the teacher's weights")
     pretrained: str = option("", "initialise the encoder from pretrained weights: 'default' (the family's "
-                             "bundled model) or a folder (whisper: CTranslate2 or Hugging Face)")
+                             "bundled model) or a folder (whisper: CTranslate2 or Hugging Face; seq2seq: a "
+                             "CTranslate2 folder, 'default' unless given)")
     encoder_lr: float = option(0.0, "encoder learning rate when fine-tuning (0 = --lr)")
     protected: str = option("", "ld / dld: modules that are never dropped (names or 0-based indices, e.g. A1)")
     spec_augment: bool = option(True, "SpecAugment on log-mel input")
@@ -133,8 +140,27 @@ class TrainConfig:
     freq_mask_width: int = option(15, "SpecAugment frequency mask width")
     time_masks: int = option(4, "SpecAugment time masks")
     time_mask_width: int = option(20, "SpecAugment time mask width")
+    objective: str = option("ctc", "ctc: the CTC head; seq2seq (whisper family, ld / dld): Whisper's text decoder too, "
+                            "cross-entropy on the reference's Whisper tokens + --ctc-weight x CTC (+ for dld "
+                            "--lambda x tau^2 x KL to the unchanged pretrained Whisper's token posteriors, on 30 s "
+                            "padded input); the decoder, its tokenizer and that teacher come from --pretrained "
+                            "(default: the bundled tiny.en)", choices=OBJECTIVES)
+    ctc_weight: float = option(0.3, "seq2seq: weight of the encoder's CTC loss next to the decoder's cross-entropy")
+    input_mode: str = option("padded", "seq2seq: the student's encoder input: padded (30 s, as Whisper was trained) or "
+                             "clip (the clip, then the encoder output of zero frames up to 30 s)",
+                             choices=STUDENT_INPUT_MODES)
+    freeze_decoder: bool = option(False, "seq2seq: keep the text decoder's pretrained weights (train encoder and CTC "
+                                  "head only)")
+    decoder_lr: float = option(0.0, "seq2seq: the text decoder's learning rate (0 = the encoder's)")
+    kd_top_k: int = option(0, "seq2seq dld: 0 = KL over the whole vocabulary, the teacher run every step; K > 0 = "
+                           "the teacher's K most likely tokens (at --tau) and the rest's mass, cached per batch after "
+                           "the first epoch (no teacher pass after it)")
     seed: int = option(0, "random seed (batches, gates, init)")
     max_steps: int = option(0, "stop after this many steps (0 = no limit; smoke runs)")
+
+    def __post_init__(self):
+        if self.objective == "seq2seq" and not self.pretrained:
+            self.pretrained = "default"           # the text decoder and the seq2seq teacher come from it
 
     def validate(self) -> None:
         if self.recipe not in RECIPES:
@@ -145,6 +171,15 @@ class TrainConfig:
             raise ValueError("keep_prob_start must be in [0, 1] (0 = no schedule)")
         if self.kd_tau <= 0:
             raise ValueError("kd_tau must be positive")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r} (expected {' or '.join(OBJECTIVES)})")
+        if self.input_mode not in STUDENT_INPUT_MODES:
+            raise ValueError(f"unknown input mode {self.input_mode!r} (expected {' or '.join(STUDENT_INPUT_MODES)})")
+        if self.objective == "seq2seq" and self.recipe == "teacher":
+            raise ValueError("the seq2seq objective trains students (--recipe ld or dld); their teacher is the "
+                             "unchanged pretrained Whisper")
+        if self.ctc_weight < 0 or self.decoder_lr < 0 or self.kd_top_k < 0:
+            raise ValueError("ctc_weight, decoder_lr and kd_top_k must not be negative")
 
 
 def to_dict(obj: Any) -> dict:

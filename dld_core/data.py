@@ -47,8 +47,12 @@ class SpeechDataset:
     def hours(self) -> float:
         return sum(self.durations) / 3600
 
+    def waveform(self, i: int) -> np.ndarray:
+        """Utterance i as float32 samples."""
+        return self.audio[i].astype(np.float32) / 32767
+
     def collate(self, indices: list[int]) -> Batch:
-        wavs, lengths = pad_waveforms([torch.from_numpy(self.audio[i].astype(np.float32) / 32767) for i in indices])
+        wavs, lengths = pad_waveforms([torch.from_numpy(self.waveform(i)) for i in indices])
         tok = [self.tokens[i] for i in indices]
         target_lengths = torch.tensor([len(t) for t in tok], dtype=torch.long)
         targets = torch.zeros(len(tok), max(1, int(target_lengths.max())), dtype=torch.long)

@@ -58,7 +58,7 @@ from . import masks as M
 from .audio import SAMPLE_RATE
 from .checkpoint import CONFIG_FILE, Checkpoint, config_digest, load_checkpoint, save_checkpoint
 from .config import ModelConfig, from_dict, to_dict
-from .model import DynamicCTCModel, ModelOutput, count_parameters
+from .model import CTCModel, DynamicCTCModel, ModelOutput, count_parameters
 from .onnx_features import (FEATURES_FILE, INPUTS as FEATURES_INPUTS, OUTPUTS as FEATURES_OUTPUTS, export_features,
                             run_features)
 from .recommend import (CHOOSER, CRITERION, DEFAULT_CLIPS, FLOPS_SECONDS, NUM_CANDIDATES, mask_gflops, recommend,
@@ -329,7 +329,7 @@ def write_onnx(folder: Path, static: DynamicCTCModel, provenance: dict, quantize
 
 # ------------------------------------------------------------------------------------------- loading
 
-class OnnxCTCModel(nn.Module):
+class OnnxCTCModel(CTCModel):
     """An exported ONNX model behind DynamicCTCModel's interface (config, module_names, forward ->
     ModelOutput), run by onnxruntime on CPU: featurize / recognize / the decoders use it unchanged. It is
     static: it runs every module it holds (a mask other than "all" is refused)."""
@@ -339,14 +339,6 @@ class OnnxCTCModel(nn.Module):
         self.session = session
         self.config = config
         self.info = info
-
-    @property
-    def module_names(self) -> list[str]:
-        return self.config.module_names
-
-    @property
-    def num_modules(self) -> int:
-        return self.config.num_modules
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, active=None,
                 return_hidden: bool = False) -> ModelOutput:

@@ -5,6 +5,10 @@ Protocol (random policy): for each level k, M distinct random masks with k kept 
 manifest), then averaged over the masks. gflops is for a 10 s clip (comparable across test sets),
 averaged over the masks. latency_ms is the batched model-forward wall time per utterance (features
 excluded), averaged over the masks: a throughput figure; `dld_core.bench` gives single-clip latency.
+
+An encoder-decoder student (dld_core/seq2seq.py) is also evaluated with its text decoder (decoders "whisper",
+greedy, and "whisper-beam"; seq2seq.TextRunner): the same masks, one encoder pass in the input mode per mask;
+latency_ms is then the encoder pass and that decoder's search, and gflops still the encoder and CTC head's.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from .flops import gflops_for_seconds
 from .inference import decoder_for, featurize, recognize
 from .metrics import error_counts, error_rate
 from .model import DynamicCTCModel
+from .seq2seq import TEXT_DECODERS, TextRunner
 
 FLOPS_SECONDS = 10.0
 
@@ -37,21 +42,49 @@ def length_batches(durations: Sequence[float], batch_seconds: float) -> list[lis
     return batches
 
 
+class CTCRunner:
+    """The per-batch step of the evaluation loop for CTC decoders: features once per batch; per mask one forward,
+    decoded by each decoder ("greedy", "beam"); the seconds are the forward's (the same for every decoder)."""
+
+    def __init__(self, model: DynamicCTCModel, decoders: Sequence[str]):
+        self.model, self.decoders = model, list(decoders)
+        self.extra = {d: decoder_for(model, d) for d in self.decoders[1:]}
+
+    def prepare(self, waveforms: Sequence):
+        return featurize(self.model, waveforms)
+
+    def run(self, features, mask) -> tuple[dict[str, list[str]], dict[str, float]]:
+        result = recognize(self.model, features=features, active=mask, decoder=self.decoders[0])
+        texts = {self.decoders[0]: result.texts,
+                 **{d: fn(result.output.log_probs, result.output.lengths) for d, fn in self.extra.items()}}
+        return texts, {d: result.forward_ms / 1000 for d in self.decoders}
+
+
+def runner_for(model: DynamicCTCModel, decoders: Sequence[str], input_mode: str = "padded", beam_size: int = 5):
+    """CTCRunner, or seq2seq.TextRunner for the text decoder's names (TEXT_DECODERS); the two kinds run apart."""
+    text = [d in TEXT_DECODERS for d in decoders]
+    if any(text) and not all(text):
+        raise ValueError(f"CTC decoders and text decoders ({', '.join(TEXT_DECODERS)}) are evaluated in separate runs")
+    return TextRunner(model, decoders, input_mode, beam_size) if all(text) else CTCRunner(model, decoders)
+
+
 def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Optional[Sequence[int]] = None,
                    num_masks: int = 4, policy: str = "random", seed: int = 0, batch_seconds: float = 120.0,
-                   custom=None, progress: bool = True, decoder="greedy", protected=()):
+                   custom=None, progress: bool = True, decoder="greedy", protected=(), input_mode: str = "padded",
+                   beam_size: int = 5):
     """The evaluation loop over manifest-like rows; `load(row)` returns the 16 kHz waveform, or None for a
     row to leave out (an unreadable clip): such rows count in no level. `decoder` is a name, or a list of
     names decoded from the same forward passes; then the result is {decoder: levels}. `protected`: the
-    modules random masks always keep (a masks.Mask, e.g. Checkpoint.protected, or indices)."""
+    modules random masks always keep (a masks.Mask, e.g. Checkpoint.protected, or indices). Text decoders
+    (an encoder-decoder student) run with `input_mode` and, for beam search, `beam_size`."""
     decoders = [decoder] if isinstance(decoder, str) else list(decoder)
-    extra = {d: decoder_for(model, d) for d in decoders[1:]}
+    runner = runner_for(model, decoders, input_mode, beam_size)
     n = model.num_modules
     plan = [(k, M.level_masks(n, k, policy, num_masks, seed, custom, protected))
             for k in M.levels(n, keep, policy, custom, protected)]
     jobs = [(li, mask) for li, (_, masks) in enumerate(plan) for mask in masks]
     hyps = {(d, li, tuple(mask)): [""] * len(items) for d in decoders for li, mask in jobs}
-    seconds = {(li, tuple(mask)): 0.0 for li, mask in jobs}
+    seconds = {(d, li, tuple(mask)): 0.0 for d in decoders for li, mask in jobs}
     used: set[int] = set()
     durations = [float(row.get("duration") or batch_seconds) for row in items]   # unknown: a batch of its own
     batches = length_batches(durations, batch_seconds)
@@ -68,14 +101,12 @@ def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Op
                 if bar is not None:
                     bar.update(len(jobs))
                 continue
-            feats, lengths = featurize(model, [wavs[i] for i in batch])
+            prepared = runner.prepare([wavs[i] for i in batch])
             used.update(batch)
             for li, mask in jobs:
-                result = recognize(model, features=(feats, lengths), active=mask, decoder=decoders[0])
-                seconds[(li, tuple(mask))] += result.forward_ms / 1000
-                texts = {decoders[0]: result.texts,
-                         **{d: fn(result.output.log_probs, result.output.lengths) for d, fn in extra.items()}}
+                texts, spent = runner.run(prepared, mask)
                 for d, decoded in texts.items():
+                    seconds[(d, li, tuple(mask))] += spent[d]
                     for i, text in zip(batch, decoded):
                         hyps[(d, li, tuple(mask))][i] = text
                 if bar is not None:
@@ -100,19 +131,20 @@ def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Op
             "cer": float(np.mean(c)),
             "gflops": float(np.mean([gflops_for_seconds(model.config, FLOPS_SECONDS, m) for m in masks])),
             "masks": [list(m) for m in masks],
-            "latency_ms": float(np.mean([seconds[(li, tuple(m))] for m in masks]) * 1000 / len(rows)),
+            "latency_ms": float(np.mean([seconds[(d, li, tuple(m))] for m in masks]) * 1000 / len(rows)),
         })
     return by_decoder[decoder] if isinstance(decoder, str) else by_decoder
 
 
 def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, num_masks: int = 4,
              policy: str = "random", seed: int = 0, batch_seconds: float = 120.0, custom=None,
-             progress: bool = True, decoder="greedy") -> dict:
+             progress: bool = True, decoder="greedy", input_mode: Optional[str] = None, beam_size: int = 5) -> dict:
     """Evaluate a checkpoint (folder or loaded Checkpoint) on a JSONL manifest. `decoder`: a name, or a list
     of names decoded from the same forward passes (then the result is {decoder: result}).
 
     keep: kept-module levels, e.g. [12, 9, 6, 3]; None = every level N..1 (or the custom masks' sizes).
     A student trained with protected modules (never dropped) is evaluated on random masks that keep them.
+    Text decoders ("whisper", "whisper-beam") read `input_mode` (None: the one the student was trained with).
     """
     from .audio import AudioError, load_audio, load_manifest
 
@@ -133,15 +165,18 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
             tqdm.write(f"{manifest_path}:{row.get('line')}: skipped: {message}", file=sys.stderr)
             return None
 
+    input_mode = input_mode or (ckpt.info.get("train") or {}).get("input_mode") or "padded"
     levels = evaluate_items(ckpt.model, items, load,
                             keep=keep, num_masks=num_masks, policy=policy, seed=seed,
                             batch_seconds=batch_seconds, custom=custom, progress=progress, decoder=decoder,
-                            protected=ckpt.protected)
+                            protected=ckpt.protected, input_mode=input_mode, beam_size=beam_size)
     def result(name: str, by_level: list) -> dict:
         return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
                 "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
                 "protected": list(ckpt.protected.kept_names),
                 "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
+                **({"input_mode": input_mode, "beam_size": beam_size if name == "whisper-beam" else 1}
+                   if name in TEXT_DECODERS else {}),
                 "levels": by_level}
     if isinstance(decoder, str):
         return result(decoder, levels)

@@ -219,6 +219,18 @@ def every_other_block(blocks: Sequence[int], m: Optional[int] = None) -> list[in
     return [i for i, b in enumerate(blocks) if b in chosen]
 
 
+
+def half_mask(blocks: Sequence[int], protected=()) -> list[int]:
+    """Half the depth in whole blocks, every second one, keeping the protected modules (a Mask or indices): the
+    students' validation mask. Of the two phases (the 2nd, 4th, ... blocks, as `every_other_block`, or the 1st,
+    3rd, ...) the first that holds every protected module; when neither does, the first plus those modules.
+    Whisper's 8 sub-blocks give A2 M2 A4 M4, and A1 M1 A3 M3 with A1 protected."""
+    ids = list(dict.fromkeys(blocks))
+    keep = set(kept(protected, len(blocks)))
+    phases = [set(every_other_block(blocks)), {i for i, b in enumerate(blocks) if ids.index(b) % 2 == 0}]
+    chosen = next((p for p in phases if keep <= p), phases[0] | keep)
+    return sorted(chosen)
+
 def _paired(blocks: Optional[Sequence[int]]) -> bool:
     return blocks is not None and len(set(blocks)) < len(blocks)
 

@@ -24,13 +24,10 @@ class ModelOutput(NamedTuple):
     hidden: Optional[list[torch.Tensor]]       # [B, T', D] after every module (dropped ones pass through)
 
 
-class DynamicCTCModel(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        cfg.validate()
-        self.config = cfg
-        self.encoder = get_family(cfg.family).Encoder(cfg)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+class CTCModel(nn.Module):
+    """What featurize, recognize and the decoders use of a model: its config, its module names and
+    forward(features, lengths, active=mask) -> ModelOutput. DynamicCTCModel and deploy's OnnxCTCModel."""
+    config: ModelConfig
 
     @property
     def module_names(self) -> list[str]:
@@ -39,6 +36,22 @@ class DynamicCTCModel(nn.Module):
     @property
     def num_modules(self) -> int:
         return self.config.num_modules
+
+
+class DynamicCTCModel(CTCModel):
+    """The gated encoder and its CTC head; an encoder-decoder student (cfg.decoder, whisper family) also holds
+    Whisper's text decoder as `decoder` (None otherwise), run by dld_core/seq2seq.py on the encoder's output."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.encoder = get_family(cfg.family).Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.decoder: Optional[nn.Module] = None
+        if cfg.decoder:
+            from .families.whisper_decoder import decoder_from_config
+            self.decoder = decoder_from_config(cfg)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, active=None,
                 return_hidden: bool = False) -> ModelOutput:

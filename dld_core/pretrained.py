@@ -256,12 +256,26 @@ def _map_ct2(variables: dict, what: str) -> tuple[dict, int]:
     return out, n_heads
 
 
+def _n_blocks(tensors: dict) -> int:
+    """The number of transformer blocks named blocks.<i>.* (ValueError for a malformed index)."""
+    return 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")), default=-1)
+
+
+def _bounded(dims: dict, bounds: dict, what: str) -> dict:
+    """The dimensions as ints, each in 1..its bound, else a one-line CheckpointError."""
+    dims = {name: int(value) for name, value in dims.items()}
+    for name, value in dims.items():
+        if not 0 < value <= bounds[name]:
+            raise CheckpointError(f"{what}: {name}={value} is outside 1..{bounds[name]}")
+    return dims
+
+
 def _dims_from_tensors(tensors: dict, n_heads: int, what: str) -> dict:
     """Derive the encoder dims from the tensors and check that every expected tensor is there with the
     expected shape and a float dtype (nothing else)."""
     try:
         d_model, n_mels, kernel = tensors["conv1.weight"].shape
-        n_layers = 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")), default=-1)
+        n_layers = _n_blocks(tensors)
         if not 0 < n_layers <= 256:
             raise ValueError
         ffn_dim = tensors["blocks.0.mlp.0.weight"].shape[0]
@@ -269,11 +283,8 @@ def _dims_from_tensors(tensors: dict, n_heads: int, what: str) -> dict:
     except (KeyError, ValueError):
         raise CheckpointError(f"{what}: not a Whisper encoder (conv1, position table or block 0 missing or "
                               "malformed)") from None
-    dims = dict(n_mels=int(n_mels), d_model=int(d_model), n_layers=int(n_layers), n_heads=int(n_heads),
-                ffn_dim=int(ffn_dim), max_frames=int(max_frames))
-    for name, value in dims.items():
-        if not 0 < value <= DIM_BOUNDS[name]:
-            raise CheckpointError(f"{what}: {name}={value} is outside 1..{DIM_BOUNDS[name]}")
+    dims = _bounded(dict(n_mels=n_mels, d_model=d_model, n_layers=n_layers, n_heads=n_heads, ffn_dim=ffn_dim,
+                         max_frames=max_frames), DIM_BOUNDS, what)
     expected = expected_shapes(**dims)
     if kernel != 3:
         raise CheckpointError(f"{what}: not a Whisper encoder (conv1 kernel {kernel}, {n_layers} blocks)")
@@ -624,16 +635,13 @@ def _decoder_dims(tensors: dict, n_heads: int, what: str) -> dict:
     try:
         n_vocab, d_model = tensors["token_embedding.weight"].shape
         n_ctx = tensors["positional_embedding"].shape[0]
-        n_layers = 1 + max((int(k.split(".")[1]) for k in tensors if k.startswith("blocks.")), default=-1)
+        n_layers = _n_blocks(tensors)
         ffn_dim = tensors["blocks.0.mlp.0.weight"].shape[0]
     except (KeyError, ValueError):
         raise CheckpointError(f"{what}: not a Whisper decoder (token embedding, position table or block 0 missing "
                               "or malformed)") from None
-    dims = dict(n_vocab=int(n_vocab), n_ctx=int(n_ctx), d_model=int(d_model), n_layers=int(n_layers),
-                n_heads=int(n_heads), ffn_dim=int(ffn_dim))
-    for name, value in dims.items():
-        if not 0 < value <= DECODER_DIM_BOUNDS[name]:
-            raise CheckpointError(f"{what}: decoder {name}={value} is outside 1..{DECODER_DIM_BOUNDS[name]}")
+    dims = _bounded(dict(n_vocab=n_vocab, n_ctx=n_ctx, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                         ffn_dim=ffn_dim), DECODER_DIM_BOUNDS, f"{what}: decoder")
     if d_model % n_heads:
         raise CheckpointError(f"{what}: decoder d_model={d_model} does not fit n_heads={n_heads}")
     expected = decoder_expected_shapes(**dims)

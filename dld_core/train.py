@@ -1,8 +1,10 @@
 """Training recipes: teacher (static), ld (layer dropping), dld (layer dropping + distillation).
 
 One readable loop (`Trainer.run`): per step, draw the gates, augment, forward the student with its
-mask, CTC (+ KL to the frozen teacher's posteriors for dld), backward, step. At the end of every epoch:
-validate, keep the best model (config.json + model.safetensors, fp16), write the resume state.
+mask, the objective's loss, backward, step. At the end of every epoch: validate, keep the best model
+(config.json + model.safetensors, fp16), write the resume state. The objective (TrainConfig.objective) says
+what the loss and the validation are: "ctc" (`CTCObjective`: CTC, + KL to the frozen teacher's CTC
+posteriors for dld) or "seq2seq" (dld_core/seq2seq.py: an encoder-decoder student with Whisper's text decoder).
 OUT holds the best model, metrics.json, train_log.jsonl (the events the app reads) and resume/ (see
 dld_core/resume.py). Every file is written atomically.
 """
@@ -24,6 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from . import masks as M
+from . import seq2seq
 from .audio import SAMPLE_RATE
 from .checkpoint import LOG_FILE, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, from_dict, same_weights, to_dict
@@ -63,9 +66,10 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def validation_masks(recipe: str, n_modules: int) -> list:
-    """Teacher: full depth. Students: full depth and every other module (masks.every_other)."""
-    return [None] if recipe == "teacher" else [None, M.every_other(n_modules)]
+def validation_masks(recipe: str, model_cfg, protected=()) -> list:
+    """Teacher: full depth. Students: full depth and half of it in whole blocks that keeps the protected
+    modules (masks.half_mask: A1 M1 A3 M3 for a Whisper student with A1 protected)."""
+    return [None] if recipe == "teacher" else [None, M.half_mask(model_cfg.module_blocks, protected)]
 
 
 def model_config(teacher_cfg: Optional[ModelConfig], overrides: dict, pretrained: str = "") -> ModelConfig:
@@ -97,6 +101,30 @@ def validate(model, dataset: SpeechDataset, device, masks: list, batch_seconds: 
             hyps[m].extend(recognize(model, features=features, active=mask).texts)
     model.train()
     return [wer(refs, h) for h in hyps]
+
+
+class CTCObjective:
+    """The ctc objective: CTC on the student's posteriors, + KL(teacher || student) on the frozen teacher's
+    (dld). The interface every objective has (seq2seq.Seq2SeqObjective too): network(model), the module the loop
+    runs (and DDP wraps); losses(...) per step: {"loss", "ctc", "kl", ...} tensors; validate(...) per epoch."""
+
+    def __init__(self, cfg: TrainConfig, teacher: Optional["Teacher"]):
+        self.cfg, self.teacher = cfg, teacher
+
+    def network(self, model: DynamicCTCModel) -> torch.nn.Module:
+        return model
+
+    def losses(self, net, batch, indices: list[int], feats, lengths, active) -> dict:
+        out = net(feats, lengths, active=active)
+        loss_ctc = ctc_loss(out.log_probs, out.lengths, batch.targets, batch.target_lengths)
+        loss_kl = torch.zeros((), device=feats.device)
+        if self.teacher is not None:
+            teacher_lp = self.teacher.log_probs(tuple(indices), batch.wavs, batch.wav_lengths)
+            loss_kl = distillation_kl(teacher_lp, out.log_probs, out.lengths, self.cfg.kd_tau)
+        return {"loss": loss_ctc + self.cfg.kd_lambda * loss_kl, "ctc": loss_ctc, "kl": loss_kl}
+
+    def validate(self, model, dataset: SpeechDataset, device, masks: list) -> list[float]:
+        return validate(model, dataset, device, masks)
 
 
 class Teacher:
@@ -140,8 +168,9 @@ def seed_everything(seed: int, rank: int) -> None:
 def load_teacher(cfg: TrainConfig, teacher: Optional[str], fresh: bool, device
                  ) -> tuple[Optional[Teacher], Optional[ModelConfig]]:
     """(the frozen teacher, its config). The teacher is loaded whole for dld and for a fresh run with
-    --init-from-teacher; an ld student only reads its config (the architecture to take)."""
-    if cfg.recipe == "dld" or (cfg.init_from_teacher and fresh):
+    --init-from-teacher; an ld student only reads its config (the architecture to take). (A seq2seq student's
+    dld teacher is the pretrained Whisper, dld_core/seq2seq.py; --teacher only gives it architecture and weights.)"""
+    if (cfg.recipe == "dld" and cfg.objective == "ctc") or (cfg.init_from_teacher and fresh):
         if not teacher:
             raise CheckpointError(f"the {cfg.recipe} recipe{' with --init-from-teacher' if cfg.recipe != 'dld' else ''} "
                                   "needs --teacher CKPT")
@@ -154,13 +183,19 @@ def load_teacher(cfg: TrainConfig, teacher: Optional[str], fresh: bool, device
 
 def student_config(meta: Optional[dict], teacher_cfg: Optional[ModelConfig], overrides: dict,
                    cfg: TrainConfig) -> ModelConfig:
-    """The model to train: a resumed run's own, else model_config(...); its vocabulary must be the teacher's."""
-    model_cfg = (from_dict(ModelConfig, meta["model"]) if meta is not None
-                 else model_config(teacher_cfg, overrides, cfg.pretrained))
+    """The model to train: a resumed run's own, else model_config(...) (seq2seq: whisper, with the pretrained
+    text decoder's dims); its vocabulary must be the teacher's."""
+    if meta is not None:
+        model_cfg = from_dict(ModelConfig, meta["model"])
+    elif cfg.objective == "seq2seq":
+        model_cfg = model_config(teacher_cfg, seq2seq.student_overrides(teacher_cfg, overrides), cfg.pretrained)
+        model_cfg = seq2seq.with_decoder(model_cfg, cfg.pretrained)
+    else:
+        model_cfg = model_config(teacher_cfg, overrides, cfg.pretrained)
     model_cfg.validate()
     if teacher_cfg is not None and teacher_cfg.vocab != model_cfg.vocab:
         raise CheckpointError("the teacher's vocabulary differs from the student's")
-    if cfg.recipe == "dld" and not compatible_teacher(model_cfg, teacher_cfg):
+    if cfg.recipe == "dld" and cfg.objective == "ctc" and not compatible_teacher(model_cfg, teacher_cfg):
         raise CheckpointError(f"this {teacher_cfg.family} teacher cannot teach the {model_cfg.family} student: their "
                               "CTC frames do not line up (dld_core.families.compatible_teacher)")
     return model_cfg
@@ -169,14 +204,18 @@ def student_config(meta: Optional[dict], teacher_cfg: Optional[ModelConfig], ove
 def initial_weights(model: DynamicCTCModel, cfg: TrainConfig, teacher: Optional[Teacher],
                     teacher_cfg: Optional[ModelConfig]) -> Optional[str]:
     """A fresh run's starting weights: the teacher's (--init-from-teacher), pretrained ones (--pretrained;
-    returns their source) or the seeded random initialisation."""
+    returns their source) or the seeded random initialisation. A text decoder comes from --pretrained."""
+    source = None
     if cfg.init_from_teacher:
-        if not same_weights(model.config, teacher_cfg):
+        if not same_weights(dataclasses.replace(model.config, decoder={}), teacher_cfg):
             raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
-        model.load_state_dict(teacher.model.state_dict())
+        model.load_state_dict(teacher.model.state_dict(), strict=model.decoder is None)   # the decoder: below
     elif cfg.pretrained:
-        return get_family(model.config.family).load_pretrained(model, cfg.pretrained)
-    return None
+        source = get_family(model.config.family).load_pretrained(model, cfg.pretrained)
+    if model.decoder is not None:
+        decoder_source = seq2seq.load_decoder(model, cfg.pretrained)
+        source = f"{source}; text decoder: {decoder_source}" if source else f"text decoder: {decoder_source}"
+    return source
 
 
 class Trainer:
@@ -204,17 +243,19 @@ class Trainer:
         self.model = DynamicCTCModel(model_cfg).to(device)
         pretrained_source = (meta.get("pretrained") if meta is not None
                              else initial_weights(self.model, cfg, self.teacher, teacher_cfg))
-        if cfg.recipe != "dld":
+        if cfg.recipe != "dld" or cfg.objective != "ctc":
             self.teacher = None                  # only needed for its weights
+        self.objective = (seq2seq.Seq2SeqObjective(cfg, self.model, device) if cfg.objective == "seq2seq"
+                          else CTCObjective(cfg, self.teacher))
 
         # optimizer and training state (a resumed run's own)
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.state = restore(meta, tensors, self.model, self.optimizer) if meta is not None else TrainState()
         self.resumed_at = self.state.step
-        self.ddp_model = self.model
+        self.ddp_model = self.objective.network(self.model)
         if self.world > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, find_unused_parameters=cfg.recipe != "teacher")
+                self.ddp_model, find_unused_parameters=cfg.recipe != "teacher")
 
         # data, gates, schedule
         tokenizer = CharTokenizer(model_cfg.vocab)
@@ -224,7 +265,7 @@ class Trainer:
         self.augment = cfg.spec_augment and get_family(model_cfg.family).INPUT == "log-mel"
         self.protected = M.Mask.parse(cfg.protected, model_cfg.module_names)     # modules never dropped
         self.keep_probs = M.keep_probabilities(model_cfg.module_names, cfg.keep_prob, cfg.keep_probs)
-        self.valid_masks = validation_masks(cfg.recipe, model_cfg.num_modules)
+        self.valid_masks = validation_masks(cfg.recipe, model_cfg, self.protected)
         self.total_steps = len(self.batches(0)) * cfg.epochs
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
@@ -238,11 +279,16 @@ class Trainer:
 
     def param_groups(self) -> list[dict]:
         """The CTC head at the learning rate; the encoder at encoder_lr when set (fine-tuning a
-        pretrained encoder gently)."""
+        pretrained encoder gently); a text decoder (unless frozen) at decoder_lr, else as the encoder."""
+        cfg = self.cfg
         head = list(self.model.head.parameters())
         encoder = list(self.model.encoder.parameters())
-        scale = self.cfg.encoder_lr / self.cfg.lr if self.cfg.encoder_lr else 1.0
-        return [{"params": head, "lr_scale": 1.0}, {"params": encoder, "lr_scale": scale}]
+        scale = cfg.encoder_lr / cfg.lr if cfg.encoder_lr else 1.0
+        groups = [{"params": head, "lr_scale": 1.0}, {"params": encoder, "lr_scale": scale}]
+        if self.model.decoder is not None and not cfg.freeze_decoder:
+            groups.append({"params": list(self.model.decoder.parameters()),
+                           "lr_scale": cfg.decoder_lr / cfg.lr if cfg.decoder_lr else scale})
+        return groups
 
     def batches(self, epoch: int) -> list[list[int]]:
         return bucket_batches(self.train_set.durations, self.cfg.batch_seconds, self.cfg.seed, epoch,
@@ -287,7 +333,7 @@ class Trainer:
 
     def step(self, indices: list[int]) -> dict:
         """One optimizer step on one batch: gates, learning rate, features (+ SpecAugment), forward with
-        the gates, CTC (+ KL to the teacher), backward, clip, step."""
+        the gates and the objective's loss, backward, clip, step."""
         cfg, state = self.cfg, self.state
         batch = self.train_set.collate(indices).to(self.device)
         active = None if cfg.recipe == "teacher" else M.training_gates(
@@ -300,18 +346,12 @@ class Trainer:
         if self.augment:
             feats = spec_augment(feats, cfg)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(self.device).startswith("cuda")):
-            out = self.ddp_model(feats, lengths, active=active)
-            loss_ctc = ctc_loss(out.log_probs, out.lengths, batch.targets, batch.target_lengths)
-            loss_kl = torch.zeros((), device=feats.device)
-            if self.teacher is not None:
-                teacher_lp = self.teacher.log_probs(tuple(indices), batch.wavs, batch.wav_lengths)
-                loss_kl = distillation_kl(teacher_lp, out.log_probs, out.lengths, cfg.kd_tau)
-            loss = loss_ctc + cfg.kd_lambda * loss_kl
+            losses = self.objective.losses(self.ddp_model, batch, indices, feats, lengths, active)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
-        return {"loss": loss.item(), "ctc": loss_ctc.item(), "kl": loss_kl.item(), "lr": lr,
+        return {**{k: v.item() for k, v in losses.items()}, "lr": lr,
                 "audio_s": float(batch.wav_lengths.sum()) / SAMPLE_RATE * self.world}
 
     def complete_epoch(self) -> None:
@@ -328,7 +368,7 @@ class Trainer:
         if self.rank != 0:
             return
         state = self.state
-        wers = validate(self.model, self.valid_set, self.device, self.valid_masks)
+        wers = self.objective.validate(self.model, self.valid_set, self.device, self.valid_masks)
         score = float(np.mean(wers))
         improved = score < state.best_valid_wer or not (self.out_dir / "model.safetensors").exists()
         state.history.append({"epoch": state.epoch, "step": state.step, "valid_wer": wers[0],
@@ -372,7 +412,7 @@ class Trainer:
         if state.step % self.log_every == 0 or state.step == 1:
             done = max(1, state.step - self.resumed_at)
             self.log({"event": "step", "step": state.step, "epoch": state.epoch,
-                      **{k: stats[k] for k in ("loss", "ctc", "kl", "lr")},
+                      **{k: stats[k] for k in ("loss", "ce", "ctc", "kl", "lr") if k in stats},
                       "audio_sec_per_sec": stats["audio_s"] / max(dt, 1e-9),
                       "eta_s": (self.total_steps - state.step) * (time.time() - run_start) / done,
                       "total_steps": self.total_steps})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,39 @@ def write_tiny_corpus(folder: Path, n: int = 24, seed: int = 0) -> dict[str, Pat
         out[split] = folder / f"{split}.jsonl"
         out[split].write_text("".join(json.dumps(r) + "\n" for r in part))
     return out
+
+
+CT2_TIED = (("decoder/projection/weight", "decoder/embeddings/weight"),)     # the output projection is the embedding
+
+
+def ct2_bytes(variables: dict, aliases=CT2_TIED, version: int = 6, spec: str = "WhisperSpec") -> bytes:
+    """CTranslate2's model.bin layout (ctranslate2/specs/model_spec.py, _serialize): tests' model.bin files."""
+    type_ids = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
+                np.dtype("float16"): 4}
+
+    def string(s: str) -> bytes:
+        return struct.pack("<H", len(s) + 1) + s.encode() + b"\0"
+
+    out = [struct.pack("<I", version), string(spec), struct.pack("<I", 3), struct.pack("<I", len(variables))]
+    for name, value in variables.items():
+        value = np.ascontiguousarray(value)
+        out += [string(name), struct.pack("<B", value.ndim), struct.pack(f"<{value.ndim}I", *value.shape),
+                struct.pack("<BI", type_ids[value.dtype], value.nbytes), value.tobytes()]
+    out.append(struct.pack("<I", len(aliases)))
+    for alias, target in aliases:
+        out += [string(alias), string(target)]
+    return b"".join(out)
+
+
+SMALL_CONFORMER = REPO / "checkpoints" / "scratch" / "dld"    # a small shipped conformer student (L1 .. L12)
+
+
+def corrupted_copy(checkpoint: Path, dest: Path) -> Path:
+    """A copy of a checkpoint folder whose weights fail their checksum (one byte flipped near the end)."""
+    import shutil
+    shutil.copytree(checkpoint, dest)
+    weights = dest / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    return dest

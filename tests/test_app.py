@@ -4,63 +4,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-import app_fixtures as fx  # noqa: E402
-from dld_core import masks  # noqa: E402
-
-APP = str(REPO / "app" / "streamlit_app.py")
-TIMEOUT = 120
-ENV_KEYS = ("DLD_CHECKPOINTS_DIR", "DLD_SAMPLES_DIR", "DLD_JOBS_DIR", "DLD_RESULTS_DIR")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("studio")
-    ckpts = fx.make_checkpoints(root / "checkpoints")
-    manifest = fx.make_samples(root / "samples")
-    fx.make_eval_results(ckpts, manifest)
-    fx.make_budget_reports(ckpts, manifest)
-    return {"root": root, "ckpts": ckpts, "manifest": manifest}
-
-
-@pytest.fixture
-def env(world, tmp_path, monkeypatch):
-    """Point the app at the test world (jobs and results in a fresh folder per test)."""
-    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(world["root"] / "checkpoints"))
-    monkeypatch.setenv("DLD_SAMPLES_DIR", str(world["root"] / "samples"))
-    monkeypatch.setenv("DLD_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("DLD_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("DLD_DOWNLOADS_DIR", str(tmp_path / "downloads"))    # "Download this model" zips
-    monkeypatch.setenv("DLD_CORPUS_DIR", str(tmp_path / "corpus"))      # no built-in test sets unless a test adds them
-    return world
-
-
-def run_app(page: str = "inspect") -> AppTest:
-    """The app on a page (the root "/" opens How DLD works; these tests start on Inspect unless told)."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py").run()
-    return at
-
-
-def no_exceptions(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+from dld_core import masks
+from tests import app_fixtures as fx
+from tests.app_fixtures.apptest import APP, env, metric, no_exceptions, run_app, world  # noqa: F401 (env, world: fixtures)
 
 
 def transcripts(at: AppTest) -> list[str]:
@@ -353,8 +305,8 @@ def test_inspect_decoder_switch_and_greedy_fallback(env, tmp_path, monkeypatch):
     words = ["the", "quick", "brown", "fox", "seven", "two", "nine"]
     folder = write_decoder_files(tmp_path / "tiny", {w: -1.0 for w in words})
     monkeypatch.setenv(DIR_ENV, str(folder))
-    from app import state
-    state.beam_ready.clear()                                     # (the server rechecks every 30 s)
+    from app.state.results import beam_ready
+    beam_ready.clear()                                     # (the server rechecks every 30 s)
     at = run_app()
     at.segmented_control(key="decoder").set_value("both").run()
     no_exceptions(at)

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_app import env, metric, no_exceptions, run_app, world  # noqa: E402,F401  (fixtures and helpers)
+from tests.app_fixtures.apptest import env, metric, no_exceptions, run_app, world  # noqa: F401  (fixtures and helpers)
 
 # Made-up WERs per (recipe, kept) of the 4-module test models: DLD degrades gracefully, LD less so, the
 # static teacher collapses (over 100%: insertions) as soon as a module is dropped. Beam is 2 points better.

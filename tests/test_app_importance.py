@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from test_app import APP, TIMEOUT, env, no_exceptions, world  # noqa: E402,F401 (env, world: fixtures)
+from tests.app_fixtures.apptest import APP, TIMEOUT, env, no_exceptions, world  # noqa: F401 (env, world: fixtures)
 
 PAGE = "app_pages/importance.py"
 
@@ -126,8 +121,8 @@ def test_evaluation_sets_and_clip_limit(corpus, tmp_path, monkeypatch):
     assert any(c.value.startswith("Computed over 4 clips") and "Synthetic test" in c.value for c in at.caption)
 
     # a typed manifest: served to a network, refused outside the allowed data folders (the Train page's rule)
-    from app import state
-    monkeypatch.setattr(state, "served_to_network", lambda: True)
+    from app.state import access
+    monkeypatch.setattr(access, "served_to_network", lambda: True)
     at.selectbox(key="imp_set").set_value("custom").run()
     at.text_input(key="imp_manifest").set_value(str(corpus)).run()
     no_exceptions(at)

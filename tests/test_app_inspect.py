@@ -5,24 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-import app_fixtures as fx  # noqa: E402
-
-from test_app import APP, TIMEOUT, env, world  # noqa: E402,F401  (env, world: the shared test world)
+from tests import app_fixtures as fx
+from tests.app_fixtures.apptest import APP, TIMEOUT, env, world  # noqa: F401  (env, world: the shared test world)
 
 
 def run_app() -> AppTest:
@@ -77,10 +69,10 @@ def test_kl_heatmaps_sit_in_a_folding_section_that_skips_drop_one_when_folded(en
     assert {c.proto.id for c in inside} <= {c.proto.id for c in at.get("plotly_chart")}
     assert len(at.get("plotly_chart")) == 3                       # + the spectrogram/posteriorgram outside
 
-    from app import state
+    from app.state import results
     calls = []
-    real = state.drop_one_result
-    monkeypatch.setattr(state, "drop_one_result", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = results.drop_one_result
+    monkeypatch.setattr(results, "drop_one_result", lambda *a, **k: calls.append(a) or real(*a, **k))
     at.session_state["kl_section"] = False                       # the user folds the section
     at.toggle(key="layer_1").set_value(False).run()               # ... and changes the mask
     assert not at.exception, [e.message for e in at.exception]
@@ -214,7 +206,7 @@ def test_recognize_reports_the_median_of_repeated_forwards(tiny_model, monkeypat
 
 
 def test_latency_metric_is_a_median_with_its_real_time_factor(env, monkeypatch):
-    from app import state
+    from app.state.results import LATENCY_REPEATS, student_result
     from dld_core import inference
     seen = []
     real = inference.recognize
@@ -225,13 +217,13 @@ def test_latency_metric_is_a_median_with_its_real_time_factor(env, monkeypatch):
         return result
 
     monkeypatch.setattr(inference, "recognize", spy)
-    state.student_result.clear()                                  # measure afresh (results are cached per server)
+    student_result.clear()                                  # measure afresh (results are cached per server)
     at = run_app()
     latency = next(m for m in at.metric if m.label == "Latency")
     m = re.fullmatch(r"(\d+) ms · RTF (\d+\.\d{3}|<0\.001)", f"{latency.value} · {latency.proto.delta}")
     assert m, (latency.value, latency.proto.delta)
     timed = [r for repeats, r in seen if repeats > 1]
-    assert timed and all(len(r.forward_runs_ms) == state.LATENCY_REPEATS >= 3 for r in timed)
+    assert timed and all(len(r.forward_runs_ms) == LATENCY_REPEATS >= 3 for r in timed)
     result = timed[-1]
     assert int(m.group(1)) == round(result.compute_ms)
     duration = sf.info(at.selectbox(key="sample_choice").value).duration

@@ -6,20 +6,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from dld_core import masks  # noqa: E402
-
-from test_app import APP, TIMEOUT, env, no_exceptions, world  # noqa: E402,F401  (env, world: the shared test world)
+from dld_core import masks
+from tests.app_fixtures.apptest import APP, TIMEOUT, env, no_exceptions, world  # noqa: F401  (env, world: the shared test world)
+from tests.helpers import REPO
 
 HOW = "app_pages/how_dld_works.py"
 
@@ -95,10 +89,11 @@ def test_the_encoder_picture_follows_the_mask_and_counts_the_compute(env):
     assert metric(at, "Modules that run").value == "2/4"
     half = float(metric(at, "GFLOPs for a 10 s clip").value)
     assert 0 < half < full
-    from app import state
-    teacher = state.get_checkpoint(env["ckpts"]["teacher"])
-    expected = 100 * (1 - state.gflops_for(teacher, 10.0, (True, False, True, False))
-                      / state.gflops_for(teacher, 10.0, (True,) * 4))
+    from app.state.checkpoints import get_checkpoint
+    from app.state.results import gflops_for
+    teacher = get_checkpoint(env["ckpts"]["teacher"])
+    expected = 100 * (1 - gflops_for(teacher, 10.0, (True, False, True, False))
+                      / gflops_for(teacher, 10.0, (True,) * 4))
     assert metric(at, "Compute saved").value == f"{expected:.0f}%" != "0%"
 
 
@@ -265,16 +260,16 @@ def test_every_inspect_metric_has_a_help_text(env):
 
 # ---------------------------------------------------------------------------------- sample clip names
 def test_data_samples_have_human_names_and_whole_sentences():
-    from app import state
+    from app.state.clip_names import sample_label, sample_title
     rows = [json.loads(line) for line in (REPO / "data_samples" / "manifest.jsonl").read_text().splitlines()]
     for row in rows:
-        label = state.sample_label(row)
+        label = sample_label(row)
         assert label.startswith(row["title"]) and row["text"] in label and "…" not in label
         assert Path(row["audio_filepath"]).stem not in label and ".wav" not in label
         assert "CC BY" not in label and "augmented" not in label                 # no licence text, no effect ids
         assert row["source"].split(",")[0].split(" (")[0] not in label                 # no voice id ("flite:kal16")
-        assert state.sample_title({k: v for k, v in row.items() if k != "title"}) == row["title"]   # same when derived
-    labels = [state.sample_label(r) for r in rows]
+        assert sample_title({k: v for k, v in row.items() if k != "title"}) == row["title"]   # same when derived
+    labels = [sample_label(r) for r in rows]
     assert "Synthetic voice (Flite, Kal) — “and god said let there be light” · 2.3 s" in labels
     assert "Recorded digit: zero (speaker Nicolas) · 0.4 s" in labels
 
@@ -302,7 +297,7 @@ def test_the_inspect_sample_picker_shows_human_names(env, tmp_path, monkeypatch)
 def test_the_valid_wer_shown_is_the_kept_models_full_depth_wer():
     """A student's best_valid_wer is the mean over its validation masks; pickers show the kept epoch's
     full-depth WER instead (a teacher's best_valid_wer is already full depth)."""
-    from app.state import metrics_valid_wer
+    from app.state.checkpoints import metrics_valid_wer
     student = {"best_valid_wer": 0.85, "history": [
         {"epoch": 1, "valid_wer": 0.80, "valid_wer_masks": [0.80, 1.00]},
         {"epoch": 2, "valid_wer": 0.70, "valid_wer_masks": [0.70, 1.00]},      # kept: mean 0.85

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_app import env, no_exceptions, run_app, world  # noqa: E402,F401  (fixtures and helpers)
-
-from app import jobs  # noqa: E402
-from app.views.plots import nice_ticks  # noqa: E402
-from tests.helpers import write_tiny_corpus  # noqa: E402
+from app import jobs
+from app.views.plots import nice_ticks
+from tests.app_fixtures.apptest import env, no_exceptions, run_app, world  # noqa: F401  (fixtures and helpers)
+from tests.helpers import write_tiny_corpus
 
 
 def make_job(jobs_dir: Path, recipe: str = "teacher", result: dict | None = None, events=(),

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from test_app import env, no_exceptions, run_app, world  # noqa: E402,F401  (env, world: fixtures)
+from tests.app_fixtures.apptest import env, no_exceptions, run_app, world  # noqa: F401  (env, world: fixtures)
 
 
 def student_caption(at) -> str:

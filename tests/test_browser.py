@@ -9,18 +9,13 @@ import dataclasses
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import app_fixtures as fx  # noqa: E402
-from app_fixtures.server import BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: E402,F401 (server: a fixture)
+from tests import app_fixtures as fx
+from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: F401 (server: a fixture)
 
 pytestmark = BROWSER_MARKS
 
@@ -65,9 +60,9 @@ def test_inspect_end_to_end(server, browser):
     context = browser.new_context(viewport={"width": 1440, "height": 2000}, permissions=["microphone"])
     page = context.new_page()
     page.goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
-    page.get_by_test_id("stCode").first.wait_for(timeout=90_000)
+    page.get_by_test_id("stCode").first.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
-    page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=60_000)
+    page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     assert page.get_by_test_id("stException").count() == 0
     sample_text, sample_gflops = student_text(page), gflops_text(page)
@@ -82,7 +77,7 @@ def test_inspect_end_to_end(server, browser):
     page.get_by_role("button", name="Stop recording").click()
     page.wait_for_function(
         "(prev) => { const c = document.querySelector('[data-testid=\"stCode\"]'); return c && c.innerText.trim() !== prev; }",
-        arg=sample_text, timeout=60_000)
+        arg=sample_text, timeout=APP_WAIT_MS)
     wait_idle(page)
     assert page.get_by_test_id("stException").count() == 0
     assert page.get_by_test_id("stAlertContentError").count() == 0
@@ -98,7 +93,7 @@ def test_inspect_end_to_end(server, browser):
     page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(wav))
     page.wait_for_function(
         "(prev) => { const c = document.querySelector('[data-testid=\"stCode\"]'); return c && c.innerText.trim() !== prev; }",
-        arg=rec_text, timeout=60_000)
+        arg=rec_text, timeout=APP_WAIT_MS)
     wait_idle(page)
     up_text, up_gflops = student_text(page), gflops_text(page)
     assert up_text
@@ -108,7 +103,7 @@ def test_inspect_end_to_end(server, browser):
     page.get_by_test_id("stCheckbox").filter(has_text="L2").first.click()
     page.wait_for_function(
         "(prev) => { const m = document.querySelector('[data-testid=\"stMetricValue\"]'); return m && m.innerText.trim() !== prev; }",
-        arg=up_gflops, timeout=30_000)
+        arg=up_gflops, timeout=APP_WAIT_MS)
     wait_idle(page)
     assert float(gflops_text(page)) < float(up_gflops)
     assert student_text(page) != up_text
@@ -122,13 +117,13 @@ def test_other_pages_render(server, browser):
     page = context.new_page()
     for name, ready in (("budgets", "stDataFrame"), ("importance", "stButton"), ("train", "stButton")):
         page.goto(f"{server['url']}/{name}", wait_until="domcontentloaded")
-        page.get_by_test_id(ready).first.wait_for(timeout=60_000)
+        page.get_by_test_id(ready).first.wait_for(timeout=APP_WAIT_MS)
         wait_idle(page)
         if name == "budgets":
-            page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=30_000)
+            page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=APP_WAIT_MS)
         if name == "importance":
             page.get_by_role("button", name="Compute over").click()
-            page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=90_000)
+            page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=APP_WAIT_MS)
             wait_idle(page)
         assert page.get_by_test_id("stException").count() == 0
         shot(page, f"05_{name}")
@@ -142,7 +137,7 @@ def test_train_page_trains_ld_and_dld_students(server, browser):
     context = browser.new_context(viewport={"width": 1440, "height": 2000})
     page = context.new_page()
     page.goto(f"{server['url']}/train", wait_until="domcontentloaded")
-    page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Start training").wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     teacher = load_checkpoint(server["ckpts"]["teacher"]).config
     for recipe in ("DLD", "LD"):
@@ -158,7 +153,7 @@ def test_train_page_trains_ld_and_dld_students(server, browser):
         epochs.press("Enter")
         wait_idle(page)
         page.get_by_role("button", name="Start training").click()
-        page.get_by_text(re.compile(rf"(Finished|Failed|Stopped) · {recipe}\b")).first.wait_for(timeout=180_000)
+        page.get_by_text(re.compile(rf"(Finished|Failed|Stopped) · {recipe}\b")).first.wait_for(timeout=APP_WAIT_MS)
         wait_idle(page)
         assert page.get_by_text(f"Finished · {recipe}").count() >= 1, page.get_by_test_id("stCode").last.inner_text()
         assert page.get_by_test_id("stException").count() == 0
@@ -192,12 +187,12 @@ def test_layer_strip_is_rebuilt_after_a_failed_load(server, browser):
     context = browser.new_context(viewport={"width": 1440, "height": 2000})
     page = context.new_page()
     page.goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
-    page.get_by_test_id("stCode").first.wait_for(timeout=90_000)
+    page.get_by_test_id("stCode").first.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     pick_student(page, "zz-broken")
-    page.get_by_text("cannot be used").first.wait_for(timeout=30_000)
+    page.get_by_text("cannot be used").first.wait_for(timeout=APP_WAIT_MS)
     pick_student(page, "ld")
-    page.get_by_test_id("stCode").first.wait_for(timeout=60_000)
+    page.get_by_test_id("stCode").first.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     toggles = page.get_by_test_id("stCheckbox").locator("input")
     assert toggles.count() == 4 and all(toggles.nth(i).is_checked() for i in range(4))
@@ -205,7 +200,7 @@ def test_layer_strip_is_rebuilt_after_a_failed_load(server, browser):
     assert "4/4" in page.get_by_test_id("stMetric").nth(1).inner_text()
     page.get_by_test_id("stCheckbox").filter(has_text="L3").first.click()
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
-                           ".some(m => m.innerText.trim() === '3/4')", timeout=30_000)
+                           ".some(m => m.innerText.trim() === '3/4')", timeout=APP_WAIT_MS)
     assert page.get_by_test_id("stException").count() == 0
     shutil.rmtree(broken)
     context.close()

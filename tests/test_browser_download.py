@@ -3,15 +3,11 @@ then the download button saves a valid zip holding the exported ONNX model and i
 from __future__ import annotations
 
 import re
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app_fixtures.server import BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: E402,F401
+from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: F401
 
 pytestmark = BROWSER_MARKS
 ZIP_BUTTON = re.compile(r"^Download .*\.zip$")            # "Download dld-L1-L2-onnx.zip"
@@ -28,15 +24,15 @@ def test_download_this_model_from_the_budgets_card(server, browser, tmp_path):
     page = context.new_page()
     page.goto(f"{server['url']}/budgets", wait_until="domcontentloaded")
     card = page.locator(".st-key-budget_card")
-    card.wait_for(timeout=120_000)
-    wait_idle(page, timeout=120_000)
+    card.wait_for(timeout=APP_WAIT_MS)
+    wait_idle(page, timeout=APP_WAIT_MS)
     card.get_by_test_id("stExpander").get_by_text("Download this model").click()
     page.locator(".st-key-budget_download_prepare").get_by_role("button", name="Prepare download").click()
     button = page.locator(".st-key-budget_download_download").get_by_role("button", name=ZIP_BUTTON)
-    button.wait_for(timeout=180_000)                       # the export: a few seconds (more on a busy machine)
-    wait_idle(page, timeout=120_000)
+    button.wait_for(timeout=APP_WAIT_MS)                       # the export: a few seconds (more on a busy machine)
+    wait_idle(page, timeout=APP_WAIT_MS)
     assert page.get_by_test_id("stException").count() == 0
-    with page.expect_download(timeout=120_000) as info:
+    with page.expect_download(timeout=APP_WAIT_MS) as info:
         button.click()
     download = info.value
     assert download.failure() is None
@@ -57,12 +53,12 @@ def test_inspect_shows_download_this_model_under_the_strip(server, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.goto(f"{server['url']}/inspect", wait_until="domcontentloaded")
-    page.locator(".st-key-layer_0").wait_for(timeout=120_000)
-    wait_idle(page, timeout=120_000)
+    page.locator(".st-key-layer_0").wait_for(timeout=APP_WAIT_MS)
+    wait_idle(page, timeout=APP_WAIT_MS)
     section = page.get_by_test_id("stExpander").filter(has_text="Download this model")
     assert section.count() == 1 and section.is_visible()
     section.get_by_text("Download this model").click()
-    page.get_by_role("button", name="Prepare download").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Prepare download").wait_for(timeout=APP_WAIT_MS)
     assert page.get_by_test_id("stException").count() == 0
     shot(page, "inspect_download")
     context.close()

@@ -2,17 +2,10 @@
 student), and the Layer importance page's module labels are not cut off. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import app_fixtures as fx  # noqa: E402
-from app_fixtures.server import BROWSER_MARKS, STRIP_LABELS, TICKS, WHOLE, chromium, serve_app, shot, wait_idle  # noqa: E402
+from tests import app_fixtures as fx
+from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, STRIP_LABELS, TICKS, WHOLE, chromium, serve_app, shot, wait_idle
 
 pytestmark = BROWSER_MARKS
 WIDTHS = (1280, 1400, 1920)
@@ -35,12 +28,12 @@ def browser(server):
 
 def open_inspect(page, url: str) -> None:
     page.goto(url, wait_until="domcontentloaded")
-    page.get_by_test_id("stSidebarNav").wait_for(timeout=90_000)
+    page.get_by_test_id("stSidebarNav").wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     strip = page.locator(".st-key-layer_0")
     if strip.count() == 0:                      # Inspect is not the default page
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Inspect").click()
-    strip.wait_for(timeout=90_000)
+    strip.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
 
 
@@ -57,7 +50,7 @@ def test_every_strip_label_is_whole(server, browser, width):
     page = context.new_page()
     open_inspect(page, f"{server['url']}/inspect")
     pick_student(page, DEEP)
-    page.locator(".st-key-layer_11").wait_for(timeout=60_000)
+    page.locator(".st-key-layer_11").wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     labels = page.evaluate(STRIP_LABELS, 12)
     assert [x["name"] for x in labels] == [f"L{i}" for i in range(1, 13)]
@@ -78,13 +71,13 @@ def test_importance_labels_are_whole(server, browser, width):
     context = browser.new_context(viewport={"width": width, "height": 2000})
     page = context.new_page()
     page.goto(f"{server['url']}/importance", wait_until="domcontentloaded")
-    page.get_by_test_id("stMultiSelect").first.wait_for(timeout=90_000)
+    page.get_by_test_id("stMultiSelect").first.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     go = page.get_by_role("button", name="Compute over")
     if go.count():
         go.click()
     charts = page.get_by_test_id("stPlotlyChart")
-    charts.nth(2).wait_for(timeout=120_000)
+    charts.nth(2).wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     page.wait_for_timeout(1000)                               # plotly lays out (automargin) after drawing
     for i in (0, 1):                                          # ΔWER and ΔKL bars

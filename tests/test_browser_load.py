@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import app_fixtures as fx  # noqa: E402
-from app_fixtures.server import (ARTIFACTS, BROWSER_MARKS, chromium, health_ok, rss_mb, server,  # noqa: E402,F401
-                                 shot, wait_idle)                 # (server: a fixture)
+from tests import app_fixtures as fx
+from tests.app_fixtures.server import (ARTIFACTS, BROWSER_MARKS, chromium, health_ok, rss_mb, server,  # noqa: F401
+                                       shot, wait_idle)                 # (server: a fixture)
 
 pytestmark = BROWSER_MARKS
 

@@ -3,15 +3,10 @@ no text in the layer strip or in a chart's axis labels is cut off, and a full-pa
 test-artifacts/pages_<page>_<width>.png (what the README's screenshots are chosen from)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app_fixtures.server import (BROWSER_MARKS, STRIP_LABELS, TICKS, chromium, server, shot,  # noqa: E402,F401
-                                 wait_idle)
+from tests.app_fixtures.server import (APP_WAIT_MS, BROWSER_MARKS, STRIP_LABELS, TICKS, chromium, server, shot,  # noqa: F401
+                                       wait_idle)
 
 pytestmark = BROWSER_MARKS
 WIDTHS = (1280, 1920)
@@ -28,14 +23,14 @@ def browser(server):
 
 def open_page(page, url: str, title: str, charts: int) -> None:
     page.goto(url, wait_until="domcontentloaded")
-    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=90_000)
-    wait_idle(page, timeout=120_000)
+    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=APP_WAIT_MS)
+    wait_idle(page, timeout=APP_WAIT_MS)
     go = page.get_by_role("button", name="Compute over")
     if go.count():
         go.click()
-        wait_idle(page, timeout=120_000)
+        wait_idle(page, timeout=APP_WAIT_MS)
     if charts:
-        page.get_by_test_id("stPlotlyChart").nth(charts - 1).wait_for(timeout=120_000)
+        page.get_by_test_id("stPlotlyChart").nth(charts - 1).wait_for(timeout=APP_WAIT_MS)
         wait_idle(page)
     page.wait_for_timeout(1000)                          # plotly lays out (automargin) after drawing
 

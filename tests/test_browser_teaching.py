@@ -3,16 +3,9 @@
 works in a real browser. Screenshots go to test-artifacts/ (git-ignored)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app_fixtures.server import BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: E402,F401 (server: a fixture)
+from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: F401 (server: a fixture)
 
 pytestmark = BROWSER_MARKS
 
@@ -32,7 +25,7 @@ def open_page(browser, url: str, width: int = 1400):
 
 def test_a_typed_inspect_url_opens_inspect(server, browser):
     context, page = open_page(browser, f"{server['url']}/inspect")
-    page.get_by_test_id("stCode").first.wait_for(timeout=90_000)       # the transcripts: Inspect has run
+    page.get_by_test_id("stCode").first.wait_for(timeout=APP_WAIT_MS)       # the transcripts: Inspect has run
     wait_idle(page)
     assert page.get_by_text("Page not found").count() == 0
     assert page.get_by_role("heading", name="Inspect", exact=True).count() == 1
@@ -41,7 +34,7 @@ def test_a_typed_inspect_url_opens_inspect(server, browser):
     shot(page, "teaching_01_typed_inspect_url")
 
     page.goto(server["url"], wait_until="domcontentloaded")              # the root opens How DLD works
-    page.get_by_role("heading", name="How DLD works").wait_for(timeout=90_000)
+    page.get_by_role("heading", name="How DLD works").wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     assert page.get_by_text("Page not found").count() == 0
     assert page.url.rstrip("/").endswith("/how-it-works")
@@ -51,8 +44,8 @@ def test_a_typed_inspect_url_opens_inspect(server, browser):
 @pytest.mark.parametrize("width", [1280, 1920])
 def test_how_dld_works_page(server, browser, width):
     context, page = open_page(browser, f"{server['url']}/how-it-works", width)
-    page.get_by_role("heading", name="How DLD works").wait_for(timeout=60_000)
-    page.get_by_text("WER at step ①").wait_for(timeout=90_000)
+    page.get_by_role("heading", name="How DLD works").wait_for(timeout=APP_WAIT_MS)
+    page.get_by_text("WER at step ①").wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     assert page.get_by_text("Page not found").count() == 0
     nav = [t.strip().splitlines()[-1] for t in page.get_by_test_id("stSidebarNavLink").all_inner_texts()]
@@ -65,7 +58,7 @@ def test_how_dld_works_page(server, browser, width):
         assert box.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
     page.get_by_test_id("stButtonGroup").filter(has_text="Full depth").get_by_role(
         "radio", name="Drop half · static teacher").click()
-    page.get_by_text("WER at step ②").wait_for(timeout=60_000)
+    page.get_by_text("WER at step ②").wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
     assert page.locator(".dld-encoder .dld-skipped").count() == 2
     assert page.get_by_test_id("stException").count() == 0

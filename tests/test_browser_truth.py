@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from app_fixtures.server import BROWSER_MARKS, chromium, serve_app, shot, wait_idle  # noqa: E402
+from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, chromium, serve_app, shot, wait_idle
 
 pytestmark = BROWSER_MARKS
 WIDTH = 1400
@@ -55,8 +51,8 @@ def browser(server):
 
 def goto(page, url: str, title: str) -> None:
     page.goto(url, wait_until="domcontentloaded")
-    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=120_000)
-    wait_idle(page, timeout=180_000)
+    page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=APP_WAIT_MS)
+    wait_idle(page, timeout=APP_WAIT_MS)
 
 
 def test_the_root_orients_and_no_request_leaves_the_machine(server, browser):
@@ -85,15 +81,15 @@ def test_no_text_is_cut_at_1400_px(server, browser):
     context = browser.new_context(viewport={"width": WIDTH, "height": 1200})
     page = context.new_page()
     goto(page, f"{server['url']}/inspect", "Inspect")
-    page.locator(".st-key-layer_0").wait_for(timeout=120_000)
-    wait_idle(page, timeout=180_000)
+    page.locator(".st-key-layer_0").wait_for(timeout=APP_WAIT_MS)
+    wait_idle(page, timeout=APP_WAIT_MS)
     teacher_box = page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").nth(1)
     teacher_box.click()
     page.keyboard.type(LONG)
     page.get_by_role("option").filter(has_text=LONG).first.click()
-    wait_idle(page, timeout=180_000)
+    wait_idle(page, timeout=APP_WAIT_MS)
     page.locator(".st-key-layer_1 label").first.click()                   # a module off: the GFLOPs delta shows
-    wait_idle(page, timeout=180_000)
+    wait_idle(page, timeout=APP_WAIT_MS)
     delta = page.get_by_test_id("stMetric").first.get_by_test_id("stMetricDelta")
     assert delta.inner_text().strip().endswith("vs full")
     assert not page.evaluate(CUT, '[data-testid="stMetricDelta"], [data-testid="stMetricDelta"] *, '
@@ -104,9 +100,9 @@ def test_no_text_is_cut_at_1400_px(server, browser):
     shot(page, "truth_inspect_1400")
 
     goto(page, f"{server['url']}/importance", "Layer importance")
-    page.get_by_test_id("stMultiSelect").nth(1).wait_for(timeout=120_000)
+    page.get_by_test_id("stMultiSelect").nth(1).wait_for(timeout=APP_WAIT_MS)
     page.locator(".st-key-imp_mask_all button").click()                    # every module in the start mask
-    wait_idle(page, timeout=180_000)
+    wait_idle(page, timeout=APP_WAIT_MS)
     chips = page.get_by_test_id("stMultiSelect").nth(1).locator("[data-tag]")
     assert chips.count() == 8 and chips.nth(7).inner_text().strip() == "M4"
     assert not page.evaluate(CUT, "[data-tag], [data-tag] span[title]")
@@ -117,8 +113,8 @@ def test_no_text_is_cut_at_1400_px(server, browser):
     if go.count():
         go.click()
     charts = page.get_by_test_id("stPlotlyChart")
-    charts.nth(2).wait_for(timeout=180_000)
-    wait_idle(page, timeout=180_000)
+    charts.nth(2).wait_for(timeout=APP_WAIT_MS)
+    wait_idle(page, timeout=APP_WAIT_MS)
     page.wait_for_timeout(1000)
     assert not charts.nth(2).evaluate(OVERLAPS)                            # the greedy path's labels
     assert page.get_by_test_id("stException").count() == 0

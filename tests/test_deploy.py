@@ -24,10 +24,10 @@ from dld_core.flops import gflops
 from dld_core.inference import decoder_for, featurize, recognize
 from dld_core.masks import parse_modules
 from dld_core.model import DynamicCTCModel, count_parameters
-from tests.helpers import REPO
+from tests.helpers import REPO, SMALL_CONFORMER, corrupted_copy
 
 WHISPER = REPO / "checkpoints" / "dld"                 # the shipped Whisper student (sub-block gates A1 M1 ..)
-CONFORMER = REPO / "checkpoints" / "scratch" / "dld"   # a small conformer student (L1 .. L12)
+CONFORMER = SMALL_CONFORMER
 SAMPLES = REPO / "data_samples"
 # A1 M1 M2 A3: a whole block, a lone MLP, a lone attention and an empty block (4)
 CASES = {"whisper": (WHISPER, "A1,M1,M2,A3"), "conformer": (CONFORMER, "L1,L2,L4,L7,L12")}
@@ -227,12 +227,7 @@ def test_an_existing_output_folder_is_refused(tmp_path, capsys):
 
 
 def test_a_checkpoint_failing_its_checksum_is_refused(tmp_path, capsys):
-    bad = tmp_path / "bad"
-    shutil.copytree(CONFORMER, bad)
-    weights = bad / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-5] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    bad = corrupted_copy(CONFORMER, tmp_path / "bad")
     out = tmp_path / "out"
     code, err = run_cli(capsys, "--checkpoint", bad, "--keep", "L1", "--out", out)
     assert code == 2 and len(err) == 1 and "checksum" in err[0], err

@@ -21,10 +21,10 @@ from dld_core.checkpoint import load_checkpoint
 from dld_core.download import RUN_SNIPPET, cached_zip, prepare_zip, run_snippet
 from dld_core.inference import featurize, transcribe
 from dld_core.safe_io import CheckpointError
-from tests.helpers import REPO
+from tests.helpers import REPO, SMALL_CONFORMER, corrupted_copy
 
 WHISPER = REPO / "checkpoints" / "dld"                 # the shipped Whisper student (A1 M1 .. A4 M4)
-CONFORMER = REPO / "checkpoints" / "scratch" / "dld"   # a small conformer student (L1 .. L12)
+CONFORMER = SMALL_CONFORMER
 KEEP = "A1,M1,M2,A3"
 CLIPS = [REPO / "data_samples" / name for name in
          ("synth_00_flite_kal16.wav", "synth_01_festival_cmu_us_slt_arctic_hts.wav", "fsdd_3_jackson_0.wav")]
@@ -134,12 +134,7 @@ def test_int8_and_safetensors_zips_and_the_cache_keeps_the_newest(tmp_path):
 
 
 def test_a_failed_export_is_one_line_and_leaves_nothing(tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(CONFORMER, bad)
-    weights = bad / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-5] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    bad = corrupted_copy(CONFORMER, tmp_path / "bad")
     cache = tmp_path / "downloads"
     with pytest.raises(CheckpointError, match="checksum") as err:
         prepare_zip(cache, bad, (True,) * 12)

@@ -23,8 +23,9 @@ def test_every_other_is_one_definition_everywhere():
     assert M.every_other(n) == expected
     assert M.kept(M.preset("every_other", n, 3), n) == expected      # the app's "Every 2nd" button
     assert M.level_masks(n, n // 2, "every_other") == [expected]      # evaluate --policy every_other
-    assert M.kept(validation_masks("dld", n)[1], n) == expected       # training validation
-    assert validation_masks("teacher", n) == [None]
+    conformer = ModelConfig(family="conformer", n_layers=n)
+    assert M.kept(validation_masks("dld", conformer)[1], n) == expected  # training validation
+    assert validation_masks("teacher", conformer) == [None]
     readme = (REPO / "README.md").read_text()                          # the README says the same
     stated = re.search(r"every_other\(12\)\s*->\s*\[([\d, ]+)\]", readme)
     assert stated and [int(x) for x in stated.group(1).split(",")] == expected
@@ -190,3 +191,17 @@ def test_best_k_is_a_registered_policy():
               {"active": [2], "wer": 0.6, "kl": 1.0}, {"active": [3], "wer": 0.4, "kl": 3.0}]
     assert M.best_k(scored)["active"] == [2] and M.best_k(scored, "wer")["active"] == [3]
     assert M.candidate_masks(4, 2, num_random=0, first=[[0, 3], [1, 3]]) == [[0, 3], [1, 3], [0, 1]]
+
+
+def test_the_students_validation_half_keeps_whole_blocks_and_the_protected_modules():
+    """The half-depth validation mask of a Whisper student: every second whole block (never the MLPs alone, which
+    no model reads), in the phase that holds its protected modules."""
+    whisper = ModelConfig(family="whisper", n_layers=4)
+    blocks = whisper.module_blocks
+    assert whisper.module_names == WHISPER_NAMES
+    names = lambda idx: [WHISPER_NAMES[i] for i in idx]                                # noqa: E731
+    assert names(M.half_mask(blocks)) == ["A2", "M2", "A4", "M4"]
+    assert names(M.half_mask(blocks, M.Mask.parse("A1", WHISPER_NAMES))) == ["A1", "M1", "A3", "M3"]
+    assert names(M.half_mask(blocks, [1, 2])) == ["M1", "A2", "M2", "A4", "M4"]       # neither phase: added
+    ld = validation_masks("ld", whisper, M.Mask.parse("A1", WHISPER_NAMES))
+    assert ld[0] is None and names(ld[1]) == ["A1", "M1", "A3", "M3"]

@@ -5,16 +5,11 @@ A checkpoint that breaks either fails here rather than in a classroom."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dld_core import masks  # noqa: E402
+from dld_core import masks
+from tests.helpers import REPO
 
 CKPTS = REPO / "checkpoints"
 SAMPLES = REPO / "data_samples" / "manifest.jsonl"
@@ -92,7 +87,7 @@ def test_every_preset_but_only_k_is_usable_on_some_clip(shipped):
 # ------------------------------------------------------------------------------------------ in the app
 def test_the_how_page_story_on_the_shipped_models(repo_env):
     from streamlit.testing.v1 import AppTest
-    from test_app import APP, TIMEOUT, no_exceptions
+    from tests.app_fixtures.apptest import APP, TIMEOUT, no_exceptions
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT * 3)
     at.run()
@@ -115,7 +110,7 @@ def test_the_how_page_story_on_the_shipped_models(repo_env):
 
 def test_the_every_2nd_preset_keeps_whole_blocks_in_inspect(repo_env):
     from streamlit.testing.v1 import AppTest
-    from test_app import APP, TIMEOUT, no_exceptions
+    from tests.app_fixtures.apptest import APP, TIMEOUT, no_exceptions
 
     at = AppTest.from_file(APP, default_timeout=TIMEOUT * 3)
     at.run()
@@ -138,7 +133,7 @@ def test_the_budgets_card_on_the_shipped_dld(repo_env):
     from streamlit.testing.v1 import AppTest
 
     from dld_core.recommend import find_evaluation, recommend
-    from test_app import APP, TIMEOUT, no_exceptions
+    from tests.app_fixtures.apptest import APP, TIMEOUT, no_exceptions
 
     report = json.loads((REPO / "results" / "budget_masks" / "dld.json").read_text())
     at = AppTest.from_file(APP, default_timeout=TIMEOUT * 3)

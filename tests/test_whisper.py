@@ -19,6 +19,7 @@ from dld_core.config import ModelConfig
 from dld_core.families import whisper as W
 from dld_core.flops import count_flops
 from dld_core.safe_io import CheckpointError
+from tests.helpers import ct2_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "tests" / "data" / "whisper_tiny_ref.npz"
@@ -300,26 +301,6 @@ def ct2_variables(enc: W.Encoder, fused_key_bias: float = 0.0) -> dict:
             out[q + theirs + "/gamma"], out[q + theirs + "/beta"] = sd[p + ours + ".weight"], sd[p + ours + ".bias"]
     out["decoder/embeddings/weight"] = np.zeros((7, 4), dtype=np.float16)
     return out
-
-
-def ct2_bytes(variables: dict, aliases=(("decoder/projection/weight", "decoder/embeddings/weight"),),
-              version: int = 6, spec: str = "WhisperSpec") -> bytes:
-    """CTranslate2's model.bin layout (ctranslate2/specs/model_spec.py, _serialize)."""
-    type_ids = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
-                np.dtype("float16"): 4}
-
-    def string(s: str) -> bytes:
-        return struct.pack("<H", len(s) + 1) + s.encode() + b"\0"
-
-    out = [struct.pack("<I", version), string(spec), struct.pack("<I", 3), struct.pack("<I", len(variables))]
-    for name, value in variables.items():
-        value = np.ascontiguousarray(value)
-        out += [string(name), struct.pack("<B", value.ndim), struct.pack(f"<{value.ndim}I", *value.shape),
-                struct.pack("<BI", type_ids[value.dtype], value.nbytes), value.tobytes()]
-    out.append(struct.pack("<I", len(aliases)))
-    for alias, target in aliases:
-        out += [string(alias), string(target)]
-    return b"".join(out)
 
 
 def write_ct2(folder: Path, data: bytes) -> Path:

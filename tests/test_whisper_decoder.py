@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from dld_core.families.whisper_decoding import (DecodeOptions, WhisperSeq2Seq, b
 from dld_core.metrics import wer
 from dld_core.safe_io import CheckpointError
 from dld_core.text import normalize_text
+from tests.helpers import ct2_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_samples"
@@ -204,28 +204,6 @@ def decoder_variables(decoder: TextDecoder) -> dict:
                              ("mlp_ln", "ffn/layer_norm")):
             out[q + theirs + "/gamma"], out[q + theirs + "/beta"] = sd[p + ours + ".weight"], sd[p + ours + ".bias"]
     return out
-
-
-TIED = (("decoder/projection/weight", "decoder/embeddings/weight"),)
-
-
-def ct2_bytes(variables: dict, aliases=TIED, spec: str = "WhisperSpec") -> bytes:
-    """CTranslate2's model.bin layout (ctranslate2/specs/model_spec.py, _serialize), binary version 6."""
-    type_ids = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
-                np.dtype("float16"): 4}
-
-    def string(s: str) -> bytes:
-        return struct.pack("<H", len(s) + 1) + s.encode() + b"\0"
-
-    out = [struct.pack("<I", 6), string(spec), struct.pack("<I", 3), struct.pack("<I", len(variables))]
-    for name, value in variables.items():
-        value = np.ascontiguousarray(value)
-        out += [string(name), struct.pack("<B", value.ndim), struct.pack(f"<{value.ndim}I", *value.shape),
-                struct.pack("<BI", type_ids[value.dtype], value.nbytes), value.tobytes()]
-    out.append(struct.pack("<I", len(aliases)))
-    for alias, target in aliases:
-        out += [string(alias), string(target)]
-    return b"".join(out)
 
 
 def small_decoder(seed: int = 0) -> TextDecoder:

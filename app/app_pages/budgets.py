@@ -12,10 +12,17 @@ import streamlit as st
 
 import time
 
-from app import jobs, state
+from app import jobs
+from app.state.checkpoints import checkpoint_key, find_checkpoints
+from app.state.importance import importance_sets
+from app.state.paths import app_results_dir, checkpoints_dir, jobs_dir, resolve_manifest, results_dir, samples_manifest
+from app.state.result_files import (BUDGET_REPORT, EVAL_SET_ORDER, background_eval_path, eval_set_key, eval_set_name,
+                                    eval_sets, read_bench, read_budget_report, read_eval_results)
+from app.state.results import computed_registry, mask_evaluation, validated_masks
 from app.views import layer_strip, pickers, plots
 from app.views.download import download_control
 from app.views.messages import one_line
+from dld_core.config import RECIPE_LABELS
 from dld_core.flops import gflops_for_seconds
 from dld_core.recommend import DEFAULT_CLIPS, FLOPS_SECONDS, USABLE_WER, find_evaluation, recommend
 
@@ -27,31 +34,31 @@ st.caption("Word error rate against compute at every depth, for the test set cho
            "10 s clip; in the chart and the table, WER is the mean over random masks with that many modules kept "
            "(the `evaluate` protocol); the recommendation card measures the one mask it recommends.")
 
-entries = state.find_checkpoints()
+entries = find_checkpoints()
 if not entries:
-    st.error(f"No checkpoints found under {state.checkpoints_dir()} or {state.jobs_dir()} — "
+    st.error(f"No checkpoints found under {checkpoints_dir()} or {jobs_dir()} — "
              "add a checkpoint folder or train one on the Train page.", icon=":material/error:")
     st.stop()
 
 by_path = {str(e.path): e for e in entries}
 # The shipped set by default: checkpoints/{teacher,ld,dld} (the other shipped families are one click away)
-main_set = {(state.checkpoints_dir() / name).resolve() for name in ("teacher", "ld", "dld")}
+main_set = {(checkpoints_dir() / name).resolve() for name in ("teacher", "ld", "dld")}
 defaults = [str(e.path) for e in entries if e.path.resolve() in main_set] or \
     [str(e.path) for e in entries if e.origin == "shipped" and e.recipe in ("teacher", "ld", "dld")]
 chosen = st.multiselect("Models", list(by_path), default=defaults or [str(entries[0].path)],
                         format_func=lambda p: by_path[p].label, key="budget_models")
 
 # Which results: the test set (by the manifest the results were made on) and the decoder.
-available = {p: state.eval_sets(by_path[p].path) for p in chosen}
+available = {p: eval_sets(by_path[p].path) for p in chosen}
 found = set().union(*available.values()) if available else set()
-set_keys = sorted({s for s, _ in found}, key=lambda s: (state.EVAL_SET_ORDER.index(s) if s in state.EVAL_SET_ORDER
-                                                        else len(state.EVAL_SET_ORDER), s))
+set_keys = sorted({s for s, _ in found}, key=lambda s: (EVAL_SET_ORDER.index(s) if s in EVAL_SET_ORDER
+                                                        else len(EVAL_SET_ORDER), s))
 test_set, decoder = None, None
 if set_keys:
     c_set, c_dec = st.columns([2, 1], vertical_alignment="bottom")
     test_set = c_set.selectbox("Test set", set_keys,
                                index=set_keys.index("test.jsonl") if "test.jsonl" in set_keys else 0,
-                               format_func=state.eval_set_name, key="budget_set",
+                               format_func=eval_set_name, key="budget_set",
                                help="The recordings the models were scored on. Results of different sets do not "
                                     "compare: synthetic speech is easy, real read speech is hard.")
     decoders = sorted({d for s, d in found if s == test_set})
@@ -63,13 +70,13 @@ if set_keys:
     else:
         decoder = decoders[0]
         c_dec.caption(f"Decoder: {DECODER_NAMES.get(decoder, decoder)} (the only one with results)")
-set_name = state.eval_set_name(test_set) if test_set else ""
+set_name = eval_set_name(test_set) if test_set else ""
 
 
 def model_name(entry) -> str:
     """"DLD (dld)", "LD (scratch/ld)", "DLD (trained/models/dld-x)": the recipe and where the model lives."""
-    recipe = plots.RECIPE_NAMES.get(entry.recipe, entry.recipe)
-    for root, prefix in ((state.checkpoints_dir(), ""), (state.jobs_dir(), "trained/")):
+    recipe = RECIPE_LABELS.get(entry.recipe, entry.recipe)
+    for root, prefix in ((checkpoints_dir(), ""), (jobs_dir(), "trained/")):
         try:
             return f"{recipe} ({prefix}{entry.path.relative_to(root).as_posix()})"
         except ValueError:
@@ -83,7 +90,7 @@ for path_s in chosen:
     if not available[path_s]:
         missing.append(entry)                  # no results at all: computed in the background below
         continue
-    result = state.read_eval_results(entry.path, test_set=test_set, decoder=decoder)
+    result = read_eval_results(entry.path, test_set=test_set, decoder=decoder)
     if result is None:
         absent.append(entry)                   # results, but not on this test set / with this decoder
         continue
@@ -96,7 +103,7 @@ for path_s in chosen:
         full = next(float(lv["gflops"]) for lv in levels if int(lv["kept"]) == n_layers)
     except (KeyError, TypeError, ValueError, StopIteration):
         n_layers, full = 0, None
-    bench = state.read_bench(n_layers, full) if full else None
+    bench = read_bench(n_layers, full) if full else None
     names = result.get("module_names") or []
     for level in levels:
         try:
@@ -112,13 +119,13 @@ for path_s in chosen:
 
 
 def start_eval(checkpoint: Path, manifest: Path) -> None:
-    out = state.background_eval_path(checkpoint)
-    jobs.start("evaluate", jobs.EvalSpec(str(checkpoint), str(manifest), str(out)), state.jobs_dir(), exclusive=False)
+    out = background_eval_path(checkpoint)
+    jobs.start("evaluate", jobs.EvalSpec(str(checkpoint), str(manifest), str(out)), jobs_dir(), exclusive=False)
 
 
 def eval_status(checkpoint: Path) -> dict:
     """{"state": none | running | done | failed, "elapsed", "message"} of the app's evaluation of a model."""
-    job = jobs.latest_for(state.jobs_dir(), "evaluate", str(state.background_eval_path(checkpoint)))
+    job = jobs.latest_for(jobs_dir(), "evaluate", str(background_eval_path(checkpoint)))
     if job is None:
         return {"state": "none", "elapsed": 0.0, "message": ""}
     st_ = jobs.status(job)
@@ -129,8 +136,8 @@ def eval_status(checkpoint: Path) -> dict:
 def background_manifest() -> Path:
     """The set a model without results is evaluated on: the first test set of dld_core/eval_sets.py on this
     server (the shipped models' results cover it, so a new model compares side by side), else the samples."""
-    sets = state.importance_sets()
-    return next((path for key, (_, path) in sets.items() if key != "samples"), state.samples_manifest())
+    sets = importance_sets()
+    return next((path for key, (_, path) in sets.items() if key != "samples"), samples_manifest())
 
 
 @st.fragment(run_every=2)
@@ -152,7 +159,7 @@ def background_panel(missing_entries):
             any_running = True
             c1.info(f"Evaluating **{entry.label}** in the background… ({status['elapsed']:.0f} s)",
                     icon=":material/hourglass_top:")
-        elif status["state"] == "done" and state.read_eval_results(entry.path) is not None:
+        elif status["state"] == "done" and read_eval_results(entry.path) is not None:
             st.rerun()
         elif status["state"] == "none" and manifest.is_file():
             c1.info(f"Queued: **{entry.label}** is evaluated after the one running now.",
@@ -167,8 +174,8 @@ def background_panel(missing_entries):
                     start_eval(entry.path, manifest)
                     st.rerun()
     if not any_running:
-        st.caption(f"Results are read from <checkpoint>/eval_*.json, {state.results_dir()}/*.json and "
-                   f"{state.app_results_dir()}/*.json.")
+        st.caption(f"Results are read from <checkpoint>/eval_*.json, {results_dir()}/*.json and "
+                   f"{app_results_dir()}/*.json.")
 
 
 if missing:
@@ -242,20 +249,20 @@ def recommendation(path: Path, budget: float, test_set: str, decoder: str, manif
     ckpt = pickers.load_or_error(path, name)
     if ckpt is None:
         return {}
-    ckpt_key = state.checkpoint_key(path)
-    report = state.read_budget_report(path)
+    ckpt_key = checkpoint_key(path)
+    report = read_budget_report(path)
     if report is not None:
         table, sel = report["masks"], report.get("selection") or {}
         selection = f"{sel.get('clips', '?')} clips of {sel.get('manifest', 'its validation set')}"
     else:
         valid = ckpt.info.get("valid_manifest")
-        if not isinstance(valid, str) or not state.resolve_manifest(valid).is_file():
+        if not isinstance(valid, str) or not resolve_manifest(valid).is_file():
             return {"level": "info", "message": (
                 f"No mask of {name} has been chosen on a validation set, and it names no validation set on this "
                 f"server: `python -m dld_core.recommend --checkpoint {path} --valid MANIFEST --test MANIFEST "
-                f"--json {path / state.BUDGET_REPORT}` makes the recommendation card's data.")}
+                f"--json {path / BUDGET_REPORT}` makes the recommendation card's data.")}
         job = (ckpt_key, valid)
-        if job not in state.computed_registry():
+        if job not in computed_registry():
             if not st.button(f"Choose {name}'s masks on its validation set ({DEFAULT_CLIPS} clips)",
                              icon=":material/play_arrow:", key="budget_validate"):
                 return {"level": "info", "message": (
@@ -263,21 +270,21 @@ def recommendation(path: Path, budget: float, test_set: str, decoder: str, manif
                     f"on a CPU; shared by every session) to get a recommendation.")}
         try:
             with st.spinner(f"Scoring {name}'s candidate masks on {DEFAULT_CLIPS} clips of {valid}…"):
-                table = state.validated_masks(ckpt_key, str(state.resolve_manifest(valid)), ckpt)
+                table = validated_masks(ckpt_key, str(resolve_manifest(valid)), ckpt)
         except (OSError, RuntimeError, ValueError) as exc:
             return {"level": "warning", "message": f"Cannot choose {name}'s masks on {valid} — {one_line(exc)}"}
-        state.computed_registry().add(job)
+        computed_registry().add(job)
         selection = f"{DEFAULT_CLIPS} clips of {valid}"
     best = recommend(table, budget)
     if best is None:
         return {"level": "warning", "message": f"No mask of {name} fits in {budget:.3f} GFLOPs; raise the budget."}
-    evaluation = find_evaluation(report, best["active"], test_set, decoder, key=state.eval_set_key) if report else None
+    evaluation = find_evaluation(report, best["active"], test_set, decoder, key=eval_set_key) if report else None
     if evaluation is None:
         if not manifest:
             return {"level": "info", "message": f"The recommended mask of {name} has no {set_name} result."}
         try:
             with st.spinner(f"Measuring the recommended mask on {set_name}…"):
-                evaluation = state.mask_evaluation(ckpt_key, manifest, tuple(best["active"]), decoder, ckpt)
+                evaluation = mask_evaluation(ckpt_key, manifest, tuple(best["active"]), decoder, ckpt)
         except (OSError, RuntimeError, ValueError) as exc:
             return {"level": "warning", "message": f"Cannot measure the recommended mask of {name} on {set_name} — "
                                                    f"{one_line(exc)}"}

@@ -8,10 +8,15 @@ from typing import Optional
 
 import streamlit as st
 
-from app import state
+from app.state.checkpoints import CheckpointEntry, checkpoint_key, find_checkpoints
+from app.state.clip_names import sample_label
+from app.state.clips import load_clip_file, load_samples, samples_key
+from app.state.paths import checkpoints_dir, default_student, default_teacher, samples_manifest
+from app.state.results import best_mask, gflops_for, score, student_result, teacher_result
 from app.views import layer_strip, pickers
 from dld_core import masks
 from dld_core.checkpoint import read_config
+from dld_core.config import RECIPE_LABELS
 from dld_core.families import describe_role
 from dld_core.safe_io import CheckpointError
 
@@ -64,15 +69,15 @@ def _arch(path: Path) -> Optional[tuple]:
     return model.get("family"), model.get("n_layers"), model.get("d_model")
 
 
-def story_models() -> tuple[Optional[state.CheckpointEntry], Optional[state.CheckpointEntry]]:
+def story_models() -> tuple[Optional[CheckpointEntry], Optional[CheckpointEntry]]:
     """(teacher, DLD student): the default teacher (else any teacher); checkpoints/dld when present, else
     the DLD student with the teacher's architecture and the best validation WER."""
-    entries = state.find_checkpoints()
+    entries = find_checkpoints()
     teachers = [e for e in entries if e.recipe == "teacher"]
-    teacher = next((e for e in teachers if e.path.resolve() == state.default_teacher().resolve()),
+    teacher = next((e for e in teachers if e.path.resolve() == default_teacher().resolve()),
                    teachers[0] if teachers else None)
     students = [e for e in entries if e.recipe == "dld"]
-    default = next((e for e in students if e.path.resolve() == state.default_student().resolve()), None)
+    default = next((e for e in students if e.path.resolve() == default_student().resolve()), None)
     if default is not None or not students:
         return teacher, default
     want = _arch(teacher.path) if teacher is not None else None
@@ -83,7 +88,7 @@ def story_models() -> tuple[Optional[state.CheckpointEntry], Optional[state.Chec
 
 teacher_entry, dld_entry = story_models()
 if teacher_entry is None and dld_entry is None:
-    st.error(f"No teacher or DLD checkpoint found under {state.checkpoints_dir()} — add one, or train one on the "
+    st.error(f"No teacher or DLD checkpoint found under {checkpoints_dir()} — add one, or train one on the "
              "Train page, to see the live parts of this page.", icon=":material/error:")
 teacher = pickers.load_or_error(teacher_entry.path, "Teacher") if teacher_entry is not None else None
 dld = pickers.load_or_error(dld_entry.path, "DLD student") if dld_entry is not None else None
@@ -135,7 +140,7 @@ if shown is not None:
             st.session_state[MODULES_KEY] = list(names) if step == 1 else (
                 story_half if story_half and set(story_half) <= set(names) else [m for m, on in zip(names, half) if on])
 
-    st.caption(f"{state.RECIPE_NAMES.get(shown.recipe, shown.recipe)} model · {n} gated modules. Each module "
+    st.caption(f"{RECIPE_LABELS.get(shown.recipe, shown.recipe)} model · {n} gated modules. Each module "
                "either runs or is skipped (its input passes straight on). Which ones run is the **mask**: pick "
                "modules here, or let the story below set them.")
     chosen = st.pills("Modules that run", names, selection_mode="multi", key=MODULES_KEY,
@@ -143,8 +148,8 @@ if shown is not None:
     mask = tuple(name in (chosen or []) for name in names)
     st.html(encoder_diagram_html(names, mask, shown.config.module_roles))
     try:
-        g = state.gflops_for(shown, DIAGRAM_SECONDS, mask)
-        g_full = state.gflops_for(shown, DIAGRAM_SECONDS, (True,) * n)
+        g = gflops_for(shown, DIAGRAM_SECONDS, mask)
+        g_full = gflops_for(shown, DIAGRAM_SECONDS, (True,) * n)
     except (RuntimeError, ValueError) as exc:
         st.error(f"Cannot count the compute of this mask — {str(exc).splitlines()[0] if str(exc) else exc}",
                  icon=":material/error:")
@@ -173,13 +178,13 @@ def story_clip(teacher_key: str, student_key: Optional[str], samples_key: str, _
     for row in _rows:
         text = str(row.get("text", ""))
         try:
-            clip = state.load_clip_file(Path(row["audio_filepath"]))
-            t_wer = state.score(text, state.teacher_result(teacher_key, clip.digest, _teacher, clip.samples)["text"])
+            clip = load_clip_file(Path(row["audio_filepath"]))
+            t_wer = score(text, teacher_result(teacher_key, clip.digest, _teacher, clip.samples)["text"])
             s_wer = None
             if _student is not None:
                 full = (True,) * _student.model.num_modules
-                s_wer = state.score(text, state.student_result(student_key, clip.digest, full, None, _student,
-                                                               clip.samples)["text"])
+                s_wer = score(text, student_result(student_key, clip.digest, full, None, _student,
+                                                   clip.samples)["text"])
         except (OSError, RuntimeError, ValueError):
             continue
         if t_wer is None:
@@ -200,7 +205,7 @@ def story_choice(teacher_key: str, student_key: str, samples_key: str, _teacher,
     usable, clips = [], []
     for row in _rows:
         try:
-            clips.append((state.load_clip_file(Path(row["audio_filepath"])).samples, str(row.get("text", ""))))
+            clips.append((load_clip_file(Path(row["audio_filepath"])).samples, str(row.get("text", ""))))
         except (OSError, ValueError):
             continue
         usable.append(row)
@@ -222,35 +227,35 @@ if dld is None:
     st.info("No DLD student yet (checkpoints/dld): step ③ is unavailable until one is trained or shipped.",
             icon=":material/info:")
 try:
-    rows = state.load_samples()
+    rows = load_samples()
 except (OSError, ValueError) as exc:
     rows = []
     st.error(f"The sample clips cannot be read — {str(exc).splitlines()[0]}", icon=":material/error:")
 if not rows:
-    st.info(f"No sample clips found ({state.samples_manifest()}): the story needs one.", icon=":material/info:")
+    st.info(f"No sample clips found ({samples_manifest()}): the story needs one.", icon=":material/info:")
     st.stop()
 
-t_key = state.checkpoint_key(teacher.path)
-s_key = state.checkpoint_key(dld.path) if dld is not None else None
+t_key = checkpoint_key(teacher.path)
+s_key = checkpoint_key(dld.path) if dld is not None else None
 same_arch = dld is not None and _arch(dld.path) == _arch(teacher.path)
 if dld is not None and not same_arch:
     st.caption(f"The DLD student found ({dld_entry.label}) is not a student of this teacher (another "
                f"architecture, {dld.model.num_modules} modules): step ③ compares across architectures.")
-choice = story_choice(t_key, s_key, state.samples_key(rows), teacher, dld, rows) if same_arch else None
-row = choice["row"] if choice is not None else story_clip(t_key, s_key if same_arch else None, state.samples_key(rows),
+choice = story_choice(t_key, s_key, samples_key(rows), teacher, dld, rows) if same_arch else None
+row = choice["row"] if choice is not None else story_clip(t_key, s_key if same_arch else None, samples_key(rows),
                                                           teacher, dld if same_arch else None, rows)
 if row is None:
     st.error("None of the sample clips can be transcribed (or none has a reference text).", icon=":material/error:")
     st.stop()
-clip = state.load_clip_file(Path(row["audio_filepath"]))
+clip = load_clip_file(Path(row["audio_filepath"]))
 reference = str(row.get("text", ""))
-st.markdown(f"**Clip:** {state.sample_label(row)}")
+st.markdown(f"**Clip:** {sample_label(row)}")
 st.audio(row["audio_filepath"])
 
 step = st.segmented_control("Step", list(STEPS), format_func=STEPS.get, default=1, required=True,
                             key=STEP_KEY, on_change=show_step_mask)
 t_names = list(teacher.model.module_names)
-t_full = state.teacher_result(t_key, clip.digest, teacher, clip.samples)
+t_full = teacher_result(t_key, clip.digest, teacher, clip.samples)
 
 
 def story_half() -> tuple[bool, ...]:
@@ -261,8 +266,8 @@ def story_half() -> tuple[bool, ...]:
     if choice is not None:
         return tuple(masks.as_bools(choice["active"], n_t))
     if dld is not None and same_arch:
-        best = state.best_mask(s_key, clip.digest, n_t // 2, t_key, reference, dld, clip.samples,
-                               t_full["log_probs"])
+        best = best_mask(s_key, clip.digest, n_t // 2, t_key, reference, dld, clip.samples,
+                         t_full["log_probs"])
         if best is not None:
             return tuple(best)
     return tuple(masks.preset("every_other", n_t, n_t // 2, blocks=teacher.config.module_blocks))
@@ -278,14 +283,14 @@ def run(step_no: int) -> Optional[dict]:
         return {"model": "Teacher", "entry": teacher_entry, "names": t_names, "mask": (True,) * len(t_names),
                 "text": t_full["text"]}
     if step_no == 2:
-        res = state.student_result(t_key, clip.digest, t_half, None, teacher, clip.samples)
+        res = student_result(t_key, clip.digest, t_half, None, teacher, clip.samples)
         return {"model": "Teacher", "entry": teacher_entry, "names": t_names, "mask": t_half, "text": res["text"]}
     if dld is None:
         return None
     d_names = list(dld.model.module_names)
     d_half = t_half if same_arch else tuple(masks.preset("every_other", len(d_names), len(d_names) // 2,
                                                          blocks=dld.config.module_blocks))
-    res = state.student_result(s_key, clip.digest, d_half, t_key, dld, clip.samples, t_full["log_probs"])
+    res = student_result(s_key, clip.digest, d_half, t_key, dld, clip.samples, t_full["log_probs"])
     return {"model": "DLD student", "entry": dld_entry, "names": d_names, "mask": d_half, "text": res["text"]}
 
 
@@ -311,7 +316,7 @@ WER_HELP = ("Word error rate: (substituted + deleted + inserted words) ÷ words 
 CER_HELP = ("Character error rate: the same count over characters, so a misspelt word costs a little instead of "
             "a whole word. It shows a transcript that is nearly right.")
 if result is not None:
-    sc = state.score(reference, result["text"])
+    sc = score(reference, result["text"])
     with st.container(border=True):
         st.markdown(f"**{result['model']}** · {masks.describe(result['mask'], result['names'])}")
         st.code(result["text"] or "(empty transcript)", language=None, wrap_lines=True)
@@ -331,7 +336,7 @@ for k in range(1, step + 1):
         r = result if k == step else run(k)
     except (RuntimeError, ValueError):
         r = None
-    sc = state.score(reference, r["text"]) if r else None
+    sc = score(reference, r["text"]) if r else None
     so_far.append((k, sc))
 cols = st.columns(3)
 for (k, sc), col in zip(so_far, cols):

@@ -9,9 +9,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app.state.access import manifest_problem
+from app.state.checkpoints import CheckpointEntry, checkpoint_key, find_checkpoints
+from app.state.clips import load_samples, manifest_rows, samples_key
+from app.state.importance import EVAL_SET_BUILD, IMPORTANCE_RESAMPLES, importance_over_samples, importance_sets
+from app.state.paths import checkpoints_dir
+from app.state.results import computed_registry
 from app.views import layer_strip, pickers, plots
 from dld_core import masks
+from dld_core.config import RECIPE_LABELS
 from dld_core.families import compatible_teacher
 
 st.title("Layer importance")
@@ -22,7 +28,7 @@ st.caption("What removing each module alone does to WER and to the KL from the t
 sidebar_student, teacher = pickers.load_models(need_teacher=True)
 
 # ---------------------------------------------------------------------------------------------- students
-entries = state.find_checkpoints()
+entries = find_checkpoints()
 students = [e for e in entries if e.recipe != "teacher"] or entries
 by_path = {str(e.path): e for e in students}
 
@@ -30,7 +36,7 @@ by_path = {str(e.path): e for e in students}
 def preferred(recipe: str):
     """The student of a recipe to compare by default: checkpoints/<recipe>, else a shipped one, else any."""
     found = [e for e in students if e.recipe == recipe]
-    found.sort(key=lambda e: (e.path.resolve() != (state.checkpoints_dir() / recipe).resolve(), e.origin != "shipped"))
+    found.sort(key=lambda e: (e.path.resolve() != (checkpoints_dir() / recipe).resolve(), e.origin != "shipped"))
     return str(found[0].path) if found else None
 
 
@@ -45,8 +51,8 @@ if not chosen:
     st.stop()
 
 
-def display_name(entry: state.CheckpointEntry) -> str:
-    return f"{state.RECIPE_NAMES.get(entry.recipe, entry.recipe)} · {entry.path.name}"
+def display_name(entry: CheckpointEntry) -> str:
+    return f"{RECIPE_LABELS.get(entry.recipe, entry.recipe)} · {entry.path.name}"
 
 
 models = []                                     # (name, entry, checkpoint)
@@ -82,8 +88,8 @@ if teacher is not None and any(t is None for t in teachers.values()):
                "KL views are off for it, WER only.", icon=":material/warning:")
 
 # ------------------------------------------------------------------------------------------ evaluation set
-sets = state.importance_sets(present_only=False)              # the sample clips and every set of eval_sets.py
-present = state.importance_sets()
+sets = importance_sets(present_only=False)        # the sample clips and every set of eval_sets.py
+present = importance_sets()
 set_options = list(sets) + ["custom"]
 c_set, c_path = st.columns([1, 1.3], vertical_alignment="bottom")
 set_key = c_set.selectbox("Evaluation set", set_options, key="imp_set",
@@ -92,26 +98,26 @@ set_key = c_set.selectbox("Evaluation set", set_options, key="imp_set",
                           help="The clips every module is measured on: the sample clips or a test set of the "
                                "project (dld_core/eval_sets.py), or any manifest.")
 if set_key not in present and set_key != "custom":
-    build = state.EVAL_SET_BUILD.get(set_key)
+    build = EVAL_SET_BUILD.get(set_key)
     st.info(f"{sets[set_key][0]} is not on this server ({sets[set_key][1]})"
             + (f": build it with `{build}`." if build else "."), icon=":material/info:")
     st.stop()
 try:
     if set_key == "samples":
-        rows, set_label = state.load_samples(), sets["samples"][0]
+        rows, set_label = load_samples(), sets["samples"][0]
     elif set_key == "custom":
         typed = c_path.text_input("Manifest path (JSONL)", key="imp_manifest", placeholder="/path/to/test.jsonl")
         if not typed.strip():
             st.info("Type the path of a manifest (JSONL with audio_filepath and text).", icon=":material/info:")
             st.stop()
-        problem = state.manifest_problem(typed, "manifest")
+        problem = manifest_problem(typed, "manifest")
         if problem:
             st.error(problem, icon=":material/error:")
             st.stop()
-        rows, set_label = state.manifest_rows(Path(typed.strip()).expanduser()), typed.strip()
+        rows, set_label = manifest_rows(Path(typed.strip()).expanduser()), typed.strip()
     else:
         set_label = sets[set_key][0]
-        rows = state.manifest_rows(sets[set_key][1])
+        rows = manifest_rows(sets[set_key][1])
 except (OSError, ValueError) as exc:
     st.error(f"The evaluation set cannot be read — {(str(exc).splitlines() or [type(exc).__name__])[0]}",
              icon=":material/error:")
@@ -167,12 +173,12 @@ if criterion == "kl" and any(t is None for t in teachers.values()):
     st.caption("No usable teacher for every student: the path follows WER.")
 
 # ------------------------------------------------------------------------------------------------ compute
-samples_key = state.samples_key(rows)
-jobs = {name: (state.checkpoint_key(ckpt.path),
-               state.checkpoint_key(teachers[name].path) if teachers[name] is not None else None,
-               samples_key, criterion, base_arg)
+rows_key = samples_key(rows)
+jobs = {name: (checkpoint_key(ckpt.path),
+               checkpoint_key(teachers[name].path) if teachers[name] is not None else None,
+               rows_key, criterion, base_arg)
         for name, _, ckpt in models}
-done = state.computed_registry()
+done = computed_registry()
 seconds = sum(float(r.get("duration") or 0) for r in rows)
 what = f"{len(rows)} clips ({seconds:.0f} s of audio) of {set_label}, {len(models)} model{'s' if len(models) > 1 else ''}"
 slot = st.empty()
@@ -192,8 +198,8 @@ for name, entry, ckpt in models:
     ckpt_key, teacher_key, s_key, crit, mask_arg = jobs[name]
     with st.spinner(f"{name}: dropping modules one at a time…"):
         try:
-            results[name] = state.importance_over_samples(ckpt_key, teacher_key, s_key, crit, ckpt, teachers[name],
-                                                          rows, base_mask=mask_arg)
+            results[name] = importance_over_samples(ckpt_key, teacher_key, s_key, crit, ckpt, teachers[name],
+                                                    rows, base_mask=mask_arg)
         except (ValueError, RuntimeError, OSError) as exc:
             st.error(f"Cannot compute layer importance for {name} — {(str(exc).splitlines() or [type(exc).__name__])[0]}",
                      icon=":material/error:")
@@ -236,7 +242,7 @@ with b2:
                         key="imp_kl", config={"displaylogo": False})
     else:
         st.info("No teacher: ΔKL is unavailable.")
-resamples = next(iter(results.values()))["importance"].get("resamples", state.IMPORTANCE_RESAMPLES)
+resamples = next(iter(results.values()))["importance"].get("resamples", IMPORTANCE_RESAMPLES)
 st.caption(f"Each bar: the change when that module alone is removed from the start mask. **A bar below zero "
            f"means dropping the module helped** — WER or KL went down on these clips: the module hurts here, or "
            f"the difference is noise. Error bars: 95% bootstrap interval over the {len(rows)} utterances "

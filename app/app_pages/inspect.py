@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state
+from app.state.checkpoints import checkpoint_key, checkpoint_name, checkpoint_summary
+from app.state.clip_names import sample_label
+from app.state.clips import load_clip_bytes, load_clip_file, load_samples
+from app.state.paths import samples_manifest
+from app.state.results import (beam_ready, beam_text, best_mask, drop_one_result, gflops_for, logmel, score,
+                               student_result, teacher_result)
 from app.views import diff, layer_strip, pickers, plots
 from app.views.download import download_control
 from app.views.messages import one_line
@@ -18,9 +23,9 @@ st.caption("Pick a model, a clip and a layer mask. The mask is yours alone (per 
 
 student, teacher = pickers.load_models(need_teacher=True)
 with st.sidebar:
-    info = state.checkpoint_summary(student)
+    info = checkpoint_summary(student)
     wer_txt = f" · valid WER {100 * info['valid_wer']:.1f}%" if isinstance(info["valid_wer"], (int, float)) else ""
-    st.caption(f"Student: {state.checkpoint_name(student.path)} — {info['recipe']} {info['family']}, "
+    st.caption(f"Student: {checkpoint_name(student.path)} — {info['recipe']} {info['family']}, "
                f"{info['layers']} modules, d={info['d_model']}, {info['params_m']:.2f} M params{wer_txt}")
     if info["protected"]:
         st.caption(f"Trained never to drop {', '.join(info['protected'])}: masks without "
@@ -38,7 +43,7 @@ def audio_problem(exc: BaseException) -> str:
 def audio_section():
     """Returns (clip or None, reference text)."""
     try:
-        samples = state.load_samples()
+        samples = load_samples()
         sample_problem = None
     except (OSError, ValueError) as exc:
         samples, sample_problem = [], str(exc).splitlines()[0]
@@ -50,16 +55,16 @@ def audio_section():
         if sample_problem:
             st.warning(f"The sample set cannot be read — {sample_problem}")
         if not samples:
-            st.info(f"No sample clips found ({state.samples_manifest()}). Record or upload a clip instead.")
+            st.info(f"No sample clips found ({samples_manifest()}). Record or upload a clip instead.")
         else:
             paths = [r["audio_filepath"] for r in samples]
             by_path = {r["audio_filepath"]: r for r in samples}
-            choice = st.selectbox("Sample clip", paths, format_func=lambda p: state.sample_label(by_path[p]),
+            choice = st.selectbox("Sample clip", paths, format_func=lambda p: sample_label(by_path[p]),
                                   key="sample_choice")
             row = by_path[choice]
             reference_default = str(row.get("text", ""))
             try:
-                clip = state.load_clip_file(choice)
+                clip = load_clip_file(choice)
             except (ValueError, OSError) as exc:
                 error = str(exc).splitlines()[0]
             else:
@@ -68,7 +73,7 @@ def audio_section():
         rec = st.audio_input("Record from your microphone", sample_rate=SAMPLE_RATE, key="recording")
         if rec is not None:
             try:
-                clip = state.load_clip_bytes(rec.getvalue(), rec.name or "recording.wav")
+                clip = load_clip_bytes(rec.getvalue(), rec.name or "recording.wav")
             except (ValueError, OSError) as exc:
                 error = audio_problem(exc)
     else:
@@ -77,7 +82,7 @@ def audio_section():
         if up is not None:
             data = up.getvalue()
             try:
-                clip = state.load_clip_bytes(data, up.name)
+                clip = load_clip_bytes(data, up.name)
             except (ValueError, OSError) as exc:
                 error = audio_problem(exc)
             else:
@@ -105,8 +110,8 @@ def audio_section():
 
 module_names = student.model.module_names
 n_layers = len(module_names)
-ckpt_key = state.checkpoint_key(student.path)
-teacher_key = state.checkpoint_key(teacher.path) if teacher is not None else None
+ckpt_key = checkpoint_key(student.path)
+teacher_key = checkpoint_key(teacher.path) if teacher is not None else None
 
 left, right = st.columns([1, 1.6], gap="large")
 with left:
@@ -118,18 +123,18 @@ def best_k(k: int):
     the student's own full-depth output)."""
     if clip is None:
         return None
-    own = state.student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"]
+    own = student_result(ckpt_key, clip.digest, (True,) * n_layers, None, student, clip.samples)["log_probs"]
     ref, ref_key = own, None
     if teacher is not None:
-        t_lp = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples)["log_probs"]
+        t_lp = teacher_result(teacher_key, clip.digest, teacher, clip.samples)["log_probs"]
         if t_lp.shape[0] == own.shape[0]:
             ref, ref_key = t_lp, teacher_key
-    return state.best_mask(ckpt_key, clip.digest, k, ref_key, st.session_state.get("reference", ""),
-                           student, clip.samples, ref)
+    return best_mask(ckpt_key, clip.digest, k, ref_key, st.session_state.get("reference", ""),
+                     student, clip.samples, ref)
 
 
 def kept_gflops(k: int) -> float:
-    return state.gflops_for(student, len(clip.samples), tuple(masks.preset("first_k", n_layers, k)))
+    return gflops_for(student, len(clip.samples), tuple(masks.preset("first_k", n_layers, k)))
 
 
 with right:
@@ -148,12 +153,12 @@ if clip is None:
 t_res = None
 if teacher is not None:
     try:
-        t_res = state.teacher_result(teacher_key, clip.digest, teacher, clip.samples)
+        t_res = teacher_result(teacher_key, clip.digest, teacher, clip.samples)
     except (RuntimeError, ValueError) as exc:
         st.error(f"The teacher cannot run on this clip — {one_line(exc)}", icon=":material/error:")
 try:
-    res = state.student_result(ckpt_key, clip.digest, mask, teacher_key, student, clip.samples,
-                               t_res["log_probs"] if t_res else None)
+    res = student_result(ckpt_key, clip.digest, mask, teacher_key, student, clip.samples,
+                         t_res["log_probs"] if t_res else None)
 except (RuntimeError, ValueError) as exc:
     st.error(f"The student cannot run on this clip — {one_line(exc)}", icon=":material/error:")
     st.stop()
@@ -164,17 +169,17 @@ decoder = st.segmented_control("Decoder", list(DECODER_LABELS), format_func=DECO
                                     "spellings of real words, scored by a word language model (fewer misspellings).")
 use_beam = False
 if decoder in ("beam", "both"):
-    ready, why = state.beam_ready(tuple(student.config.vocab))
+    ready, why = beam_ready(tuple(student.config.vocab))
     use_beam = ready
     if not ready:
         st.caption(f"Beam decoding is unavailable here ({why}); showing greedy transcripts.")
-s_beam = state.beam_text(ckpt_key, clip.digest, mask, student, res["log_probs"]) if use_beam else None
-t_beam = (state.beam_text(teacher_key, clip.digest, masks.Mask.full(teacher.model.module_names), teacher,
-                          t_res["log_probs"]) if use_beam and t_res is not None else None)
+s_beam = beam_text(ckpt_key, clip.digest, mask, student, res["log_probs"]) if use_beam else None
+t_beam = (beam_text(teacher_key, clip.digest, masks.Mask.full(teacher.model.module_names), teacher,
+                    t_res["log_probs"]) if use_beam and t_res is not None else None)
 s_text = s_beam if s_beam is not None else res["text"]
 t_text = t_beam if t_beam is not None else (t_res["text"] if t_res else "")
-s_score = state.score(reference, s_text)
-t_score = state.score(reference, t_text) if t_res else None
+s_score = score(reference, s_text)
+t_score = score(reference, t_text) if t_res else None
 
 saved = 100 * (1 - res["gflops"] / res["gflops_full"]) if res["gflops_full"] else 0.0
 m1, m2, m3, m4, m5 = st.columns(5)
@@ -231,7 +236,7 @@ with c_t:
 if not s_score:
     st.caption("Add a reference text to get WER / CER and the coloured word diff.")
 
-spec = state.logmel(clip.digest, clip.samples)
+spec = logmel(clip.digest, clip.samples)
 st.plotly_chart(plots.spectrogram_posteriorgram(spec, 0.01, res["posteriors"], res["frame_sec"],
                                                 student.config.vocab),
                 key="spec_plot", config={"displaylogo": False}, theme=None)   # theme=None: keep its colour scale
@@ -255,9 +260,9 @@ with kl_section:
             with st.spinner("Drop-one view…"):
                 ref = t_res["log_probs"] if res["reference"] == "teacher" else res["log_probs"]
                 try:
-                    drop = state.drop_one_result(ckpt_key, clip.digest, mask,
-                                                 teacher_key if res["reference"] == "teacher" else None,
-                                                 student, clip.samples, ref)
+                    drop = drop_one_result(ckpt_key, clip.digest, mask,
+                                           teacher_key if res["reference"] == "teacher" else None,
+                                           student, clip.samples, ref)
                 except (RuntimeError, ValueError) as exc:
                     drop = None
                     st.error(f"Drop-one view unavailable — {one_line(exc)}", icon=":material/error:")

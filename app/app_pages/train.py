@@ -10,7 +10,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import jobs, state
+from app import jobs
+from app.state.access import manifest_problem, training_enabled
+from app.state.checkpoints import find_checkpoints, model_config_of
+from app.state.paths import default_teacher, jobs_dir
 from app.views import plots
 from dld_core import masks
 from dld_core.config import RECIPE_LABELS, TrainConfig
@@ -30,7 +33,7 @@ FORM_KEYS = ("train_recipe", "train_teacher", "train_data", "train_hours", "trai
              "train_size", "train_epochs", "train_max_steps", "train_threads", "train_batch_seconds", "train_seed",
              "train_keep_prob", "train_gate_unit", "train_protected", "train_lambda", "train_tau")
 
-root = state.jobs_dir()
+root = jobs_dir()
 
 
 def saved(key: str, fallback):
@@ -78,7 +81,7 @@ def start(spec: jobs.TrainSpec) -> None:
 
 busy = jobs.running(root, "train")
 left, right = st.columns([1, 1.5], gap="large")
-if not state.training_enabled():
+if not training_enabled():
     left.info("Training is turned off on this server (DLD_TRAINING=off); past trainings are shown on the right.",
               icon=":material/block:")
 with left, st.container(border=True):
@@ -89,10 +92,10 @@ with left, st.container(border=True):
                                        "dropping. DLD: layer dropping plus distillation from the teacher.")
     teacher_path = None
     if recipe in ("ld", "dld"):
-        teachers = [e for e in state.find_checkpoints() if e.recipe == "teacher"]
+        teachers = [e for e in find_checkpoints() if e.recipe == "teacher"]
         if teachers:
             paths = [str(e.path) for e in teachers]
-            default = saved("train_teacher", str(state.default_teacher()))
+            default = saved("train_teacher", str(default_teacher()))
             teacher_path = st.selectbox("Teacher", paths, index=paths.index(default) if default in paths else 0,
                                         format_func=lambda p: next(e.label for e in teachers if str(e.path) == p),
                                         key="train_teacher",
@@ -124,7 +127,7 @@ with left, st.container(border=True):
                                          "OpenAI's pretrained encoder (slower per step, far more accurate).")
     epochs = st.number_input("Epochs", min_value=1, max_value=500, value=saved("train_epochs", 3), step=1,
                              key="train_epochs")
-    teacher_cfg = state.model_config_of(teacher_path) if teacher_path else None
+    teacher_cfg = model_config_of(teacher_path) if teacher_path else None
     dropping = {}                                   # TrainConfig fields of layer dropping / distillation
     gate_unit = None
     if recipe in ("ld", "dld") and teacher_cfg is not None:
@@ -180,14 +183,14 @@ with left, st.container(border=True):
         problem = "A student needs a teacher."
     elif recipe in ("ld", "dld") and teacher_cfg is None:
         problem = "The teacher's config.json cannot be read: pick another teacher."
-    elif not state.training_enabled():
+    elif not training_enabled():
         problem = "Training is turned off on this server."
     elif data == "manifest":
         if not train_m.strip():
             problem = "Give a training manifest path."
         else:
-            problem = (state.manifest_problem(train_m, "training manifest")
-                       or (state.manifest_problem(valid_m, "validation manifest") if valid_m.strip() else None))
+            problem = (manifest_problem(train_m, "training manifest")
+                       or (manifest_problem(valid_m, "validation manifest") if valid_m.strip() else None))
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
                  disabled=problem is not None, width="stretch"):
         model = SIZES[size][1] if recipe == "teacher" else ({"gate_unit": gate_unit} if gate_unit else {})

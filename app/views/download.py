@@ -1,8 +1,8 @@
 """The "Download this model" control of the Budgets card and of Inspect: the sub-network of the mask in front
 of the user as a zip (dld_core.download: the exported folder and a README on running it with onnxruntime).
 Nothing is exported until the user presses "Prepare download"; zips are cached on disk by (checkpoint, mask,
-format) and shared by every session (state.downloads_dir()). Only the checkpoint's path and the mask are
-used here: the shared cached model is never touched."""
+format) and shared by every session (app.state.paths.downloads_dir()). Only the checkpoint's path and the mask
+are used here: the shared cached model is never touched."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,7 @@ from typing import Sequence
 
 import streamlit as st
 
-from app import state
+from app.state.paths import downloads_dir
 from app.views.messages import one_line
 from dld_core import download
 
@@ -31,7 +31,7 @@ def _control(checkpoint: Path, module_names: Sequence[str], active: tuple, key: 
                        help="ONNX runs with onnxruntime alone (the zip's README shows how); int8 is about half the "
                             "size, with slightly different output; safetensors is a checkpoint DLD Studio loads.")
     try:
-        path = download.cached_zip(state.downloads_dir(), checkpoint, active, fmt)
+        path = download.cached_zip(downloads_dir(), checkpoint, active, fmt)
     except (OSError, ValueError) as exc:
         st.error(f"Cannot export this model — {one_line(exc)}", icon=":material/error:")
         return
@@ -44,7 +44,7 @@ def _control(checkpoint: Path, module_names: Sequence[str], active: tuple, key: 
         slot.empty()                            # the download button takes its place
         try:
             with st.spinner("Exporting the model…"):
-                path = download.prepare_zip(state.downloads_dir(), checkpoint, active, fmt)
+                path = download.prepare_zip(downloads_dir(), checkpoint, active, fmt)
         except Exception as exc:  # noqa: BLE001 - any export failure is one line on the page, never a traceback
             log.warning("export of %s failed", checkpoint, exc_info=True)
             st.error(f"Cannot export this model — {one_line(exc)}", icon=":material/error:")

@@ -6,7 +6,8 @@ from typing import Optional
 
 import streamlit as st
 
-from app import state
+from app.state.checkpoints import CheckpointEntry, find_checkpoints, get_checkpoint
+from app.state.paths import checkpoints_dir, default_student, default_teacher, jobs_dir
 from dld_core.checkpoint import read_config
 from dld_core.safe_io import CheckpointError
 
@@ -28,7 +29,7 @@ def _default_problem(path: Path) -> Optional[str]:
     return None
 
 
-def _pick(label: str, key: str, entries: list[state.CheckpointEntry], default: Path,
+def _pick(label: str, key: str, entries: list[CheckpointEntry], default: Path,
           prefer_recipes: tuple[str, ...], help: str) -> Optional[Path]:
     if not entries:
         return None
@@ -50,26 +51,26 @@ def _pick(label: str, key: str, entries: list[state.CheckpointEntry], default: P
 def model_pickers(need_teacher: bool = True) -> tuple[Optional[Path], Optional[Path]]:
     """Sidebar pickers. Shows one-line errors (never a traceback) and returns (student, teacher) paths;
     student is None when nothing usable exists (the caller stops)."""
-    entries = state.find_checkpoints()
+    entries = find_checkpoints()
     students = [e for e in entries if e.recipe != "teacher"] or entries
     teachers = [e for e in entries if e.recipe == "teacher"]
     with st.sidebar:
         st.markdown("**Models**")
-        problem = _default_problem(state.default_student())
+        problem = _default_problem(default_student())
         if problem:
             st.error(f"Default student unusable — {problem}", icon=":material/error:")
-        student = _pick("Student", "student_ckpt", students, state.default_student(), ("dld", "ld"),
+        student = _pick("Student", "student_ckpt", students, default_student(), ("dld", "ld"),
                         "Any checkpoint folder under checkpoints/ or made by the Train page. " + VALID_WER_HELP)
         teacher = None
         if need_teacher:
-            problem = _default_problem(state.default_teacher())
+            problem = _default_problem(default_teacher())
             if problem:
                 st.error(f"Default teacher unusable — {problem}", icon=":material/error:")
-            teacher = _pick("Teacher", "teacher_ckpt", teachers, state.default_teacher(), ("teacher",),
+            teacher = _pick("Teacher", "teacher_ckpt", teachers, default_teacher(), ("teacher",),
                             "The full-depth teacher used for the reference transcript and the KL views. "
                             + VALID_WER_HELP)
     if student is None:
-        st.error(f"No checkpoints found under {state.checkpoints_dir()} or {state.jobs_dir()} — "
+        st.error(f"No checkpoints found under {checkpoints_dir()} or {jobs_dir()} — "
                  "add a checkpoint folder or train one on the Train page.", icon=":material/error:")
     elif need_teacher and teacher is None:
         st.error("No teacher checkpoint found (expected checkpoints/teacher): the teacher transcript and "
@@ -82,7 +83,7 @@ def load_or_error(path: Optional[Path], role: str):
     if path is None:
         return None
     try:
-        return state.get_checkpoint(path)
+        return get_checkpoint(path)
     except CheckpointError as exc:
         st.error(f"{role} checkpoint cannot be used — {exc}", icon=":material/error:")
     except (OSError, RuntimeError, ValueError) as exc:

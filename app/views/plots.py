@@ -11,7 +11,6 @@ from plotly.subplots import make_subplots
 
 # One colour per recipe, reused by every chart so "DLD" always looks the same.
 RECIPE_COLORS = {"teacher": "#0f172a", "ld": "#f59e0b", "dld": "#4f46e5", "unknown": "#64748b"}
-from dld_core.config import RECIPE_LABELS as RECIPE_NAMES
 MARGIN = dict(l=10, r=10, t=40, b=10)
 FONT = dict(family="Inter, system-ui, sans-serif", size=12)
 

@@ -30,7 +30,7 @@ from torch import nn
 from ..audio import SAMPLE_RATE
 from ..config import ModelConfig
 from ..frames import HOP_LENGTH, WIN_LENGTH as N_FFT   # 100 mel frames/s; conv2's stride 2 -> 50 frames/s
-from ..pretrained import read_whisper_encoder
+from ..pretrained import DECODER_DIM_BOUNDS, read_whisper_encoder
 from ..safe_io import CheckpointError
 from . import GateChoice, frames_line_up
 
@@ -104,7 +104,13 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
 
 
+KV = tuple[torch.Tensor, torch.Tensor]          # keys, values [B, heads, frames or tokens, head dim]
+
+
 class MultiHeadAttention(nn.Module):
+    """Whisper's attention, for the encoder (self-attention) and the text decoder (cached self-attention and
+    cross-attention on the audio: keys/values given)."""
+
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
@@ -113,13 +119,25 @@ class MultiHeadAttention(nn.Module):
         self.value = nn.Linear(n_state, n_state)
         self.out = nn.Linear(n_state, n_state)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x [B, T, D]; mask: None or bool [B or 1, 1, 1, T], True at keys that may be attended."""
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = (proj(x).view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
-                   for proj in (self.query, self.key, self.value))
+        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+
+    def key_value(self, x: torch.Tensor) -> KV:
+        return self.heads(self.key(x)), self.heads(self.value(x))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, kv: Optional[KV] = None) -> torch.Tensor:
+        """x [B, T, D] queries; keys/values: `kv` [B or 1, H, S, dh] where given, else x's own; mask: None or
+        bool broadcastable to [B, H, T, S], True where a query may look."""
+        q = self.heads(self.query(x))
+        if kv is None:
+            k, v = self.key_value(x)
+        else:
+            k, v = kv
+            if k.shape[0] != q.shape[0]:
+                k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
         wv = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(wv.transpose(1, 2).reshape(b, t, d))
+        return self.out(wv.transpose(1, 2).flatten(2))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -267,6 +285,25 @@ def validate(cfg) -> None:
                 or not all(isinstance(p, str) and p in SUB_BLOCKS for p in sub_blocks) or not any(sub_blocks)):
             raise ValueError(f"sub_blocks must list one of 'AM', 'A', 'M' or '' for each of the {cfg.n_layers} "
                              f"blocks (at least one not empty), got {str(sub_blocks)[:80]}")
+    validate_decoder(cfg)
+
+
+DECODER_DIMS = ("n_vocab", "n_ctx", "n_layers", "n_heads", "ffn_dim")
+
+
+def validate_decoder(cfg) -> None:
+    """cfg.decoder: empty (a CTC model) or Whisper's text decoder dims (DECODER_DIMS), each a positive integer
+    within dld_core.pretrained's bounds, its heads dividing the encoder's width d_model."""
+    dims = getattr(cfg, "decoder", {})
+    if dims == {}:
+        return
+    if not isinstance(dims, dict) or sorted(dims) != sorted(DECODER_DIMS):
+        raise ValueError(f"decoder must be empty or hold exactly {', '.join(DECODER_DIMS)}, got {str(dims)[:80]}")
+    for name, value in dims.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= DECODER_DIM_BOUNDS[name]:
+            raise ValueError(f"decoder {name}={value!r} is outside 1..{DECODER_DIM_BOUNDS[name]}")
+    if cfg.d_model % dims["n_heads"]:
+        raise ValueError(f"the decoder's {dims['n_heads']} heads do not divide d_model={cfg.d_model}")
 
 
 PRETRAINED_DIMS = ("n_mels", "d_model", "n_layers", "n_heads", "ffn_dim", "max_frames")

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..pretrained import read_whisper_decoder, read_whisper_tokenizer
+from .whisper import KV, MultiHeadAttention
 
-KV = tuple[torch.Tensor, torch.Tensor]          # keys, values [B, heads, frames or tokens, head dim]
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -94,32 +94,6 @@ class DecoderState:
                 self.cross_mask = self.cross_mask[index]
 
 
-class MultiHeadAttention(nn.Module):
-    def __init__(self, n_state: int, n_head: int):
-        super().__init__()
-        self.n_head = n_head
-        self.query = nn.Linear(n_state, n_state)
-        self.key = nn.Linear(n_state, n_state, bias=False)
-        self.value = nn.Linear(n_state, n_state)
-        self.out = nn.Linear(n_state, n_state)
-
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
-
-    def key_value(self, x: torch.Tensor) -> KV:
-        return self.heads(self.key(x)), self.heads(self.value(x))
-
-    def forward(self, x: torch.Tensor, kv: KV, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x [B, n, D] queries; kv keys/values [B or 1, H, S, dh]; mask bool, True where a query may look."""
-        q = self.heads(self.query(x))
-        k, v = kv
-        if k.shape[0] != q.shape[0]:
-            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
-        wv = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(wv.transpose(1, 2).flatten(2))
-
-
 class ResidualAttentionBlock(nn.Module):
     """x + attn(attn_ln(x)) (causal, cached), x + cross_attn(cross_attn_ln(x), audio), x + mlp(mlp_ln(x))."""
 
@@ -139,8 +113,8 @@ class ResidualAttentionBlock(nn.Module):
         k, v = self.attn.key_value(h)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        x = x + self.attn(h, (k, v), self_mask)
-        x = x + self.cross_attn(self.cross_attn_ln(x), cross, cross_mask)
+        x = x + self.attn(h, self_mask, kv=(k, v))
+        x = x + self.cross_attn(self.cross_attn_ln(x), cross_mask, kv=cross)
         return x + self.mlp(self.mlp_ln(x)), (k, v)
 
 
@@ -199,6 +173,12 @@ class TextDecoder(nn.Module):
         if getattr(self, "_half", (None,))[0] != key:
             self._half = (key, weight.detach().half())
         return self._half[1]
+
+
+def decoder_from_config(cfg) -> TextDecoder:
+    """A text decoder of a whisper ModelConfig's `decoder` dims, as wide as its encoder (d_model): the decoder of an
+    encoder-decoder student (dld_core/model.py)."""
+    return TextDecoder(d_model=cfg.d_model, **cfg.decoder)
 
 
 def load_text_decoder(path=None) -> TextDecoder:

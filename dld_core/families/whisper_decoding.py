@@ -110,6 +110,32 @@ def run_encoder(encoder: W.Encoder, features: torch.Tensor, lengths: torch.Tenso
     return encode(encoder, features, lengths, as_bools(active, len(encoder.modules_at)))
 
 
+# The encoder side of the input modes, with or without autograd (inference here, training in dld_core/seq2seq.py)
+
+def padded_states(encoder: W.Encoder, features: torch.Tensor, active=None) -> torch.Tensor:
+    """The "padded" mode: log-mel features [B, T, n_mels] followed by zero frames up to 30 s (a batch's padded
+    frames are zeros already), every frame valid -> encoder output [B, 1500, D]."""
+    features = torch.nn.functional.pad(features, (0, 0, 0, 2 * encoder.max_frames - features.shape[1]))
+    frames = torch.full((features.shape[0],), features.shape[1], device=features.device)
+    return run_encoder(encoder, features, frames, active)[0]
+
+
+def level_tail(encoder: W.Encoder, active=None, level: float = 0.0) -> torch.Tensor:
+    """[1, 1500, D] the encoder output of 30 s of log-mel frames at `level` (0: zero padding)."""
+    n = 2 * encoder.max_frames
+    features = torch.full((1, n, encoder.conv1.in_channels), level, device=encoder.conv1.weight.device)
+    return run_encoder(encoder, features, torch.tensor([n], device=features.device), active)[0]
+
+
+def with_tail(states: torch.Tensor, lengths: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+    """The "clip" mode: each row's valid frames of `states` [B, T', D] (lengths [B]), then its tail (`tails`
+    [B or 1, S, D]) from the clip's last frame on -> [B, S, D]."""
+    frames = tails.shape[1]
+    states = torch.nn.functional.pad(states, (0, 0, 0, frames - states.shape[1]))
+    valid = torch.arange(frames, device=states.device)[None, :] < lengths[:, None]
+    return torch.where(valid[:, :, None], states, tails.to(states.dtype))
+
+
 def repeat_cut(tokens: Sequence[int], max_repeats: Optional[int], max_ngram: int = REPEAT_NGRAM) -> int:
     """n if `tokens` ends with more than max_repeats consecutive copies of one n-gram (n <= max_ngram, the
     smallest such n), else 0."""
@@ -304,21 +330,15 @@ class WhisperSeq2Seq(nn.Module):
         else:
             batch, lengths = pad_waveforms(wavs)
         feats, frames = self.features(batch.to(device), lengths.to(device))
-        if mode == "padded":
-            if padding == "zero":            # the batch's padded frames are zeros already (Features)
-                feats = torch.nn.functional.pad(feats, (0, 0, 0, 2 * self.encoder.max_frames - feats.shape[1]))
-                frames = torch.full_like(frames, feats.shape[1])
-            return AudioMemory(run_encoder(self.encoder, feats, frames, active)[0], None, seconds)
+        if mode == "padded":                 # (silence: 30 s of samples already; zero: padded here)
+            return AudioMemory(padded_states(self.encoder, feats, active), None, seconds)
         states, out_lengths = run_encoder(self.encoder, feats, frames, active)
         if mode == "clip_bare":
             valid = torch.arange(states.shape[1], device=device)[None, :] < out_lengths[:, None]
             return AudioMemory(states, None if bool(valid.all()) else valid, seconds)
         levels = self._silence_levels(feats, frames) if padding == "silence" else [0.0] * len(wavs)
-        rows = []
-        for i, n in enumerate(out_lengths.tolist()):
-            tail = self.padding_tail(active, levels[i])
-            rows.append(torch.cat([states[i, :n], tail[n:]]))
-        return AudioMemory(torch.stack(rows), None, seconds)
+        tails = torch.stack([self.padding_tail(active, level) for level in levels])
+        return AudioMemory(with_tail(states, out_lengths, tails), None, seconds)
 
     @staticmethod
     def _silence_levels(feats: torch.Tensor, frames: torch.Tensor) -> list[float]:
@@ -338,9 +358,7 @@ class WhisperSeq2Seq(nn.Module):
         weights = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.encoder.parameters())
         key = (mask, level, weights)
         if key not in self._tails:
-            n = 2 * self.encoder.max_frames
-            feats = torch.full((1, n, self.encoder.conv1.in_channels), level, device=self.decoder.ln.weight.device)
-            self._tails[key] = run_encoder(self.encoder, feats, torch.tensor([n], device=feats.device), mask)[0][0]
+            self._tails[key] = level_tail(self.encoder, mask, level)[0]
             while len(self._tails) > TAIL_CACHE:
                 self._tails.popitem(last=False)
         self._tails.move_to_end(key)

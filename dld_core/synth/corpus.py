@@ -182,7 +182,11 @@ def _worker_pool(initializer=_worker_signals, initargs=()):
     Workers come from a fork server (a fresh, single-threaded interpreter), never forked from the caller: a
     caller with threads (torch's pool, a test runner, a Streamlit server) can hold a lock at fork time that no
     forked child ever sees released, and a build forked from the 400th test of the suite hung for an hour."""
-    ctx = mp.get_context("forkserver") if "forkserver" in mp.get_all_start_methods() else mp.get_context("spawn")
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])    # the server imports this module once; workers start warm
+    else:
+        ctx = mp.get_context("spawn")
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         pool = ctx.Pool(WORKERS, initializer=initializer, initargs=initargs)

@@ -27,6 +27,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = REPO / "test-artifacts"
+# How long a browser test waits for the app to say it is done (its status widget gone, a result drawn): a
+# safety net sized for a busy machine (a training on both cores), not for an idle one; each wait ends as soon
+# as the app signals, and pytest-timeout (pyproject.toml, 600 s) ends a test that hangs.
+APP_WAIT_MS = 480_000
 BROWSER_MARKS = [pytest.mark.browser, pytest.mark.slow,
                  pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")]
 
@@ -112,7 +116,7 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def wait_idle(page, timeout: float = 60_000) -> None:
+def wait_idle(page, timeout: float = APP_WAIT_MS) -> None:
     """Streamlit shows a 'running' status widget while the script runs; wait until it is gone."""
     page.wait_for_timeout(300)
     page.wait_for_function(

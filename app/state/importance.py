@@ -1,0 +1,45 @@
+"""The Layer importance page's data: the evaluation sets it offers (and how to build a missing one) and the
+cached importance report (dld_core.layers.importance_report) over a set's clips."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import streamlit as st
+
+from app.state.paths import corpus_dir, samples_manifest
+from app.state.result_files import SAMPLES_NAME
+from dld_core.checkpoint import Checkpoint
+from dld_core.eval_sets import EVAL_SETS
+
+IMPORTANCE_RESAMPLES = 1000     # bootstrap resamples over utterances for the ΔWER intervals (seed 0)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def importance_over_samples(ckpt_key: str, teacher_key: Optional[str], samples_key_: str, criterion: str,
+                            _ckpt: Checkpoint, _teacher: Optional[Checkpoint], _rows: Sequence[dict],
+                            base_mask: Optional[tuple[bool, ...]] = None,
+                            resamples: int = IMPORTANCE_RESAMPLES) -> dict:
+    """dld_core.layers.importance_report over the rows' clips: drop-one from `base_mask` (None: full depth)
+    with bootstrap intervals of ΔWER, and the greedy drop path from the same mask."""
+    from dld_core.audio import load_audio
+    from dld_core.layers import importance_report
+
+    clips = [(load_audio(r["audio_filepath"]).samples, str(r.get("text", ""))) for r in _rows]
+    teacher = _teacher.model if _teacher is not None else None
+    return importance_report(_ckpt.model, teacher, clips, base_active=None if base_mask is None else list(base_mask),
+                             criterion=criterion, resamples=resamples, seed=0)
+
+
+def importance_sets(present_only: bool = True) -> dict[str, tuple[str, Path]]:
+    """Evaluation sets the Layer importance page offers, {key: (label, manifest)}: the sample clips, then the
+    test sets of dld_core.eval_sets; only those present on this server unless present_only is False."""
+    candidates = {"samples": (SAMPLES_NAME, samples_manifest()),
+                  **{s.key: (s.name, s.path(corpus_dir())) for s in EVAL_SETS}}
+    return {k: (label, path) for k, (label, path) in candidates.items() if path.is_file() or not present_only}
+
+
+# How to build each evaluation set that is not on this server (the commands of scripts/make_checkpoints.sh).
+EVAL_SET_BUILD = {"synthetic_test": "python -m dld_core synth --out corpus/whisper --hours 5.5 --seed 1",
+                  "fsdd_test": "python -m dld_core synth --out corpus/whisper --hours 5.5 --seed 1",
+                  "real_dev": "python -m dld_core real-dev --out corpus/real_dev"}

@@ -1,0 +1,246 @@
+"""Encoder-decoder students: the gated Whisper encoder with Whisper's text decoder (TrainConfig.objective "seq2seq").
+
+What differs from the CTC objective, for dld_core/train.py's one loop (``Trainer``) and dld_core/evaluate.py:
+
+* the model: a whisper ``DynamicCTCModel`` whose config holds the text decoder's dims (``ModelConfig.decoder``,
+  read from the pretrained folder by :func:`with_decoder`) holds the decoder as ``model.decoder``; its weights
+  come from that folder (:func:`load_decoder`) and are saved with the encoder and CTC head, so a checkpoint is
+  one safetensors file. :func:`text_model` makes it a ``WhisperSeq2Seq`` (greedy and beam search);
+  ``model.forward(features, lengths, active=mask)`` still gives the CTC log-probs.
+* the targets: the reference text as Whisper tokens (the bundled tiny.en tokenizer), after the prompt
+  <|startoftranscript|><|notimestamps|>, ending with <|endoftext|> (:func:`token_batch`);
+* the loss (:class:`Seq2SeqObjective`): teacher-forced cross-entropy of those tokens (no label smoothing) +
+  ctc_weight x CTC of the encoder's head, + for dld kd_lambda x tau^2 x KL(teacher || student) on the token
+  posteriors, the teacher being the unchanged pretrained Whisper on 30 s padded input (:class:`PretrainedTeacher`:
+  run every step for the whole-vocabulary KL, or its top-K tokens cached per batch in fp16, kd_top_k);
+* the student's encoder input (TrainConfig.input_mode): "padded" (30 s: one more encoder pass of B x 30 s) or
+  "clip" (the clip, then the encoder output of 30 s of zero frames, one pass per step shared by the batch), with
+  gradients through both (:class:`StudentNet`, what DDP wraps);
+* validation: greedy text-decoder WER with the length guard (:func:`validate`); evaluation: :class:`TextRunner`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig, TrainConfig
+from .data import SpeechDataset, bucket_batches
+from .families.whisper import DECODER_DIMS
+from .families.whisper_decoder import WhisperTokenizer, load_tokenizer
+from .families.whisper_decoding import (DecodeOptions, WhisperSeq2Seq, level_tail, padded_states, run_encoder,
+                                        spoken_text, with_tail)
+from .losses import ctc_loss, distillation_kl, distillation_kl_top_k, token_cross_entropy
+from .masks import as_bools
+from .metrics import wer
+from .model import DynamicCTCModel, ModelOutput
+from .pretrained import read_whisper_decoder
+
+TEXT_DECODERS = ("whisper", "whisper-beam")     # evaluate --decoder: the text decoder, greedy / beam search
+
+
+# ------------------------------------------------------------------------------------------------ the model
+
+def student_overrides(teacher_cfg: Optional[ModelConfig], overrides: dict) -> dict:
+    """The model options of a fresh seq2seq student: the whisper family (the text decoder is Whisper's); any other
+    family is refused in one line."""
+    family = overrides.get("family", teacher_cfg.family if teacher_cfg is not None else "whisper")
+    if family != "whisper":
+        raise ValueError(f"--objective seq2seq needs the whisper family (Whisper's text decoder), not {family}")
+    return {**overrides, "family": "whisper"}
+
+
+def with_decoder(model_cfg: ModelConfig, source: str) -> ModelConfig:
+    """`model_cfg` (whisper family) with the text decoder dims of the pretrained CTranslate2 folder `source`."""
+    dims = read_whisper_decoder(source).dims
+    if dims["d_model"] != model_cfg.d_model:
+        raise ValueError(f"the pretrained text decoder is {dims['d_model']} wide, the encoder {model_cfg.d_model}")
+    return dataclasses.replace(model_cfg, decoder={k: dims[k] for k in DECODER_DIMS})
+
+
+def load_decoder(model: DynamicCTCModel, source: str) -> str:
+    """The pretrained text decoder's weights into model.decoder; returns their one-line source."""
+    weights = read_whisper_decoder(source)
+    with torch.no_grad():
+        model.decoder.load_state_dict(weights.tensors, strict=True)
+    return weights.source
+
+
+def tokenizer_for(model: DynamicCTCModel) -> WhisperTokenizer:
+    """The text decoder's tokenizer: the bundled tiny.en's (Whisper's English vocabulary), for training and decoding."""
+    return _tokenizer(model.config.decoder["n_vocab"])
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer(n_vocab: int) -> WhisperTokenizer:
+    return load_tokenizer(None, n_vocab)
+
+
+def text_model(model: DynamicCTCModel) -> WhisperSeq2Seq:
+    """The encoder-decoder student as a WhisperSeq2Seq (transcribe with any layer mask, greedy or beam). It shares
+    the model's modules; its padding tails follow the weights."""
+    if getattr(model, "decoder", None) is None:
+        raise ValueError("this model has no text decoder (train one with --objective seq2seq)")
+    return WhisperSeq2Seq(model.encoder, model.decoder, tokenizer_for(model))
+
+
+def token_batch(tokenizer: WhisperTokenizer, texts: Sequence[str], n_ctx: int, device
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher forcing: (inputs [B, P + n]: the prompt and each text's tokens, right-padded with <|endoftext|>;
+    targets [B, n + 1]: the text's tokens and <|endoftext|>, what the decoder's outputs from position P - 1 on must
+    predict; their lengths [B]). A text is " " + the reference (Whisper's transcripts start with a space), cut to the
+    decoder's n_ctx positions."""
+    prompt = list(tokenizer.sot_sequence)
+    texts = [tokenizer.encode(" " + t.strip())[: n_ctx - len(prompt)] for t in texts]
+    width = max(len(t) for t in texts)
+    inputs = [prompt + t + [tokenizer.eot] * (width - len(t)) for t in texts]
+    targets = [t + [tokenizer.eot] * (width + 1 - len(t)) for t in texts]
+    lengths = [len(t) + 1 for t in texts]
+    return (torch.tensor(inputs, device=device), torch.tensor(targets, device=device),
+            torch.tensor(lengths, device=device))
+
+
+class StudentNet(nn.Module):
+    """The student's training forward (what DDP wraps): the gated encoder with mask `active` on the clips (the CTC
+    head's log-probs, when ctc), the decoder's memory in the student's input mode, and the decoder's teacher-forced
+    logits for `tokens` from the last prompt position on."""
+
+    def __init__(self, model: DynamicCTCModel, mode: str, ctc: bool, prompt: int):
+        super().__init__()
+        self.model, self.mode, self.ctc, self.prompt = model, mode, ctc, prompt
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, active, tokens: torch.Tensor
+                ) -> tuple[Optional[ModelOutput], torch.Tensor]:
+        model, mask = self.model, as_bools(active, self.model.num_modules)
+        out = None
+        if self.mode == "clip":
+            states, out_lengths = run_encoder(model.encoder, features, lengths, mask)
+            out = ModelOutput(model.log_probs(states), out_lengths, None) if self.ctc else None
+            memory = with_tail(states, out_lengths, level_tail(model.encoder, mask))
+        else:
+            out = model(features, lengths, active=mask) if self.ctc else None
+            memory = padded_states(model.encoder, features, mask)
+        logits = model.decoder(tokens, model.decoder.start(memory), cache=False)
+        return out, logits[:, self.prompt - 1:]
+
+
+class PretrainedTeacher:
+    """The unchanged pretrained Whisper (encoder and text decoder, the bundled tiny.en unless --pretrained says
+    otherwise) on 30 s padded input, frozen: its teacher-forced logits of a batch's tokens (top_k 0: computed every
+    step, the KL then covers the whole vocabulary) or its top_k log-probabilities at temperature tau, cached per
+    batch in fp16 (batches hold the same utterances every epoch): after the first epoch no teacher pass."""
+
+    def __init__(self, source: str, device, tau: float, top_k: int):
+        self.model = WhisperSeq2Seq.from_pretrained(source).to(device).requires_grad_(False)
+        self.tau, self.top_k = tau, top_k
+        self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def logits(self, wavs: torch.Tensor, wav_lengths: torch.Tensor, tokens: torch.Tensor, prompt: int) -> torch.Tensor:
+        features, _ = self.model.features(wavs, wav_lengths)
+        memory = padded_states(self.model.encoder, features)
+        return self.model.decoder(tokens, self.model.decoder.start(memory), cache=False)[:, prompt - 1:]
+
+    @torch.no_grad()
+    def top(self, key: tuple, wavs: torch.Tensor, wav_lengths: torch.Tensor, tokens: torch.Tensor, prompt: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The teacher's K most likely tokens at tau: (their log-probabilities [B, L, K], ids [B, L, K], the log of
+        the other tokens' mass [B, L]), kept in fp16 / int32 / fp32."""
+        if key not in self.cache:
+            log_probs = F.log_softmax(self.logits(wavs, wav_lengths, tokens, prompt).float() / self.tau, dim=-1)
+            values, ids = log_probs.topk(min(self.top_k, log_probs.shape[-1]), dim=-1)
+            rest = log_probs.scatter(-1, ids, float("-inf")).logsumexp(-1)
+            self.cache[key] = (values.half().cpu(), ids.int().cpu(), rest.cpu())
+        values, ids, rest = self.cache[key]
+        device = wavs.device
+        return values.to(device).float(), ids.to(device).long(), rest.to(device)
+
+
+class Seq2SeqObjective:
+    """The seq2seq objective of dld_core/train.py's loop (the interface of train.CTCObjective): network(model),
+    losses(...) per step, validate(...) per epoch. Builds the dld teacher and freezes the decoder when asked."""
+
+    def __init__(self, cfg: TrainConfig, model: DynamicCTCModel, device):
+        self.cfg = cfg
+        self.tokenizer = tokenizer_for(model)
+        self.prompt = len(self.tokenizer.sot_sequence)
+        self.n_ctx = model.config.decoder["n_ctx"]
+        model.decoder.requires_grad_(not cfg.freeze_decoder)
+        self.teacher = (PretrainedTeacher(cfg.pretrained, device, cfg.kd_tau, cfg.kd_top_k)
+                        if cfg.recipe == "dld" else None)
+
+    def network(self, model: DynamicCTCModel) -> nn.Module:
+        return StudentNet(model, self.cfg.input_mode, self.cfg.ctc_weight > 0, self.prompt)
+
+    def losses(self, net: nn.Module, batch, indices: list[int], feats: torch.Tensor, lengths: torch.Tensor,
+               active) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        tokens, targets, target_lengths = token_batch(self.tokenizer, batch.texts, self.n_ctx, feats.device)
+        out, logits = net(feats, lengths, active, tokens)
+        zero = torch.zeros((), device=feats.device)
+        loss_ce = token_cross_entropy(logits, targets, target_lengths)
+        loss_ctc = zero if out is None else ctc_loss(out.log_probs, out.lengths, batch.targets, batch.target_lengths)
+        loss_kl = zero
+        if self.teacher is not None and cfg.kd_top_k:
+            top, ids, rest = self.teacher.top(tuple(indices), batch.wavs, batch.wav_lengths, tokens, self.prompt)
+            loss_kl = distillation_kl_top_k(top, ids, logits, target_lengths, cfg.kd_tau, rest)
+        elif self.teacher is not None:
+            teacher = self.teacher.logits(batch.wavs, batch.wav_lengths, tokens, self.prompt)
+            loss_kl = distillation_kl(teacher, logits, target_lengths, cfg.kd_tau)
+        loss = loss_ce + cfg.ctc_weight * loss_ctc + cfg.kd_lambda * loss_kl
+        return {"loss": loss, "ce": loss_ce, "ctc": loss_ctc, "kl": loss_kl}
+
+    def validate(self, model: DynamicCTCModel, dataset: SpeechDataset, device, masks: list) -> list[float]:
+        return validate(model, dataset, masks, self.cfg.input_mode)
+
+
+# --------------------------------------------------------------------------------------- validation, evaluation
+
+@torch.inference_mode()
+def validate(model: DynamicCTCModel, dataset: SpeechDataset, masks: list, mode: str = "padded",
+             batch_seconds: float = 60.0) -> list[float]:
+    """Greedy text-decoder WER on the dataset for each mask (None = all modules), length guard and repetition stop
+    on (DecodeOptions' defaults), Whisper's text compared after spoken_text and the project's normaliser. (The
+    decoder's cross-attention keeps 1500 frames x 8 x d_model floats per clip, 18 MB for tiny.en: batches are
+    small.)"""
+    model.eval()
+    seq2seq = text_model(model)
+    hyps: list[list[str]] = [[] for _ in masks]
+    refs: list[str] = []
+    for indices in bucket_batches(dataset.durations, batch_seconds, seed=0, epoch=0):
+        wavs = [dataset.waveform(i) for i in indices]
+        refs.extend(dataset.rows[i]["text"] for i in indices)
+        for m, mask in enumerate(masks):
+            hyps[m].extend(spoken_text(h.text) for h in seq2seq.transcribe(wavs, active=mask, mode=mode))
+    model.train()
+    return [wer(refs, h) for h in hyps]
+
+
+class TextRunner:
+    """dld_core/evaluate.py's per-batch step for the text decoder: per mask, one encoder pass in `mode`, decoded by
+    each of `decoders` (TEXT_DECODERS: greedy, beam of beam_size); the seconds are the encoder pass plus that
+    decoder's search."""
+
+    def __init__(self, model: DynamicCTCModel, decoders: Sequence[str], mode: str, beam_size: int = 5):
+        self.seq2seq = text_model(model)
+        self.mode = mode
+        self.options = {d: DecodeOptions(beam_size=beam_size if d == "whisper-beam" else 1) for d in decoders}
+
+    def prepare(self, waveforms: Sequence) -> Sequence:
+        return waveforms
+
+    def run(self, waveforms: Sequence, mask) -> tuple[dict[str, list[str]], dict[str, float]]:
+        start = time.perf_counter()
+        memory = self.seq2seq.encode(waveforms, active=mask, mode=self.mode)
+        encoded = time.perf_counter() - start
+        texts, seconds = {}, {}
+        for name, options in self.options.items():
+            start = time.perf_counter()
+            texts[name] = [spoken_text(h.text) for h in self.seq2seq.decode(memory, options)]
+            seconds[name] = encoded + time.perf_counter() - start
+        return texts, seconds

@@ -1,0 +1,321 @@
+"""Encoder-decoder students (dld_core/seq2seq.py, TrainConfig.objective "seq2seq"): the gated Whisper encoder with
+Whisper's text decoder, trained through dld_core/train.py's one loop. Tiny models throughout (a 2-block encoder and a
+1-block decoder written as a CTranslate2 folder next to the real tokenizer); one test loads the real tiny.en."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from dld_core import cli, pretrained
+from dld_core import masks as M
+from dld_core import seq2seq
+from dld_core.checkpoint import load_checkpoint, save_checkpoint
+from dld_core.config import ModelConfig, TrainConfig
+from dld_core.families import whisper as W
+from dld_core.families.whisper_decoder import TextDecoder
+from dld_core.families.whisper_decoding import WhisperSeq2Seq
+from dld_core.losses import distillation_kl, distillation_kl_top_k
+from dld_core.model import DynamicCTCModel
+from dld_core.train import train
+from tests.helpers import REPO, ct2_bytes, write_tiny_corpus
+from tests.test_crash_resume import ENV, cli_in_process, resume_model_weights, start_parked
+from tests.test_whisper import ct2_variables
+from tests.test_whisper_decoder import decoder_variables
+
+# a 10 s "30 s window" (max_frames 500; evaluate counts GFLOPs for 10 s): the tiny corpus's clips are at most 1.4 s
+TINY_ENCODER = dict(family="whisper", d_model=16, n_layers=2, n_heads=2, ffn_dim=32, max_frames=500, dropout=0.0)
+TINY_DECODER = dict(n_vocab=51864, n_ctx=32, d_model=16, n_layers=1, n_heads=2, ffn_dim=32)
+FAST = dict(objective="seq2seq", lr=3e-3, warmup_steps=1, batch_seconds=8.0, spec_augment=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    """A CTranslate2 Whisper folder holding a tiny random encoder and decoder (float16, as converted models are)
+    and the bundled tiny.en's tokenizer.json and config.json."""
+    torch.manual_seed(0)
+    encoder = W.Encoder(ModelConfig(**TINY_ENCODER))
+    decoder = TextDecoder(**TINY_DECODER)
+    with torch.no_grad():
+        decoder.token_embedding.weight.mul_(0.2)          # moderate logits: a learnable start
+    folder = tmp_path_factory.mktemp("tiny_whisper")
+    (folder / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(pretrained.default_model_dir() / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict:
+    return write_tiny_corpus(tmp_path_factory.mktemp("s2s_corpus"), n=12)
+
+
+def student(folder: Path) -> DynamicCTCModel:
+    """A fresh seq2seq student of the tiny folder: its encoder and decoder, a new CTC head."""
+    cfg = seq2seq.with_decoder(W.config_from_pretrained(folder, dropout=0.0), str(folder))
+    model = DynamicCTCModel(cfg)
+    W.load_pretrained(model, folder)
+    seq2seq.load_decoder(model, str(folder))
+    return model
+
+
+def step_log(out: Path) -> list[dict]:
+    return [e for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if e["event"] == "step"]
+
+
+# -------------------------------------------------------------------------------------------- targets, losses
+
+def test_token_batch_is_prompt_text_and_endoftext():
+    tok = seq2seq._tokenizer(51864)
+    inputs, targets, lengths = seq2seq.token_batch(tok, ["and god said", "light"], n_ctx=448, device="cpu")
+    said, light = tok.encode(" and god said"), tok.encode(" light")
+    assert inputs.tolist() == [[50257, 50362, *said], [50257, 50362, *light] + [tok.eot] * (len(said) - len(light))]
+    assert targets[0].tolist() == [*said, tok.eot] and targets[1, : len(light) + 1].tolist() == [*light, tok.eot]
+    assert lengths.tolist() == [len(said) + 1, len(light) + 1]
+    cut, _, cut_lengths = seq2seq.token_batch(tok, ["one two three four five six"], n_ctx=5, device="cpu")
+    assert cut.shape == (1, 5) and cut_lengths.tolist() == [4]      # the prompt and 3 text tokens; then <|endoftext|>
+
+
+def test_top_k_kl_is_the_whole_kl_with_every_token_and_zero_for_equal_inputs():
+    torch.manual_seed(0)
+    teacher, student_logits = torch.randn(2, 5, 40), torch.randn(2, 5, 40)
+    lengths = torch.tensor([5, 3])
+    tau = 2.0
+    top = torch.log_softmax(teacher / tau, -1)
+    whole = distillation_kl(teacher, student_logits, lengths, tau)
+    ids = torch.arange(40).expand(2, 5, 40)
+    assert distillation_kl_top_k(top, ids, student_logits, lengths, tau).item() == pytest.approx(whole.item(), rel=1e-5)
+    values, k_ids = top.topk(8, -1)
+    partial = distillation_kl_top_k(values, k_ids, student_logits, lengths, tau)
+    assert 0 < partial.item() <= whole.item() + 1e-6                        # K + 1 outcomes: a lower bound
+    assert distillation_kl_top_k(values, k_ids, teacher, lengths, tau).item() == pytest.approx(0.0, abs=1e-6)
+    grad = student_logits.clone().requires_grad_(True)
+    distillation_kl_top_k(top, ids, grad, lengths, tau).backward()          # K = V: no NaN from the empty rest
+    assert torch.isfinite(grad.grad).all()
+
+
+def test_the_kl_is_zero_when_the_student_is_the_teacher_at_full_depth(tiny_whisper, corpus):
+    """The student initialised from the pretrained folder, padded input, no dropout, every module: its token
+    posteriors are the teacher's, so KL = 0 (whole vocabulary) or ~0 (top-K, fp16 cache); the CE is the same."""
+    from dld_core.data import SpeechDataset
+    from dld_core.features import feature_extractor
+    from dld_core.tokenizer import CharTokenizer
+
+    model = student(tiny_whisper)
+    data = SpeechDataset(str(corpus["train"]), CharTokenizer(model.config.vocab))
+    indices = [0, 1, 2]
+    batch = data.collate(indices)
+    feats, lengths = feature_extractor(model.config)(batch.wavs, batch.wav_lengths)
+    kl = {}
+    for top_k in (0, 16):
+        cfg = TrainConfig(recipe="dld", pretrained=str(tiny_whisper), kd_top_k=top_k, **FAST)
+        objective = seq2seq.Seq2SeqObjective(cfg, model, "cpu")
+        with torch.no_grad():
+            losses = objective.losses(objective.network(model).eval(), batch, indices, feats, lengths, None)
+            dropped = objective.losses(objective.network(model).eval(), batch, indices, feats, lengths, [0, 1])
+        kl[top_k] = losses["kl"].item(), dropped["kl"].item()
+        assert losses["ce"].item() > 1.0 and losses["ctc"].item() > 0
+    assert abs(kl[0][0]) < 1e-5 and kl[0][1] > 1e-3                        # half the encoder: not the teacher
+    assert abs(kl[16][0]) < 1e-4 and 10 * abs(kl[16][0]) < kl[16][1] <= kl[0][1] + 1e-6     # K + 1 outcomes: a bound
+
+
+# ----------------------------------------------------------------------------------------------------- training
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["ld", "dld"])
+def test_ld_and_dld_students_learn_a_repeated_batch(tmp_path, tiny_whisper, corpus, recipe):
+    """One batch, seen 8 times: the loss goes down; the checkpoint is an encoder-decoder student; validation
+    decoded with the text decoder at full depth and at the half mask."""
+    train_rows = corpus["train"].read_text().splitlines()[:3]
+    manifest = corpus["train"].parent / "three.jsonl"
+    manifest.write_text("\n".join(train_rows) + "\n")
+    out = tmp_path / recipe
+    metrics = train(str(manifest), str(corpus["valid"]), out, progress=False, log_every=1,
+                    train_cfg=TrainConfig(recipe=recipe, pretrained=str(tiny_whisper), epochs=8, keep_prob=1.0,
+                                          batch_seconds=60.0, **{k: v for k, v in FAST.items() if k != "batch_seconds"}))
+    steps = step_log(out)
+    assert metrics["finished"] and len(steps) == 8
+    losses = [s["loss"] for s in steps]
+    assert losses[-1] < 0.85 * losses[0] and min(losses[4:]) < min(losses[:4]), losses      # measured (ld): -21%
+    assert all(s["ce"] > 0 and s["ctc"] > 0 for s in steps)
+    if recipe == "dld":
+        assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-4)          # the first step's student is the teacher
+        assert max(s["kl"] for s in steps) > 1e-3
+    else:
+        assert all(s["kl"] == 0 for s in steps)
+    assert all(len(h["valid_wer_masks"]) == 2 for h in metrics["history"])
+    ckpt = load_checkpoint(out)
+    assert ckpt.config.decoder == {k: TINY_DECODER[k] for k in W.DECODER_DIMS}
+    assert ckpt.info["train"]["objective"] == "seq2seq" and "text decoder" in ckpt.info["pretrained"]
+
+
+def test_gates_protected_modules_validation_masks_and_a_frozen_decoder(tmp_path, tiny_whisper, corpus, monkeypatch):
+    seen = []
+    forward = seq2seq.StudentNet.forward
+
+    def recording(self, features, lengths, active, tokens):
+        seen.append(list(active))
+        return forward(self, features, lengths, active, tokens)
+    monkeypatch.setattr(seq2seq.StudentNet, "forward", recording)
+    validated = []
+    real_validate = seq2seq.validate
+    monkeypatch.setattr(seq2seq, "validate", lambda model, data, masks, mode: validated.append((masks, mode)) or
+                        real_validate(model, data, masks, mode))
+    before = student(tiny_whisper).decoder.state_dict()
+    out = tmp_path / "ld"
+    train(str(corpus["train"]), str(corpus["valid"]), out, progress=False,
+          train_cfg=TrainConfig(recipe="ld", pretrained=str(tiny_whisper), epochs=2, protected="A1",
+                                input_mode="clip", freeze_decoder=True, keep_prob=0.5, **FAST))
+    assert len(seen) >= 4 and all(g[0] for g in seen) and any(not all(g) for g in seen)
+    assert seen == [M.training_gates([0.5] * 4, 0, s, M.Mask.parse("A1", ["A1", "M1", "A2", "M2"]))
+                    for s in range(len(seen))]
+    half = M.half_mask([0, 0, 1, 1], [0])
+    assert validated == [([None, half], "clip")] * 2 and half == [0, 1]
+    ckpt = load_checkpoint(out)
+    after = ckpt.model.decoder.state_dict()
+    assert all(torch.equal(after[k], before[k].half().float()) for k in before)       # frozen (fp16 export)
+    assert ckpt.info["train"]["input_mode"] == "clip"
+
+
+@pytest.mark.slow
+def test_resume_after_sigterm_equals_an_uninterrupted_run(tmp_path, tiny_whisper, corpus):
+    """dld with the teacher's top-K cache and the clip input: SIGTERM mid-epoch 2 (exit 130, a resumable
+    checkpoint), --resume, and the weights equal an uninterrupted run's, bit for bit."""
+    argv = ["train", "--recipe", "dld", "--objective", "seq2seq", "--pretrained", str(tiny_whisper),
+            "--train", str(corpus["train"]), "--valid", str(corpus["valid"]), "--epochs", "2", "--input-mode", "clip",
+            "--kd-top-k", "8", "--lr", "3e-3", "--warmup", "1", "--batch-seconds", "8", "--protected", "A1",
+            "--threads", "1", "--quiet"]
+    reference = tmp_path / "reference"
+    rc, _, err = cli_in_process([*argv, "--out", str(reference)])
+    assert rc == 0, err
+    steps = json.loads((reference / "metrics.json").read_text())["steps"]
+    assert steps >= 4
+    out = tmp_path / "run"
+    proc, marker = start_parked(tmp_path, "step", steps // 2 + 1, [*argv, "--out", str(out)])
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        Path(str(marker) + ".release").write_text("")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-1500:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert json.loads((out / "resume" / "state.json").read_text())["train_state"]["step"] == steps // 2 + 2
+    rc, _, err = cli_in_process([*argv, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    a, b = resume_model_weights(out), resume_model_weights(reference)
+    assert a.keys() == b.keys() and any(k.startswith("model.decoder.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "metrics.json").read_text())["steps"] == steps
+
+
+# ------------------------------------------------------------------------------------- checkpoints, evaluation
+
+def test_checkpoint_round_trip(tmp_path, tiny_whisper, corpus):
+    model = student(tiny_whisper).eval()
+    folder = save_checkpoint(tmp_path / "s2s", model, recipe="dld", metadata={"train": {"protected": "A1"}})
+    info = json.loads((folder / "config.json").read_text())
+    assert info["model"]["decoder"] == {k: TINY_DECODER[k] for k in W.DECODER_DIMS} and info["weights_dtype"] == "float16"
+    assert any(k.startswith("decoder.") for k in load_file(folder / "model.safetensors"))
+    ckpt = load_checkpoint(folder)
+    for name, value in model.state_dict().items():
+        assert torch.equal(ckpt.model.state_dict()[name], value.half().float()), name
+    wavs = [sf.read(corpus["test"].parent / json.loads(line)["audio_filepath"], dtype="float32")[0]
+            for line in corpus["test"].read_text().splitlines()]
+    from dld_core.inference import featurize
+    feats, lengths = featurize(ckpt.model, wavs)
+    out = ckpt.model(feats, lengths, active=[0, 1])                      # still a CTC model
+    assert out.log_probs.shape[-1] == len(ckpt.config.vocab)
+    text = seq2seq.text_model(ckpt.model)
+    assert isinstance(text, WhisperSeq2Seq)
+    for mode in ("padded", "clip"):
+        greedy = text.transcribe(wavs, active=[0, 1], mode=mode)
+        from dld_core.families.whisper_decoding import DecodeOptions
+        beam = text.transcribe(wavs, active=[0, 1], mode=mode, options=DecodeOptions(beam_size=3))
+        assert len(greedy) == len(beam) == len(wavs) and all(h.stop in ("eot", "length", "repeat") for h in greedy)
+    # a CTC-only checkpoint has no text decoder
+    ctc = DynamicCTCModel(ModelConfig(**TINY_ENCODER))
+    assert ctc.decoder is None
+    with pytest.raises(ValueError, match="no text decoder"):
+        seq2seq.text_model(ctc)
+    with pytest.raises(ValueError, match="whisper-family field"):
+        ModelConfig(family="conformer", decoder=dict(model.config.decoder)).validate()
+    with pytest.raises(ValueError, match="decoder"):
+        ModelConfig(**{**TINY_ENCODER, "decoder": {"n_vocab": 5}}).validate()
+
+
+def test_evaluate_cli_with_the_text_decoder(tmp_path, tiny_whisper, corpus):
+    folder = save_checkpoint(tmp_path / "s2s", student(tiny_whisper), recipe="ld",
+                             metadata={"train": {"protected": "A1", "input_mode": "clip"}})
+    template = tmp_path / "eval.{decoder}.json"
+    rc, stdout, err = cli_in_process(["evaluate", "--checkpoint", str(folder), "--manifest", str(corpus["test"]),
+                                      "--decoder", "whisper,whisper-beam", "--beam-size", "2", "--keep", "4,2",
+                                      "--masks", "2", "--json", str(template)])
+    assert rc == 0, err
+    greedy, beam = (json.loads(Path(str(template).replace("{decoder}", d)).read_text()) for d in ("whisper", "whisper-beam"))
+    assert greedy["input_mode"] == "clip" and greedy["beam_size"] == 1 and beam["beam_size"] == 2
+    assert greedy["protected"] == ["A1"] and [lv["kept"] for lv in greedy["levels"]] == [4, 2]
+    for level in greedy["levels"] + beam["levels"]:
+        assert level["wer"] >= 0 and level["cer"] >= 0 and level["latency_ms"] > 0
+        assert all(0 in m for m in level["masks"])
+    assert len(greedy["levels"][1]["masks"]) == 2
+    assert "WER=" in stdout and "CER=" in stdout
+
+
+def test_bad_options_are_one_line_errors(tmp_path, tiny_whisper, corpus):
+    base = ["train", "--train", str(corpus["train"]), "--valid", str(corpus["valid"]), "--out", str(tmp_path / "o"),
+            "--objective", "seq2seq", "--pretrained", str(tiny_whisper), "--quiet"]
+    cases = {
+        "whisper family": [*base, "--recipe", "ld", "--family", "conformer"],
+        "trains students": [*base, "--recipe", "teacher"],
+        "not be negative": [*base, "--recipe", "ld", "--ctc-weight", "-1"],
+    }
+    for expected, argv in cases.items():
+        rc, stdout, err = cli_in_process(argv)
+        assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1 and expected in err, (expected, err)
+    ctc = save_checkpoint(tmp_path / "ctc", DynamicCTCModel(ModelConfig(**TINY_ENCODER)), recipe="ld")
+    rc, _, err = cli_in_process(["evaluate", "--checkpoint", str(ctc), "--manifest", str(corpus["test"]),
+                                 "--decoder", "whisper", "--json", str(tmp_path / "e.json")])
+    assert rc == 2 and err.strip().splitlines() == ["error: this model has no text decoder (train one with "
+                                                    "--objective seq2seq)"]
+    for argv in (["--decoder", "greedy,whisper"], ["--input-mode", "chunked"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.build_parser().parse_args(["evaluate", "--manifest", "m", "--json", "j", *argv])
+        assert exit_info.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------- the real tiny.en
+
+@pytest.mark.slow
+def test_the_unchanged_tiny_en_student_is_its_teacher():
+    """With the bundled tiny.en: a fresh student holds the dld teacher's encoder and decoder weights, transcribes
+    as it does, and at full depth on padded input its token posteriors are the teacher's (KL ~ 0)."""
+    rows = [json.loads(line) for line in (REPO / "data_samples" / "manifest.jsonl").read_text().splitlines()][:2]
+    wavs = [sf.read(REPO / "data_samples" / r["audio_filepath"], dtype="float32")[0] for r in rows]
+    model = student(pretrained.default_model_dir()).eval()
+    assert model.config.decoder == dict(n_vocab=51864, n_ctx=448, n_layers=4, n_heads=6, ffn_dim=1536)
+    teacher = seq2seq.PretrainedTeacher("default", "cpu", tau=1.0, top_k=0)
+    for part in ("encoder", "decoder"):
+        ours, theirs = getattr(model, part).state_dict(), getattr(teacher.model, part).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert ([h.tokens for h in seq2seq.text_model(model).transcribe(wavs[:1])]
+            == [h.tokens for h in teacher.model.transcribe(wavs[:1])])
+    tokens, _, lengths = seq2seq.token_batch(seq2seq._tokenizer(51864), [r["text"] for r in rows], 448, "cpu")
+    from dld_core.features import pad_waveforms
+    batch, wav_lengths = pad_waveforms([torch.from_numpy(np.asarray(w)) for w in wavs])
+    with torch.no_grad():
+        feats, frames = W.Features()(batch, wav_lengths)
+        _, logits = seq2seq.StudentNet(model, "padded", False, 2)(feats, frames, None, tokens)
+        kl = distillation_kl(teacher.logits(batch, wav_lengths, tokens, 2), logits, lengths)
+    assert kl.item() < 1e-4
