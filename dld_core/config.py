@@ -122,6 +122,8 @@ class TrainConfig:
     warmup_steps: int = option(200, "linear warm-up steps, then cosine decay", flag="--warmup")
     grad_clip: float = option(5.0, "gradient norm clip")
     batch_seconds: float = option(120.0, "audio seconds per batch (length-bucketed)")
+    batch_clips: int = option(0, "at most this many clips per batch (0 = no limit; seq2seq: 0 = 32, since every clip "
+                              "costs the text decoder 1500 encoder frames however short it is)")
     keep_prob: float = option(0.5, "ld / dld: Bernoulli probability that a module runs")
     keep_probs: str = option("", "ld / dld: per-module keep probabilities, NAME=P pairs (e.g. A2=0.6,M3=0.9); "
                              "modules not named use --keep-prob")
@@ -159,8 +161,9 @@ class TrainConfig:
     max_steps: int = option(0, "stop after this many steps (0 = no limit; smoke runs)")
 
     def __post_init__(self):
-        if self.objective == "seq2seq" and not self.pretrained:
-            self.pretrained = "default"           # the text decoder and the seq2seq teacher come from it
+        if self.objective == "seq2seq":
+            self.pretrained = self.pretrained or "default"   # the text decoder and the seq2seq teacher come from it
+            self.batch_clips = self.batch_clips or 32
 
     def validate(self) -> None:
         if self.recipe not in RECIPES:
@@ -178,8 +181,8 @@ class TrainConfig:
         if self.objective == "seq2seq" and self.recipe == "teacher":
             raise ValueError("the seq2seq objective trains students (--recipe ld or dld); their teacher is the "
                              "unchanged pretrained Whisper")
-        if self.ctc_weight < 0 or self.decoder_lr < 0 or self.kd_top_k < 0:
-            raise ValueError("ctc_weight, decoder_lr and kd_top_k must not be negative")
+        if self.ctc_weight < 0 or self.decoder_lr < 0 or self.kd_top_k < 0 or self.batch_clips < 0:
+            raise ValueError("ctc_weight, decoder_lr, kd_top_k and batch_clips must not be negative")
 
 
 def to_dict(obj: Any) -> dict:

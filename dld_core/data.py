@@ -62,13 +62,14 @@ class SpeechDataset:
 
 
 def bucket_batches(durations: list[float], batch_seconds: float, seed: int, epoch: int,
-                   rank: int = 0, world_size: int = 1) -> list[list[int]]:
-    """Sort by length, cut into batches whose padded size (n * longest) stays under batch_seconds,
-    shuffle the batch order with a seed that depends on the epoch, and give each rank its share."""
+                   rank: int = 0, world_size: int = 1, max_items: int = 0) -> list[list[int]]:
+    """Sort by length, cut into batches whose padded size (n * longest) stays under batch_seconds (and, when
+    max_items is set, that hold at most max_items utterances), shuffle the batch order with a seed that depends
+    on the epoch, and give each rank its share."""
     order = sorted(range(len(durations)), key=lambda i: durations[i])
     batches, current = [], []
     for i in order:
-        if current and (len(current) + 1) * durations[i] > batch_seconds:
+        if current and ((len(current) + 1) * durations[i] > batch_seconds or len(current) == max_items):
             batches.append(current)
             current = []
         current.append(i)

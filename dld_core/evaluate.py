@@ -30,12 +30,14 @@ from .seq2seq import TEXT_DECODERS, TextRunner
 FLOPS_SECONDS = 10.0
 
 
-def length_batches(durations: Sequence[float], batch_seconds: float) -> list[list[int]]:
-    """Indices sorted by duration, cut so each batch's padded length (size x longest) <= batch_seconds."""
+def length_batches(durations: Sequence[float], batch_seconds: float, max_items: int = 0) -> list[list[int]]:
+    """Indices sorted by duration, cut so each batch's padded length (size x longest) <= batch_seconds (and
+    each batch holds at most max_items, when set)."""
     order = sorted(range(len(durations)), key=lambda i: durations[i])
     batches: list[list[int]] = []
     for i in order:
-        if batches and (len(batches[-1]) + 1) * durations[i] <= batch_seconds:
+        if (batches and (len(batches[-1]) + 1) * durations[i] <= batch_seconds
+                and len(batches[-1]) != max_items):
             batches[-1].append(i)
         else:
             batches.append([i])
@@ -45,6 +47,7 @@ def length_batches(durations: Sequence[float], batch_seconds: float) -> list[lis
 class CTCRunner:
     """The per-batch step of the evaluation loop for CTC decoders: features once per batch; per mask one forward,
     decoded by each decoder ("greedy", "beam"); the seconds are the forward's (the same for every decoder)."""
+    max_clips = 0                      # batches: batch_seconds of padded audio, whatever the number of clips
 
     def __init__(self, model: DynamicCTCModel, decoders: Sequence[str]):
         self.model, self.decoders = model, list(decoders)
@@ -87,7 +90,7 @@ def evaluate_items(model: DynamicCTCModel, items: Sequence[dict], load, keep: Op
     seconds = {(d, li, tuple(mask)): 0.0 for d in decoders for li, mask in jobs}
     used: set[int] = set()
     durations = [float(row.get("duration") or batch_seconds) for row in items]   # unknown: a batch of its own
-    batches = length_batches(durations, batch_seconds)
+    batches = length_batches(durations, batch_seconds, runner.max_clips)
     bar = None
     if progress:
         from tqdm import tqdm

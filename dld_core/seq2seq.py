@@ -42,6 +42,10 @@ from .model import DynamicCTCModel, ModelOutput
 from .pretrained import read_whisper_decoder
 
 TEXT_DECODERS = ("whisper", "whisper-beam")     # evaluate --decoder: the text decoder, greedy / beam search
+# The decoder attends to 1500 encoder frames per clip, however short (and "padded" runs the encoder on 30 s): a
+# clip's cost is nearly fixed, so validation and evaluation batches hold at most this many clips (training:
+# TrainConfig.batch_clips).
+BATCH_CLIPS = 16
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -203,16 +207,14 @@ class Seq2SeqObjective:
 
 @torch.inference_mode()
 def validate(model: DynamicCTCModel, dataset: SpeechDataset, masks: list, mode: str = "padded",
-             batch_seconds: float = 60.0) -> list[float]:
+             batch_seconds: float = 200.0) -> list[float]:
     """Greedy text-decoder WER on the dataset for each mask (None = all modules), length guard and repetition stop
-    on (DecodeOptions' defaults), Whisper's text compared after spoken_text and the project's normaliser. (The
-    decoder's cross-attention keeps 1500 frames x 8 x d_model floats per clip, 18 MB for tiny.en: batches are
-    small.)"""
+    on (DecodeOptions' defaults), Whisper's text compared after spoken_text and the project's normaliser."""
     model.eval()
     seq2seq = text_model(model)
     hyps: list[list[str]] = [[] for _ in masks]
     refs: list[str] = []
-    for indices in bucket_batches(dataset.durations, batch_seconds, seed=0, epoch=0):
+    for indices in bucket_batches(dataset.durations, batch_seconds, seed=0, epoch=0, max_items=BATCH_CLIPS):
         wavs = [dataset.waveform(i) for i in indices]
         refs.extend(dataset.rows[i]["text"] for i in indices)
         for m, mask in enumerate(masks):
@@ -225,6 +227,7 @@ class TextRunner:
     """dld_core/evaluate.py's per-batch step for the text decoder: per mask, one encoder pass in `mode`, decoded by
     each of `decoders` (TEXT_DECODERS: greedy, beam of beam_size); the seconds are the encoder pass plus that
     decoder's search."""
+    max_clips = BATCH_CLIPS
 
     def __init__(self, model: DynamicCTCModel, decoders: Sequence[str], mode: str, beam_size: int = 5):
         self.seq2seq = text_model(model)

@@ -292,7 +292,7 @@ class Trainer:
 
     def batches(self, epoch: int) -> list[list[int]]:
         return bucket_batches(self.train_set.durations, self.cfg.batch_seconds, self.cfg.seed, epoch,
-                              self.rank, self.world)
+                              self.rank, self.world, self.cfg.batch_clips)
 
     # ----------------------------------------------------------------------------------- the loop
     def run(self, stop_after_epochs: Optional[int] = None) -> dict:

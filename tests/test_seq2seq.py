@@ -86,6 +86,20 @@ def test_token_batch_is_prompt_text_and_endoftext():
     assert cut.shape == (1, 5) and cut_lengths.tolist() == [4]      # the prompt and 3 text tokens; then <|endoftext|>
 
 
+def test_seq2seq_batches_hold_a_bounded_number_of_clips():
+    """A clip costs the text decoder 1500 encoder frames however short it is: seq2seq batches hold at most
+    batch_clips clips (default 32), validation and evaluation batches BATCH_CLIPS."""
+    from dld_core.data import bucket_batches
+    from dld_core.evaluate import length_batches
+    cfg = TrainConfig(recipe="dld", objective="seq2seq")
+    assert (cfg.batch_clips, cfg.pretrained) == (32, "default") and TrainConfig().batch_clips == 0
+    durations = [0.3] * 100 + [5.0] * 10
+    batches = bucket_batches(durations, 80.0, seed=0, epoch=0, max_items=32)
+    assert sorted(i for b in batches for i in b) == list(range(110)) and max(len(b) for b in batches) == 32
+    assert max(len(b) for b in bucket_batches(durations, 80.0, seed=0, epoch=0)) == 100        # unbounded: ctc
+    assert max(len(b) for b in length_batches(durations, 120.0, seq2seq.BATCH_CLIPS)) == seq2seq.BATCH_CLIPS
+
+
 def test_top_k_kl_is_the_whole_kl_with_every_token_and_zero_for_equal_inputs():
     torch.manual_seed(0)
     teacher, student_logits = torch.randn(2, 5, 40), torch.randn(2, 5, 40)
