@@ -59,9 +59,16 @@ def student_overrides(teacher_cfg: Optional[ModelConfig], overrides: dict) -> di
     return {**overrides, "family": "whisper"}
 
 
+ENGLISH_VOCAB = 51864     # English-only Whisper models (*.en): the bundled tokenizer's 50363 tokens, 1501 timestamps
+
+
 def with_decoder(model_cfg: ModelConfig, source: str) -> ModelConfig:
-    """`model_cfg` (whisper family) with the text decoder dims of the pretrained CTranslate2 folder `source`."""
+    """`model_cfg` (whisper family) with the text decoder dims of the pretrained CTranslate2 folder `source` (an
+    English-only Whisper: its tokens are the bundled tokenizer's)."""
     dims = read_whisper_decoder(source).dims
+    if dims["n_vocab"] != ENGLISH_VOCAB:
+        raise ValueError(f"the pretrained text decoder has {dims['n_vocab']} tokens, not the {ENGLISH_VOCAB} of an "
+                         "English-only Whisper (*.en) whose tokenizer is bundled")
     if dims["d_model"] != model_cfg.d_model:
         raise ValueError(f"the pretrained text decoder is {dims['d_model']} wide, the encoder {model_cfg.d_model}")
     return dataclasses.replace(model_cfg, decoder={k: dims[k] for k in DECODER_DIMS})

@@ -295,6 +295,12 @@ def test_bad_options_are_one_line_errors(tmp_path, tiny_whisper, corpus):
         "trains students": [*base, "--recipe", "teacher"],
         "not be negative": [*base, "--recipe", "ld", "--ctc-weight", "-1"],
     }
+    multilingual = tmp_path / "multilingual"
+    shutil.copytree(tiny_whisper, multilingual)
+    torch.manual_seed(0)
+    encoder, decoder = W.Encoder(ModelConfig(**TINY_ENCODER)), TextDecoder(**{**TINY_DECODER, "n_vocab": 51865})
+    (multilingual / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
+    cases["English-only"] = [*base, "--recipe", "ld", "--pretrained", str(multilingual)]
     for expected, argv in cases.items():
         rc, stdout, err = cli_in_process(argv)
         assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1 and expected in err, (expected, err)
