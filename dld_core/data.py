@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,20 +62,25 @@ class SpeechDataset:
         return Batch(wavs, lengths, targets, target_lengths, [self.rows[i]["text"] for i in indices])
 
 
+def length_batches(durations: Sequence[float], batch_seconds: float, max_items: int = 0) -> list[list[int]]:
+    """Indices sorted by duration, cut so each batch's padded length (size x longest) <= batch_seconds (and
+    each batch holds at most max_items, when set): validation and evaluation batches, in that order."""
+    order = sorted(range(len(durations)), key=lambda i: durations[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if (batches and (len(batches[-1]) + 1) * durations[i] <= batch_seconds
+                and len(batches[-1]) != max_items):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def bucket_batches(durations: list[float], batch_seconds: float, seed: int, epoch: int,
                    rank: int = 0, world_size: int = 1, max_items: int = 0) -> list[list[int]]:
-    """Sort by length, cut into batches whose padded size (n * longest) stays under batch_seconds (and, when
-    max_items is set, that hold at most max_items utterances), shuffle the batch order with a seed that depends
-    on the epoch, and give each rank its share."""
-    order = sorted(range(len(durations)), key=lambda i: durations[i])
-    batches, current = [], []
-    for i in order:
-        if current and ((len(current) + 1) * durations[i] > batch_seconds or len(current) == max_items):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
+    """Training batches: `length_batches`, in an order shuffled with a seed that depends on the epoch, each rank
+    given its share."""
+    batches = length_batches(durations, batch_seconds, max_items)
     random.Random(seed * 1000003 + epoch).shuffle(batches)
     usable = len(batches) - len(batches) % world_size if len(batches) >= world_size else len(batches)
     return batches[:usable][rank::world_size]

@@ -21,6 +21,7 @@ import torch
 
 from . import masks as M
 from .checkpoint import Checkpoint, load_checkpoint
+from .data import length_batches
 from .flops import gflops_for_seconds
 from .inference import decoder_for, featurize, recognize
 from .metrics import error_counts, error_rate
@@ -28,20 +29,6 @@ from .model import DynamicCTCModel
 from .seq2seq import TEXT_DECODERS, TextRunner
 
 FLOPS_SECONDS = 10.0
-
-
-def length_batches(durations: Sequence[float], batch_seconds: float, max_items: int = 0) -> list[list[int]]:
-    """Indices sorted by duration, cut so each batch's padded length (size x longest) <= batch_seconds (and
-    each batch holds at most max_items, when set)."""
-    order = sorted(range(len(durations)), key=lambda i: durations[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if (batches and (len(batches[-1]) + 1) * durations[i] <= batch_seconds
-                and len(batches[-1]) != max_items):
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 class CTCRunner:

@@ -522,15 +522,11 @@ _CT2_DECODER_FLAGS = {"decoder/pre_norm": 1, "decoder/scale_embeddings": 0, "dec
                       "decoder/start_from_zero_embedding": 0, "decoder/activation": 3}
 _CT2_DECODER_UNUSED = ("decoder/alignment_heads", "decoder/alignment_layer")     # for word timestamps only
 _CT2_DECODER_BLOCK = re.compile(r"decoder/layer_(\d{1,4})/(.+)")
-_CT2_DECODER_NAMES = {   # CTranslate2 name inside decoder/layer_{i}/ -> ours inside blocks.{i}.
-    "self_attention/layer_norm/gamma": "attn_ln.weight", "self_attention/layer_norm/beta": "attn_ln.bias",
-    "self_attention/linear_1/weight": "attn.out.weight", "self_attention/linear_1/bias": "attn.out.bias",
+_CT2_DECODER_NAMES = {   # CTranslate2 name inside decoder/layer_{i}/ -> ours inside blocks.{i}.: the encoder's, plus
+    **_CT2_NAMES,        # cross-attention
     "attention/layer_norm/gamma": "cross_attn_ln.weight", "attention/layer_norm/beta": "cross_attn_ln.bias",
     "attention/linear_0/weight": "cross_attn.query.weight", "attention/linear_0/bias": "cross_attn.query.bias",
     "attention/linear_2/weight": "cross_attn.out.weight", "attention/linear_2/bias": "cross_attn.out.bias",
-    "ffn/layer_norm/gamma": "mlp_ln.weight", "ffn/layer_norm/beta": "mlp_ln.bias",
-    "ffn/linear_0/weight": "mlp.0.weight", "ffn/linear_0/bias": "mlp.0.bias",
-    "ffn/linear_1/weight": "mlp.2.weight", "ffn/linear_1/bias": "mlp.2.bias",
 }
 # fused projections: self-attention query/key/value [3d, d], cross-attention key/value [2d, d]
 _CT2_DECODER_FUSED = {"self_attention/linear_0": ("attn", ("query", "key", "value")),

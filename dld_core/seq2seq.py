@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Optional, Sequence
 
 import torch
@@ -30,11 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, TrainConfig
-from .data import SpeechDataset, bucket_batches
+from .data import SpeechDataset, length_batches
 from .families.whisper import DECODER_DIMS
 from .families.whisper_decoder import WhisperTokenizer, load_tokenizer
 from .families.whisper_decoding import (DecodeOptions, WhisperSeq2Seq, level_tail, padded_states, run_encoder,
                                         spoken_text, with_tail)
+from .inference import timed
 from .losses import ctc_loss, distillation_kl, distillation_kl_top_k, token_cross_entropy
 from .masks import as_bools
 from .metrics import wer
@@ -221,7 +221,7 @@ def validate(model: DynamicCTCModel, dataset: SpeechDataset, masks: list, mode: 
     seq2seq = text_model(model)
     hyps: list[list[str]] = [[] for _ in masks]
     refs: list[str] = []
-    for indices in bucket_batches(dataset.durations, batch_seconds, seed=0, epoch=0, max_items=BATCH_CLIPS):
+    for indices in length_batches(dataset.durations, batch_seconds, BATCH_CLIPS):
         wavs = [dataset.waveform(i) for i in indices]
         refs.extend(dataset.rows[i]["text"] for i in indices)
         for m, mask in enumerate(masks):
@@ -245,12 +245,9 @@ class TextRunner:
         return waveforms
 
     def run(self, waveforms: Sequence, mask) -> tuple[dict[str, list[str]], dict[str, float]]:
-        start = time.perf_counter()
-        memory = self.seq2seq.encode(waveforms, active=mask, mode=self.mode)
-        encoded = time.perf_counter() - start
+        memory, (encode_ms,) = timed(lambda: self.seq2seq.encode(waveforms, active=mask, mode=self.mode))
         texts, seconds = {}, {}
         for name, options in self.options.items():
-            start = time.perf_counter()
-            texts[name] = [spoken_text(h.text) for h in self.seq2seq.decode(memory, options)]
-            seconds[name] = encoded + time.perf_counter() - start
+            texts[name], (decode_ms,) = timed(lambda: [spoken_text(h.text) for h in self.seq2seq.decode(memory, options)])
+            seconds[name] = (encode_ms + decode_ms) / 1000
         return texts, seconds

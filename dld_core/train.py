@@ -30,7 +30,7 @@ from . import seq2seq
 from .audio import SAMPLE_RATE
 from .checkpoint import LOG_FILE, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig, from_dict, same_weights, to_dict
-from .data import SpeechDataset, bucket_batches
+from .data import SpeechDataset, bucket_batches, length_batches
 from .families import compatible_teacher, get_family
 from .features import feature_extractor
 from .inference import emissions, recognize
@@ -93,7 +93,7 @@ def validate(model, dataset: SpeechDataset, device, masks: list, batch_seconds: 
     extractor = feature_extractor(model.config).to(device)
     hyps: list[list[str]] = [[] for _ in masks]
     refs: list[str] = []
-    for indices in bucket_batches(dataset.durations, batch_seconds, seed=0, epoch=0):
+    for indices in length_batches(dataset.durations, batch_seconds):
         batch = dataset.collate(indices).to(device)
         features = extractor(batch.wavs, batch.wav_lengths)
         refs.extend(batch.texts)
