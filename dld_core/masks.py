@@ -305,12 +305,14 @@ def preset_label(policy: str, blocks: Optional[Sequence[int]] = None) -> str:
 
 
 def preset(policy: str, n: int, k: int, blocks: Optional[Sequence[int]] = None,
-           choose: Optional[Callable[[int], Optional[Sequence]]] = None) -> list[bool]:
+           choose: Optional[Callable[[int], Optional[Sequence]]] = None, protected=()) -> list[bool]:
     """A mask chosen by name (the app's preset buttons, `PRESETS`): all, every_other, first_k, only_k, best_k.
 
     blocks: the block of each module (ModelConfig.module_blocks). Where modules pair up (Whisper's attention
     and MLP sub-blocks), "every_other" keeps every second *block*: every second sub-block would keep the MLPs
-    alone, which no model can read. best_k: `choose(k)` returns the best k-module mask (e.g.
+    alone, which no model can read. protected: the modules the model was trained never to drop (Checkpoint.
+    protected): "every_other" takes the phase that keeps them (`half_mask`: A1 M1 A3 M3 for a Whisper student
+    with A1 protected, A2 M2 A4 M4 without). best_k: `choose(k)` returns the best k-module mask (e.g.
     dld_core.layers.best_mask_for_budget over `candidate_masks`); without it best_k raises ValueError."""
     k = max(1, min(n, int(k)))
     if blocks is not None and len(blocks) != n:
@@ -318,7 +320,7 @@ def preset(policy: str, n: int, k: int, blocks: Optional[Sequence[int]] = None,
     if policy == "all":
         return [True] * n
     if policy == "every_other":
-        return as_bools(every_other_block(blocks) if _paired(blocks) else every_other(n), n)
+        return as_bools(half_mask(blocks if _paired(blocks) else range(n), protected), n)
     if policy == "first_k":
         return as_bools(first_k(n, k), n)
     if policy == "only_k":

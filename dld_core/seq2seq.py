@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
@@ -40,12 +42,14 @@ from .masks import as_bools
 from .metrics import wer
 from .model import DynamicCTCModel, ModelOutput
 from .pretrained import read_whisper_decoder
+from .safe_io import CheckpointError, atomic_save_tensors, parse_safetensors
 
 TEXT_DECODERS = ("whisper", "whisper-beam")     # evaluate --decoder: the text decoder, greedy / beam search
 # The decoder attends to 1500 encoder frames per clip, however short (and "padded" runs the encoder on 30 s): a
 # clip's cost is nearly fixed, so validation and evaluation batches hold at most this many clips (training:
 # TrainConfig.batch_clips).
 BATCH_CLIPS = 16
+TEACHER_CACHE = "teacher_cache"   # a run folder's cached teacher top-K batches (kd_top_k), kept for --resume
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -144,11 +148,13 @@ class PretrainedTeacher:
     """The unchanged pretrained Whisper (encoder and text decoder, the bundled tiny.en unless --pretrained says
     otherwise) on 30 s padded input, frozen: its teacher-forced logits of a batch's tokens (top_k 0: computed every
     step, the KL then covers the whole vocabulary) or its top_k log-probabilities at temperature tau, cached per
-    batch in fp16 (batches hold the same utterances every epoch): after the first epoch no teacher pass."""
+    batch in fp16 (batches hold the same utterances every epoch): after the first epoch no teacher pass. With
+    `cache_dir` (the run's TEACHER_CACHE folder) the cached batches are also files there, so a resumed run (the next
+    session) does not pay the first epoch's teacher passes again."""
 
-    def __init__(self, source: str, device, tau: float, top_k: int):
+    def __init__(self, source: str, device, tau: float, top_k: int, cache_dir: Optional[Path] = None):
         self.model = WhisperSeq2Seq.from_pretrained(source).to(device).requires_grad_(False)
-        self.tau, self.top_k = tau, top_k
+        self.tau, self.top_k, self.cache_dir = tau, top_k, cache_dir
         self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
@@ -163,26 +169,50 @@ class PretrainedTeacher:
         """The teacher's K most likely tokens at tau: (their log-probabilities [B, L, K], ids [B, L, K], the log of
         the other tokens' mass [B, L]), kept in fp16 / int32 / fp32."""
         if key not in self.cache:
-            log_probs = F.log_softmax(self.logits(wavs, wav_lengths, tokens, prompt).float() / self.tau, dim=-1)
-            values, ids = log_probs.topk(min(self.top_k, log_probs.shape[-1]), dim=-1)
-            rest = log_probs.scatter(-1, ids, float("-inf")).logsumexp(-1)
-            self.cache[key] = (values.half().cpu(), ids.int().cpu(), rest.cpu())
+            self.cache[key] = self._stored(key) or self._store(key, self._top(wavs, wav_lengths, tokens, prompt))
         values, ids, rest = self.cache[key]
         device = wavs.device
         return values.to(device).float(), ids.to(device).long(), rest.to(device)
+
+
+    def _top(self, wavs, wav_lengths, tokens, prompt: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_probs = F.log_softmax(self.logits(wavs, wav_lengths, tokens, prompt).float() / self.tau, dim=-1)
+        values, ids = log_probs.topk(min(self.top_k, log_probs.shape[-1]), dim=-1)
+        rest = log_probs.scatter(-1, ids, float("-inf")).logsumexp(-1)
+        return values.half().cpu(), ids.int().cpu(), rest.cpu()
+
+    def _file(self, key: tuple) -> Path:
+        name = hashlib.sha1(",".join(map(str, key)).encode()).hexdigest()[:20]
+        return self.cache_dir / f"k{self.top_k}_t{self.tau:g}_{name}.safetensors"
+
+    def _stored(self, key: tuple):
+        """A batch's cached top-K from its file (None: no cache folder, no file, or a file that does not read)."""
+        if self.cache_dir is None or not self._file(key).is_file():
+            return None
+        try:
+            t = parse_safetensors(self._file(key).read_bytes(), "a cached teacher batch")
+            return t["values"], t["ids"], t["rest"]
+        except (CheckpointError, KeyError):
+            return None                      # recomputed (and rewritten) below
+
+    def _store(self, key: tuple, top: tuple) -> tuple:
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            atomic_save_tensors(self._file(key), dict(zip(("values", "ids", "rest"), top)))
+        return top
 
 
 class Seq2SeqObjective:
     """The seq2seq objective of dld_core/train.py's loop (the interface of train.CTCObjective): network(model),
     losses(...) per step, validate(...) per epoch. Builds the dld teacher and freezes the decoder when asked."""
 
-    def __init__(self, cfg: TrainConfig, model: DynamicCTCModel, device):
+    def __init__(self, cfg: TrainConfig, model: DynamicCTCModel, device, cache_dir: Optional[Path] = None):
         self.cfg = cfg
         self.tokenizer = tokenizer_for(model)
         self.prompt = len(self.tokenizer.sot_sequence)
         self.n_ctx = model.config.decoder["n_ctx"]
         model.decoder.requires_grad_(not cfg.freeze_decoder)
-        self.teacher = (PretrainedTeacher(cfg.pretrained, device, cfg.kd_tau, cfg.kd_top_k)
+        self.teacher = (PretrainedTeacher(cfg.pretrained, device, cfg.kd_tau, cfg.kd_top_k, cache_dir)
                         if cfg.recipe == "dld" else None)
 
     def network(self, model: DynamicCTCModel) -> nn.Module:

@@ -245,7 +245,7 @@ class Trainer:
                              else initial_weights(self.model, cfg, self.teacher, teacher_cfg))
         if cfg.recipe != "dld" or cfg.objective != "ctc":
             self.teacher = None                  # only needed for its weights
-        self.objective = (seq2seq.Seq2SeqObjective(cfg, self.model, device) if cfg.objective == "seq2seq"
+        self.objective = (seq2seq.Seq2SeqObjective(cfg, self.model, device, out_dir / seq2seq.TEACHER_CACHE) if cfg.objective == "seq2seq"
                           else CTCObjective(cfg, self.teacher))
 
         # optimizer and training state (a resumed run's own)

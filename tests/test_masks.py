@@ -31,6 +31,19 @@ def test_every_other_is_one_definition_everywhere():
     assert stated and [int(x) for x in stated.group(1).split(",")] == expected
 
 
+def test_every_second_block_keeps_the_modules_a_student_never_dropped():
+    """A Whisper student trained with A1 protected never saw A1 dropped: its "Every 2nd block" preset is the phase
+    that keeps A1 (A1 M1 A3 M3); without protected modules it stays A2 M2 A4 M4; one-module blocks likewise."""
+    blocks = [0, 0, 1, 1, 2, 2, 3, 3]
+    names = ["A1", "M1", "A2", "M2", "A3", "M3", "A4", "M4"]
+    assert M.kept(M.preset("every_other", 8, 4, blocks=blocks), 8) == [2, 3, 6, 7]
+    protected = M.Mask.parse("A1", names)
+    assert M.kept(M.preset("every_other", 8, 4, blocks=blocks, protected=protected), 8) == [0, 1, 4, 5]
+    assert M.kept(M.preset("every_other", 8, 4, blocks=blocks, protected=[0]), 8) == [0, 1, 4, 5]
+    assert M.kept(M.preset("every_other", 6, 3, protected=[0]), 6) == [0, 2, 4]
+    assert M.kept(M.preset("every_other", 6, 3, protected=[0, 1]), 6) == [0, 1, 3, 5]    # neither phase: + them
+
+
 def test_every_other_spreads_k_modules_and_keeps_the_last():
     assert M.every_other(12, 3) == [3, 7, 11]
     assert M.every_other(12, 12) == list(range(12))

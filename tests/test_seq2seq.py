@@ -143,6 +143,32 @@ def test_the_kl_is_zero_when_the_student_is_the_teacher_at_full_depth(tiny_whisp
     assert abs(kl[16][0]) < 1e-4 and 10 * abs(kl[16][0]) < kl[16][1] <= kl[0][1] + 1e-6     # K + 1 outcomes: a bound
 
 
+def test_the_teacher_top_k_cache_survives_a_new_teacher_and_a_damaged_file(tmp_path, tiny_whisper, corpus):
+    """kd_top_k with a cache folder: a second teacher (a resumed run) reads a batch's top-K from its file without
+    running the model; a damaged file is recomputed and rewritten, not trusted."""
+    from dld_core.data import SpeechDataset
+    from dld_core.tokenizer import CharTokenizer
+
+    data = SpeechDataset(str(corpus["train"]), CharTokenizer(student(tiny_whisper).config.vocab))
+    batch = data.collate([3, 4])
+    tokens, _, _ = seq2seq.token_batch(seq2seq._tokenizer(51864), batch.texts, 448, "cpu")
+    first = seq2seq.PretrainedTeacher(str(tiny_whisper), "cpu", tau=2.0, top_k=8, cache_dir=tmp_path)
+    want = first.top((3, 4), batch.wavs, batch.wav_lengths, tokens, 2)
+    files = list(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1
+
+    second = seq2seq.PretrainedTeacher(str(tiny_whisper), "cpu", tau=2.0, top_k=8, cache_dir=tmp_path)
+    second.logits = None                                     # the model must not run: the file answers
+    got = second.top((3, 4), batch.wavs, batch.wav_lengths, tokens, 2)
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+
+    files[0].write_bytes(b"not a safetensors file")
+    third = seq2seq.PretrainedTeacher(str(tiny_whisper), "cpu", tau=2.0, top_k=8, cache_dir=tmp_path)
+    got = third.top((3, 4), batch.wavs, batch.wav_lengths, tokens, 2)
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+    assert files[0].read_bytes()[:8] != b"not a sa"                # rewritten
+
+
 # ----------------------------------------------------------------------------------------------------- training
 
 @pytest.mark.slow

@@ -124,7 +124,7 @@ st.subheader("The gated encoder, live")
 if shown is not None:
     names = list(shown.model.module_names)
     n = len(names)
-    half = tuple(masks.preset("every_other", n, n // 2, blocks=shown.config.module_blocks))
+    half = tuple(masks.preset("every_other", n, n // 2, blocks=shown.config.module_blocks, protected=shown.protected))
 
     if st.session_state.get("_how_names") != names or MODULES_KEY not in st.session_state:
         st.session_state["_how_names"] = names
@@ -270,7 +270,8 @@ def story_half() -> tuple[bool, ...]:
                          t_full["log_probs"])
         if best is not None:
             return tuple(best)
-    return tuple(masks.preset("every_other", n_t, n_t // 2, blocks=teacher.config.module_blocks))
+    return tuple(masks.preset("every_other", n_t, n_t // 2, blocks=teacher.config.module_blocks,
+                             protected=dld.protected if dld is not None and same_arch else ()))
 
 
 t_half = story_half()
@@ -289,7 +290,7 @@ def run(step_no: int) -> Optional[dict]:
         return None
     d_names = list(dld.model.module_names)
     d_half = t_half if same_arch else tuple(masks.preset("every_other", len(d_names), len(d_names) // 2,
-                                                         blocks=dld.config.module_blocks))
+                                                         blocks=dld.config.module_blocks, protected=dld.protected))
     res = student_result(s_key, clip.digest, d_half, t_key, dld, clip.samples, t_full["log_probs"])
     return {"model": "DLD student", "entry": dld_entry, "names": d_names, "mask": d_half, "text": res["text"]}
 

@@ -153,7 +153,7 @@ kept_names = st.multiselect("Start mask: the modules kept", names, key=KEPT_KEY,
 with st.container(horizontal=True, gap="small", key="imp_mask_presets"):
     st.button("All", key="imp_mask_all", on_click=set_kept, args=(None,), width="content")
     st.button(masks.preset_label("every_other", blocks), key="imp_mask_every_other", on_click=set_kept,
-              args=(masks.preset("every_other", n, n // 2, blocks=blocks),), width="content")
+              args=(masks.preset("every_other", n, n // 2, blocks=blocks, protected=models[0][2].protected),), width="content")
     st.button("Inspect mask", key="imp_mask_inspect", on_click=set_kept, width="content",
               args=(list(inspect_mask) if inspect_fits else None,), disabled=not inspect_fits,
               help="The mask of the Inspect page's layer strip" if inspect_fits else

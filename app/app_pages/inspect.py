@@ -141,7 +141,7 @@ with right:
     # The "budget for k" line is about this clip: only with a clip loaded.
     mask = layer_strip.layer_strip(module_names, ckpt_key, best_k=best_k,
                                    kept_gflops=kept_gflops if clip is not None else None,
-                                   blocks=student.config.module_blocks)
+                                   blocks=student.config.module_blocks, protected=student.protected)
     download_control(student.path, module_names, mask, key="inspect_download")
 
 if clip is None:

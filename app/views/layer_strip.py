@@ -43,13 +43,14 @@ def _ensure_state(n_layers: int, model_key: str) -> None:
 
 def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[[int], Optional[Sequence[bool]]]] = None,
                 kept_gflops: Optional[Callable[[int], float]] = None,
-                blocks: Optional[Sequence[int]] = None) -> tuple[bool, ...]:
+                blocks: Optional[Sequence[int]] = None, protected=()) -> tuple[bool, ...]:
     """Render the strip; return the mask (also stored in st.session_state["mask"]).
 
     best_k(k) -> mask of the best k modules (or None when it cannot be computed).
     kept_gflops(k) -> GFLOPs with k modules kept (shown next to the k input as the budget).
     blocks: the block of each module (ModelConfig.module_blocks): the presets keep whole blocks of a model
-    whose attention and MLP sub-blocks are gated apart (dld_core.masks.preset).
+    whose attention and MLP sub-blocks are gated apart (dld_core.masks.preset); protected: the modules the model
+    was trained never to drop, which "every second" keeps.
     model_key identifies the loaded model: the widget state is rebuilt when it changes."""
     n_layers = len(names)
     _ensure_state(n_layers, model_key)
@@ -57,7 +58,7 @@ def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[
     def apply(name: str) -> None:
         k = int(st.session_state.get("preset_k", max(1, n_layers // 2)))
         try:
-            mask = masks.preset(name, n_layers, k, blocks=blocks, choose=best_k)
+            mask = masks.preset(name, n_layers, k, blocks=blocks, choose=best_k, protected=protected)
         except (ValueError, RuntimeError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             st.session_state["_preset_msg"] = f"{msg}; kept the mask."
@@ -68,7 +69,7 @@ def layer_strip(names: Sequence[str], model_key: str, best_k: Optional[Callable[
     def preset_help(key: str) -> str:
         p = masks.PRESETS[key]
         if key == "every_other":
-            return f"{p.help}: {masks.describe(masks.preset(key, n_layers, 1, blocks=blocks), names)}"
+            return f"{p.help}: {masks.describe(masks.preset(key, n_layers, 1, blocks=blocks, protected=protected), names)}"
         return p.help
 
     with st.container(border=True):

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Issue 20, part 2: the encoder-decoder students (Whisper tiny.en's encoder behind gates, its own text decoder, a CTC
+# head on the encoder) trained from the unchanged pretrained model on the 5.5 h synthetic corpus, clip-alone input,
+# keep probability 0.5 with A1 never dropped, the dld teacher's top-64 token posteriors cached on disk (the first
+# epoch pays the teacher's passes; later epochs and resumed runs do not). Logs in RUNS/s2s_<recipe>.log; every
+# epoch checkpoints; RESUME=1 continues.
+# Usage: bash scripts/seq2seq_students.sh [RECIPES...]   (default: dld ld; EPOCHS, default 10; RUNS, default runs;
+#        THREADS, default 1; RESUME)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+CORPUS=${CORPUS:-corpus/whisper}
+RUNS=${RUNS:-runs}
+mkdir -p "$RUNS"
+ARGS="--objective seq2seq --pretrained default --input-mode clip --kd-top-k 64 --keep-prob 0.5 --protected A1
+      --lr 1e-3 --encoder-lr 2e-5 --decoder-lr 1e-5 --warmup 100 --batch-seconds 80 --lambda 1 --tau 2 --seed 0
+      --train $CORPUS/train.jsonl --valid $CORPUS/valid.jsonl --threads ${THREADS:-1} --quiet --epochs ${EPOCHS:-10}"
+[ "${RESUME:-0}" = 1 ] && ARGS="$ARGS --resume"
+for recipe in ${*:-dld ld}; do
+  nice -n 5 $PY -m dld_core train --recipe "$recipe" --out "$RUNS/s2s_$recipe" $ARGS >> "$RUNS/s2s_$recipe.log" 2>&1 &
+done
+wait
