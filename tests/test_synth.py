@@ -59,9 +59,11 @@ def tiny(tmp_path_factory):
 # python -c BUILDS OUT N HOURS: N corpus builds in a process with the handler of app/jobs.py's runner (SIGTERM
 # raises dld_core.train.Interrupted, torch loaded), which the pool workers used to inherit
 BUILDS = textwrap.dedent("""
-    import signal, sys
+    import faulthandler, signal, sys, time
     from dld_core.train import Interrupted
     from dld_core.synth import build_corpus
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)    # a stalled run's stacks, for the failure message
 
     def on_sigterm(signum, frame):
         raise Interrupted()
@@ -69,8 +71,10 @@ BUILDS = textwrap.dedent("""
     out, n, hours = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     try:
         for i in range(n):
+            t0 = time.time()
             build_corpus(f"{out}/c{i}", hours=hours, seed=i)
             print("built", i, flush=True)
+            print(f"build {i}: {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     except Interrupted:
         print("stopped", flush=True)
         sys.exit(130)
@@ -81,6 +85,27 @@ def start_builds(out: Path, n: int, hours: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", BUILDS, str(out), str(n), str(hours)], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish_builds(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The builds' (stdout, stderr); past `timeout`, a failure that says where they stood: the Python stacks of
+    the builder (SIGUSR1: faulthandler) and every process of its group with its kernel wait channel and CPU
+    time (a stall shows as sleeping processes whose CPU time no longer grows), then the group is killed."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        listing = []
+        for _ in range(2):
+            listing.append(subprocess.run(["ps", "-g", str(proc.pid), "-o", "pid,ppid,stat,wchan:30,etime,time,args:100"],
+                                          capture_output=True, text=True).stdout)
+            time.sleep(5)
+        locks = Path("/proc/locks").read_text() if Path("/proc/locks").exists() else ""
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the builds did not finish in {timeout:.0f} s; stdout: {out.split()!r}\nprocesses, 5 s apart:\n"
+                    + "\n".join(listing) + f"\n/proc/locks:\n{locks}\nstderr (last 6000):\n{err[-6000:]}")
 
 
 def test_pool_workers_are_not_forked_from_the_caller():
@@ -100,12 +125,7 @@ def test_twenty_builds_under_a_jobs_stop_handler_finish_quietly(tmp_path):
     printed "Process ForkPoolWorker-2: Traceback ... Interrupted", and one that caught it inside a task lived
     on, so the build hung (0 files, 0% CPU) joining it."""
     proc = start_builds(tmp_path, 20, 0.001)
-    try:
-        out, err = proc.communicate(timeout=480)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+    out, err = finish_builds(proc, 480)
     assert proc.returncode == 0, err[-3000:]
     assert out.split() == [w for i in range(20) for w in ("built", str(i))]
     assert "Traceback" not in err and "Error" not in err, err[-3000:]
