@@ -181,7 +181,14 @@ def _worker_pool(initializer=_worker_signals, initargs=()):
 
     Workers come from a fork server (a fresh, single-threaded interpreter), never forked from the caller: a
     caller with threads (torch's pool, a test runner, a Streamlit server) can hold a lock at fork time that no
-    forked child ever sees released, and a build forked from the 400th test of the suite hung for an hour."""
+    forked child ever sees released, and a build forked from the 400th test of the suite hung for an hour.
+
+    A pool whose work is done is closed and joined (each worker ends on the sentinel it reads), never terminated:
+    terminate() SIGTERMs the workers, and a signal that lands while a worker is between Python code and the wait
+    for the queue's lock only marks its Python handler as pending; the worker then sleeps in that wait for ever
+    and terminate() joins it for ever (seen on a loaded machine: a worker in sem_wait with its SIGTERM handler
+    installed, unblocked, and no signal pending). Only an exception (a Stop) terminates the pool; a Stop sent
+    to the job's process group has already signalled each worker once, so a lost first signal is not the last."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload([__name__])    # the server imports this module once; workers start warm
@@ -193,9 +200,14 @@ def _worker_pool(initializer=_worker_signals, initargs=()):
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
-    with pool:
+    try:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)      # a Stop that came meanwhile arrives here
         yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
 
 
 def _plausible(x: np.ndarray | None, n_words: int) -> bool:
