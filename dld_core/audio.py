@@ -283,3 +283,19 @@ def write_manifest(path: str | os.PathLike, rows: list[dict]) -> None:
         except OSError:
             pass
         raise
+
+
+def sample_speech(seconds: float) -> np.ndarray:
+    """`seconds` of speech for benchmarks and export checks: the synthetic data_samples clips (synth_*.wav) in
+    name order, 0.3 s apart, repeated."""
+    from .paths import SAMPLES
+    clips = [load_audio(p).samples for p in sorted(SAMPLES.glob("synth_*.wav"))]
+    if not clips:
+        raise FileNotFoundError(f"no synth_*.wav clips in {SAMPLES}")
+    gap = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    parts, total, need = [], 0, int(seconds * SAMPLE_RATE)
+    while total < need:
+        for c in clips:
+            parts += [c, gap]
+            total += len(c) + len(gap)
+    return np.concatenate(parts)[:need].astype(np.float32)

@@ -59,6 +59,14 @@ def given_options(args, cls) -> dict:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
+def add_text_decoder_options(parser, beam: bool = True) -> None:
+    """An encoder-decoder student's text decoder options: --input-mode and (beam) --beam-size."""
+    parser.add_argument("--input-mode", choices=INPUT_MODES, default=None,
+                        help="text decoder: the encoder's input (default: the mode the student was trained with)")
+    if beam:
+        parser.add_argument("--beam-size", type=int, default=5, help="text decoder: whisper-beam's beam size")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dld_core", description="DLD Studio: dynamic CTC speech models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,9 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(one forward pass per mask, decoded twice; --json then needs a {decoder} placeholder); "
                         "an encoder-decoder student (train --objective seq2seq) also has Whisper's text decoder: "
                         "whisper (greedy), whisper-beam, or whisper,whisper-beam")
-    e.add_argument("--input-mode", choices=INPUT_MODES, default=None,
-                   help="text decoder: the encoder's input (default: the mode the student was trained with)")
-    e.add_argument("--beam-size", type=int, default=5, help="text decoder: whisper-beam's beam size")
+    add_text_decoder_options(e)
     e.add_argument("--json", required=True, help="output JSON path (with several decoders: e.g. out.{decoder}.json)")
 
     im = sub.add_parser("importance", help="layer importance over a manifest: drop-one ΔWER (bootstrap "
@@ -115,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--decoder", choices=DECODERS, default="greedy")
     im.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples over utterances")
     im.add_argument("--limit", type=int, default=None, help="use the first N rows only")
+    im.add_argument("--token-kl", nargs="?", const="hypothesis", choices=["hypothesis", "reference"], default=None,
+                    help="an encoder-decoder student's text decoder instead: per module kept (after --drop), the mean "
+                         "per-token KL(posteriors with the mask || without the module), teacher-forced on the greedy "
+                         "hypothesis with the mask (default) or on the manifest's reference texts, and the greedy "
+                         "transcripts without it (--teacher, --criterion, --decoder, --resamples do not apply)")
+    add_text_decoder_options(im, beam=False)
     im.add_argument("--json", required=True, help="output JSON path")
 
     kp = sub.add_parser("keep-probs", help="per-module keep probabilities for train --keep-probs from an importance "
@@ -129,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--keep", type=int, help="keep K modules spread evenly over the depth (the every_other policy)")
     g.add_argument("--drop", help="modules to drop: names (e.g. L2,L10 or A4,M4) or 0-based indices (1,5,9)")
-    r.add_argument("--decoder", choices=DECODERS, default="greedy",
-                   help="greedy, or beam: lexicon + word LM (python -m dld_core build-lm)")
+    r.add_argument("--decoder", choices=DECODERS + TEXT_DECODERS, default="greedy",
+                   help="greedy, or beam: lexicon + word LM (python -m dld_core build-lm); an encoder-decoder student "
+                        "(train --objective seq2seq) also has Whisper's text decoder, which writes Whisper's cased, "
+                        "punctuated text: whisper (greedy) or whisper-beam")
+    add_text_decoder_options(r)
     r.add_argument("audio", nargs="+")
 
     b = sub.add_parser("bench", help="CPU latency vs GFLOPs at every kept level")
@@ -139,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None)
     b.add_argument("--exported", default=None, help="a folder written by deploy: its latency, size and parameters "
                                                      "next to the gated model it came from (one thread)")
+    b.add_argument("--deploy-table", action="store_true",
+                   help="per budget, deploy's mask exported as safetensors, ONNX fp32 and ONNX int8: size, parameters, "
+                        "one-thread latency, peak memory and WER next to the full-depth model, and the issue's targets")
+    b.add_argument("--budgets", default="1.0,0.75,0.5,0.25", help="--deploy-table: GFLOPs shares (1.0: every module)")
+    b.add_argument("--manifest", action="append", default=[], help="--deploy-table: a test set for WER (repeatable)")
+    b.add_argument("--limit", type=int, default=None, help="--deploy-table: the first N clips of each test set")
+    b.add_argument("--valid", default=None, help="--deploy-table: the set budgets choose masks on (default: the "
+                                                  "checkpoint's validation set, as deploy --budget)")
+    b.add_argument("--md", default=None, help="--deploy-table: also write the table as Markdown")
 
     dp = sub.add_parser("deploy", help="export the sub-network of one mask as a small static model (ONNX or safetensors)",
                         description="The folder holds only the kept modules' weights, the front end, the head and a "
@@ -262,13 +286,18 @@ def parse_decoders(text: str) -> list[str]:
     return names
 
 
+def check_beam_size(args) -> None:
+    """A text decoder's --beam-size (evaluate, transcribe): a one-line error below 1."""
+    if args.beam_size < 1:
+        raise ValueError(f"--beam-size must be at least 1, got {args.beam_size}")
+
+
 def cmd_evaluate(args) -> int:
     from .safe_io import atomic_write_json
     from .evaluate import evaluate
     if len(args.decoder) > 1 and "{decoder}" not in args.json:
         raise ValueError("with several decoders, --json needs a {decoder} placeholder (e.g. out.{decoder}.json)")
-    if args.beam_size < 1:
-        raise ValueError(f"--beam-size must be at least 1, got {args.beam_size}")
+    check_beam_size(args)
     results = evaluate(args.checkpoint, args.manifest, keep=args.keep, num_masks=args.masks, policy=args.policy,
                        seed=args.seed, custom=args.custom, decoder=args.decoder, input_mode=args.input_mode,
                        beam_size=args.beam_size)
@@ -293,11 +322,13 @@ def cmd_importance(args) -> int:
     from .layers import importance_report
     from .masks import describe, from_keep_drop
     student = load_checkpoint(args.checkpoint)
-    teacher = load_checkpoint(args.teacher) if args.teacher else None
     names = student.model.module_names
     rows = load_manifest(args.manifest)[:args.limit]
     clips = [(load_audio(r["audio_filepath"]).samples, str(r.get("text", ""))) for r in rows]
     start = from_keep_drop(names, drop=args.drop)
+    if args.token_kl:
+        return importance_token_kl(args, student, clips, start)
+    teacher = load_checkpoint(args.teacher) if args.teacher else None
     report = importance_report(student.model, teacher.model if teacher else None, clips, base_active=start,
                                criterion=args.criterion if teacher else "wer", resamples=args.resamples,
                                decoder=args.decoder)
@@ -314,6 +345,26 @@ def cmd_importance(args) -> int:
         print(f"drop {name:>4}: ΔWER {100 * imp['delta_wer'][i]:+6.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
               + (f"  ΔKL {kl:+.3f}" if kl is not None else ""))
     print("greedy path: " + " -> ".join(names[s["dropped"]] for s in report["path"] if s["dropped"] is not None))
+    return 0
+
+
+def importance_token_kl(args, ckpt, clips, start) -> int:
+    """importance --token-kl: the text decoder's token-level drop-one KL (seq2seq.token_drop_one_kl) over the
+    manifest's clips -> --json, and one line per kept module (its KL, how many transcripts dropping it changes)."""
+    from .masks import describe
+    from .safe_io import atomic_write_json
+    from .seq2seq import input_mode_of, token_drop_one_kl
+    names = ckpt.model.module_names
+    mode = args.input_mode or input_mode_of(ckpt.info)
+    reference = [text for _, text in clips] if args.token_kl == "reference" else None
+    report = token_drop_one_kl(ckpt.model, [wav for wav, _ in clips], start, mode, reference)
+    atomic_write_json(Path(args.json), {"checkpoint": args.checkpoint, "manifest": args.manifest,
+                                        "utterances": len(clips), "module_names": list(names), **report})
+    print(f"start mask {describe(start, names)}; {mode} input; token KL over {report['tokens']} tokens of the "
+          f"{'greedy hypotheses' if reference is None else 'references'}")
+    for m in report["modules"]:
+        changed = sum(a != b for a, b in zip(report["texts"], m["texts"]))
+        print(f"drop {m['name']:>4}: token KL {m['kl']:.4f}  transcripts changed {changed} of {len(clips)}")
     return 0
 
 
@@ -360,15 +411,26 @@ def native_stderr_silenced():
         os.close(saved)
 
 
+def transcriber(ckpt, args):
+    """transcribe's (waveforms, active) -> texts: the CTC head (--decoder greedy | beam) or an encoder-decoder
+    student's text decoder (whisper | whisper-beam, in --input-mode); a model without one is refused here."""
+    if args.decoder in TEXT_DECODERS:
+        from .seq2seq import input_mode_of, text_transcriber
+        check_beam_size(args)
+        return text_transcriber(ckpt.model, args.decoder, args.input_mode or input_mode_of(ckpt.info), args.beam_size)
+    from .inference import transcribe
+    return lambda waveforms, active: transcribe(ckpt.model, waveforms, active, decoder=args.decoder)
+
+
 def cmd_transcribe(args) -> int:
     from .audio import AudioError, load_audio
     from .checkpoint import load_checkpoint
     from .features import MIN_SECONDS
-    from .inference import transcribe
     from .masks import from_keep_drop
 
     ckpt = load_checkpoint(args.checkpoint)
     active = from_keep_drop(ckpt.config.module_names, args.keep, args.drop)
+    transcribe = transcriber(ckpt, args)
     failed = 0
 
     def fail(path, message: str) -> None:
@@ -393,7 +455,7 @@ def cmd_transcribe(args) -> int:
                        f"{1000 * MIN_SECONDS:.0f} ms is needed)")
             continue
         try:
-            text = transcribe(ckpt.model, [clip.samples], active, decoder=args.decoder)[0]
+            text = transcribe([clip.samples], active)[0]
         except (RuntimeError, ValueError, MemoryError) as exc:     # one bad file must not end the batch
             fail(path, f"cannot transcribe ({type(exc).__name__}: {one_line(exc, 160)})")
             continue
@@ -417,7 +479,35 @@ def cmd_bench_exported(args) -> int:
     return 0
 
 
+def parse_budgets(text: str) -> list[float]:
+    """--budgets "1.0,0.5" -> [1.0, 0.5]; a non-number is a one-line error."""
+    try:
+        return [float(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--budgets takes comma-separated GFLOPs shares such as 1.0,0.5, got {text!r}") from None
+
+
+def cmd_bench_deploy_table(args) -> int:
+    import time
+
+    from .bench import deploy_table, deploy_table_markdown
+    from .safe_io import atomic_write_json
+    start = time.monotonic()
+    table = deploy_table(args.checkpoint, parse_budgets(args.budgets), args.manifest, args.limit, args.seconds,
+                         valid=args.valid,
+                         log=lambda m: print(f"[{time.monotonic() - start:6.0f} s] {m}", file=sys.stderr, flush=True))
+    markdown = deploy_table_markdown(table)
+    for path, write in ((args.json, lambda p: atomic_write_json(p, table)), (args.md, lambda p: p.write_text(markdown))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write(Path(path))
+    print(markdown, end="")
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.deploy_table:
+        return cmd_bench_deploy_table(args)
     if args.exported:
         return cmd_bench_exported(args)
     from .bench import bench
@@ -432,6 +522,14 @@ def cmd_bench(args) -> int:
     if decode:
         beam = f"{decode['beam_ms']:.1f} ms" if "beam_ms" in decode else f"unavailable ({decode.get('beam_error', '?')})"
         print(f"decoding {args.seconds:g} s: greedy {decode.get('greedy_ms', float('nan')):.2f} ms, beam {beam}")
+    text = result.get("text_decoder")
+    if text:
+        print(f"text decoder, greedy, {args.seconds:g} s of speech, {result['threads']} thread(s): front end + encoder "
+              f"pass + search")
+        for mode, rows in text["modes"].items():
+            for r in rows:
+                print(f"  {mode:<6}  kept={r['kept']:>2}  latency={r['latency_ms']:8.1f} ms  (encode "
+                      f"{r['encode_ms']:.1f} + decode {r['decode_ms']:.1f} ms, {r['tokens']} tokens, stop {r['stop']})")
     return 0
 
 

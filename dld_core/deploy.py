@@ -29,6 +29,10 @@ them all: it is an ordinary static model.
 * The ONNX form also holds the family's front end as features.onnx (`dld_core.onnx_features`: 16 kHz
   audio -> model.onnx's inputs), so the folder runs with onnxruntime alone (README: "Run the exported
   model without DLD Studio"); `run_onnx` is that path, and it is verified too.
+* It also holds transcribe.onnx (`dld_core.onnx_transcribe`): front end, model and greedy CTC decoding in one graph,
+  one 16 kHz clip -> its transcript as a string tensor, reading its weights from the other two files (no
+  second copy); its transcript is checked against DLD Studio's greedy decoding of the exported model on a few
+  seconds of speech (`transcribe_check`).
 
 config.json records where the model came from: the source checkpoint, its weights' and config's
 checksums, the mask (names, indices, bools), how it was chosen, GFLOPs (and the share of full depth),
@@ -61,6 +65,8 @@ from .config import ModelConfig, from_dict, to_dict
 from .model import CTCModel, DynamicCTCModel, ModelOutput, count_parameters
 from .onnx_features import (FEATURES_FILE, INPUTS as FEATURES_INPUTS, OUTPUTS as FEATURES_OUTPUTS, export_features,
                             run_features)
+from .onnx_transcribe import (INPUTS as TRANSCRIBE_INPUTS, OUTPUTS as TRANSCRIBE_OUTPUTS, TRANSCRIBE_FILE,
+                              export_transcribe, run_transcribe)
 from .recommend import (CHOOSER, CRITERION, DEFAULT_CLIPS, FLOPS_SECONDS, NUM_CANDIDATES, mask_gflops, recommend,
                         validated_masks, validation_clips)
 from .safe_io import CheckpointError, atomic_write_json, fsync_dir, json_object, read_regular_file, sha256_file
@@ -76,6 +82,7 @@ MAX_DIFF_FP32 = 1e-3                         # a float32 export further than thi
 MAX_ONNX_BYTES = 1 << 30
 OPSET = 17
 VERIFY_SECONDS = (1.3, 0.8)                  # the padded batch every export is checked on (not the traced shapes)
+TRANSCRIBE_CHECK_SECONDS = 4.0               # speech transcribe.onnx is checked on (audio.sample_speech)
 
 
 class DeployError(ValueError):
@@ -303,6 +310,7 @@ def write_onnx(folder: Path, static: DynamicCTCModel, provenance: dict, quantize
     elif store_exact_fp16(folder / ONNX_FILE):
         storage = "float16 where exact (the source's float16 weights), cast to float32 when loaded"
     export_features(static.config, folder / FEATURES_FILE, OPSET)
+    shared = export_transcribe(folder, name, FEATURES_FILE, static.config.vocab, OPSET)
     model_cfg = to_dict(static.config)
     info = {
         "format": DEPLOY_FORMAT, "version": DEPLOY_VERSION, "form": "onnx",
@@ -320,6 +328,11 @@ def write_onnx(folder: Path, static: DynamicCTCModel, provenance: dict, quantize
         "front_end": {"file": FEATURES_FILE, "sha256": sha256_file(folder / FEATURES_FILE), "inputs": FEATURES_INPUTS,
                       "outputs": FEATURES_OUTPUTS, "graph": "the family's feature extractor, its STFT as a "
                                                             "convolution (dld_core.onnx_features)"},
+        "transcribe": {"file": TRANSCRIBE_FILE, "sha256": sha256_file(folder / TRANSCRIBE_FILE),
+                       "inputs": TRANSCRIBE_INPUTS, "outputs": TRANSCRIBE_OUTPUTS,
+                       "graph": f"{FEATURES_FILE}, {name} and greedy CTC decoding in one graph "
+                                "(dld_core.onnx_transcribe); run it by path from this folder",
+                       "reads_weights_from": [name, FEATURES_FILE], "shared_initializers": shared},
         "model": model_cfg, "model_sha256": config_digest(model_cfg),
         "deployed": {**provenance, "form": "onnx"},
     }
@@ -447,6 +460,22 @@ def onnx_only_diff(gated: DynamicCTCModel, kept: Sequence[int], folder,
     return _max_diff(a.log_probs, a.lengths, *map(torch.from_numpy, run_onnx(folder, wavs)))
 
 
+def transcribe_check(gated: DynamicCTCModel, kept: Sequence[int], folder,
+                     seconds: float = TRANSCRIBE_CHECK_SECONDS) -> dict:
+    """transcribe.onnx on `seconds` of speech (the data_samples clips, tiled) against DLD Studio's greedy
+    decoding of the folder's front end and model file run with onnxruntime (`run_onnx`: the same arithmetic,
+    so the same text is required), and whether it is also the gated model's greedy transcript with `kept`."""
+    from .audio import sample_speech
+    from .inference import decoder_for, transcribe
+    wav = sample_speech(seconds)
+    text = run_transcribe(Path(folder) / TRANSCRIBE_FILE, wav)
+    log_probs, lengths = run_onnx(folder, [wav])
+    exported = decoder_for(gated, "greedy")(torch.from_numpy(log_probs), torch.from_numpy(lengths))[0]
+    return {"text": text, "same_as_model_file_greedy": text == exported,
+            "same_as_gated_greedy": text == transcribe(gated, [wav], active=list(kept))[0],
+            "against": f"{seconds:g} s of speech (data_samples synth clips, tiled)"}
+
+
 def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[float] = None, fmt: str = "onnx",
            quantize: Optional[str] = None, valid: Optional[str] = None, clips: int = DEFAULT_CLIPS,
            log: Optional[Callable[[str], None]] = None) -> dict:
@@ -518,6 +547,11 @@ def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[floa
                                   f"does not match the gated model (max |log-prob difference| {alone:.3g} > "
                                   f"{MAX_DIFF_FP32:g}); nothing was written")
             verified["onnxruntime_only_max_abs_diff"] = alone   # with its own front end, as the README runs it
+            check = transcribe_check(ckpt.model, kept, tmp)
+            if not check["same_as_model_file_greedy"]:
+                raise DeployError(f"{TRANSCRIBE_FILE} does not give the greedy transcript of {FEATURES_FILE} and the "
+                                  f"model file ({check['text'][:60]!r}); nothing was written")
+            verified["transcribe"] = check
         info = json_object(read_regular_file(tmp / CONFIG_FILE, 1 << 20, CONFIG_FILE), CONFIG_FILE)
         info["deployed"]["verified"] = verified
         info["deployed"]["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.name != CONFIG_FILE}

@@ -3,7 +3,8 @@
 The zip holds `python -m dld_core deploy`'s folder as ``model/`` (ONNX by default; ONNX int8 or a
 safetensors checkpoint on request) and a README.md that says what the model is (source checkpoint, the
 mask, GFLOPs, parameters, how it was verified) and how to run it: for the ONNX forms, with onnxruntime
-alone (`RUN_SNIPPET`, the very snippet of the project README, tested against an exported model).
+alone (`RUN_SNIPPET`: transcribe.onnx in three lines; `STEP_SNIPPET`: features.onnx, the model file and greedy
+decoding in numpy; the very snippets of the project README, both tested against an exported model).
 
 Export takes seconds, so zips are cached on disk by (checkpoint, mask, format) in a folder the caller
 names (the app: DLD_DOWNLOADS_DIR), shared by every session: `cached_zip` looks one up without building,
@@ -34,10 +35,17 @@ DEFAULT_FORMAT = "onnx"
 MODEL_DIR = "model"     # the exported folder's name inside the zip (the README's snippet reads model/...)
 README = "README.md"
 KEEP_ZIPS = 8           # the cache keeps the newest zips only
+ZIP_LAYOUT = 2          # what a zip holds (2: with transcribe.onnx); part of the cache key, so older zips are rebuilt
 
-# Run the exported folder with onnxruntime alone (its front end is model/features.onnx): the project README's
-# "Run the exported model without DLD Studio" snippet, word for word (a test checks both against a model).
+# Run the exported folder with onnxruntime alone: the project README's "Run the exported model without DLD Studio"
+# snippets, word for word (a test runs them against a model). RUN_SNIPPET: model/transcribe.onnx, audio -> the greedy
+# transcript in one graph; STEP_SNIPPET: the front end (model/features.onnx), the model, greedy decoding in numpy.
 RUN_SNIPPET = """\
+import onnxruntime as ort, soundfile as sf
+audio = sf.read("clip.wav", dtype="float32")[0][None]                  # 16 kHz mono -> [1, samples]
+print("".join(ort.InferenceSession("model/transcribe.onnx").run(None, {"audio": audio})[0]))   # greedy transcript
+"""
+STEP_SNIPPET = """\
 import json, numpy as np, onnxruntime as ort, soundfile as sf
 audio = sf.read("clip.wav", dtype="float32")[0][None]                  # 16 kHz mono -> [1, samples]
 feats = ort.InferenceSession("model/features.onnx").run(None, {"audio": audio, "audio_lengths": np.array([audio.shape[1]])})
@@ -62,7 +70,7 @@ def zip_key(checkpoint, active, fmt: str) -> str:
     info = read_config(checkpoint)
     kept = M.kept(active, len(_module_names(info)))
     parts = [str(Path(checkpoint).resolve()), str(info.get("weights_sha256")), str(info.get("model_sha256")),
-             ",".join(map(str, kept)), fmt, f"deploy v{DEPLOY_VERSION}"]
+             ",".join(map(str, kept)), fmt, f"deploy v{DEPLOY_VERSION}", f"zip v{ZIP_LAYOUT}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
@@ -126,8 +134,9 @@ def build_zip(checkpoint, active, fmt: str, out) -> Path:
     return out
 
 
-def run_snippet(model_file: str = ONNX_FILE) -> str:
-    return RUN_SNIPPET.replace(f"model/{ONNX_FILE}", f"model/{model_file}")
+def step_snippet(model_file: str = ONNX_FILE) -> str:
+    """STEP_SNIPPET for the folder's model file (model.onnx or model.int8.onnx)."""
+    return STEP_SNIPPET.replace(f"model/{ONNX_FILE}", f"model/{model_file}")
 
 
 def readme(info: dict, fmt: str) -> str:
@@ -145,8 +154,11 @@ def readme(info: dict, fmt: str) -> str:
              f"* verified: max |log-prob difference| {d['verified']['max_abs_diff']:.2g} to the gated model with "
              f"this mask ({d['verified']['against']})"]
     if "onnxruntime_only_max_abs_diff" in d["verified"]:
-        lines.append(f"* run with onnxruntime alone (the snippet below): max |log-prob difference| "
+        lines.append(f"* run with onnxruntime alone (the step-by-step snippet below): max |log-prob difference| "
                      f"{d['verified']['onnxruntime_only_max_abs_diff']:.2g}")
+    if "transcribe" in d["verified"]:
+        lines.append(f"* transcribe.onnx gives the greedy transcript of the two files it runs, checked on "
+                     f"{d['verified']['transcribe']['against']}")
     lines += ["", f"`{MODEL_DIR}/config.json` records all of it: the source, the mask, the vocabulary "
               "(`model.vocab`, the CTC blank first), checksums.", ""]
     if info.get("format") == "dld-studio-deployed":          # the ONNX forms
@@ -157,14 +169,19 @@ def readme(info: dict, fmt: str) -> str:
                   "`lengths`)",
                   f"* `{MODEL_DIR}/{model_file}`: the encoder and CTC head, features -> log-probs (inputs `features`, "
                   f"`lengths`; outputs `log_probs` [batch, frames, vocab], `out_lengths`), {info['precision']}",
+                  f"* `{MODEL_DIR}/transcribe.onnx`: the two above and greedy decoding in one graph, one clip -> "
+                  "its transcript (input `audio` float32 [1, samples]; output `text`, one string per character); it "
+                  "reads its weights from the two files above, so keep the three together",
                   f"* `{MODEL_DIR}/config.json`: what the model is", "",
                   "## Run it with onnxruntime only", "",
                   "`pip install onnxruntime soundfile` (numpy comes with onnxruntime), put a 16 kHz mono "
                   "`clip.wav` next to this README, and run:", "",
-                  "```python", run_snippet(model_file).rstrip("\n"), "```", "",
+                  "```python", RUN_SNIPPET.rstrip("\n"), "```", "",
                   "It prints the greedy transcript: the most likely token of every frame, repeats merged, blanks "
-                  "dropped. Other sample rates: resample to 16 kHz first. A batch: zero-pad the clips to the longest "
-                  "and pass each one's length in `audio_lengths`."]
+                  "dropped. Other sample rates: resample to 16 kHz first.", "",
+                  "Step by step (the front end, the model, greedy decoding in numpy), which also takes a batch: "
+                  "zero-pad the clips to the longest and pass each one's length in `audio_lengths`.", "",
+                  "```python", step_snippet(model_file).rstrip("\n"), "```"]
         if info["model"].get("family") == "whisper":
             lines += ["", f"A clip may be up to {info['model']['max_frames'] / 50:g} s long (the Whisper encoder's "
                           "position table)."]

@@ -26,7 +26,7 @@ from .flops import gflops_for_seconds
 from .inference import decoder_for, featurize, recognize
 from .metrics import error_counts, error_rate
 from .model import DynamicCTCModel
-from .seq2seq import TEXT_DECODERS, TextRunner
+from .seq2seq import TEXT_DECODERS, TextRunner, input_mode_of
 
 FLOPS_SECONDS = 10.0
 
@@ -155,7 +155,7 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
             tqdm.write(f"{manifest_path}:{row.get('line')}: skipped: {message}", file=sys.stderr)
             return None
 
-    input_mode = input_mode or (ckpt.info.get("train") or {}).get("input_mode") or "padded"
+    input_mode = input_mode or input_mode_of(ckpt.info)
     levels = evaluate_items(ckpt.model, items, load,
                             keep=keep, num_masks=num_masks, policy=policy, seed=seed,
                             batch_seconds=batch_seconds, custom=custom, progress=progress, decoder=decoder,

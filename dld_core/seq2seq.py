@@ -16,7 +16,10 @@ What differs from the CTC objective, for dld_core/train.py's one loop (``Trainer
 * the student's encoder input (TrainConfig.input_mode): "padded" (30 s: one more encoder pass of B x 30 s) or
   "clip" (the clip, then the encoder output of 30 s of zero frames, one pass per step shared by the batch), with
   gradients through both (:class:`StudentNet`, what DDP wraps);
-* validation: greedy text-decoder WER with the length guard (:func:`validate`); evaluation: :class:`TextRunner`.
+* validation: greedy text-decoder WER with the length guard (:func:`validate`); evaluation: :class:`TextRunner`;
+  transcribing (python -m dld_core transcribe --decoder whisper): :func:`text_transcriber`; the benchmark's text
+  decoder latency: :func:`greedy_latency`; the token-level drop-one KL (importance --token-kl):
+  :func:`token_drop_one_kl`.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import hashlib
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,10 +38,11 @@ from .config import ModelConfig, TrainConfig
 from .data import SpeechDataset, length_batches
 from .families.whisper import DECODER_DIMS
 from .families.whisper_decoder import WhisperTokenizer, load_tokenizer
-from .families.whisper_decoding import (DecodeOptions, WhisperSeq2Seq, level_tail, padded_states, run_encoder,
-                                        spoken_text, with_tail)
+from .families.whisper_decoding import (AudioMemory, DecodeOptions, WhisperSeq2Seq, level_tail, padded_states,
+                                        run_encoder, spoken_text, with_tail)
 from .inference import timed
-from .losses import ctc_loss, distillation_kl, distillation_kl_top_k, token_cross_entropy
+from .losses import (ctc_loss, distillation_kl, distillation_kl_top_k, kl_per_frame, token_cross_entropy,
+                     valid_frames)
 from .masks import as_bools
 from .metrics import wer
 from .model import DynamicCTCModel, ModelOutput
@@ -104,14 +109,44 @@ def text_model(model: DynamicCTCModel) -> WhisperSeq2Seq:
     return WhisperSeq2Seq(model.encoder, model.decoder, tokenizer_for(model))
 
 
+def input_mode_of(info: dict) -> str:
+    """The input mode a checkpoint's student was trained with (config.json's train.input_mode; "padded", as
+    Whisper was trained, when it records none): the text decoder's default in evaluate, transcribe, importance."""
+    return (info.get("train") or {}).get("input_mode") or "padded"
+
+
+def decode_options(decoder: str, beam_size: int = 5) -> DecodeOptions:
+    """The search of a text decoder name (TEXT_DECODERS): "whisper" greedy, "whisper-beam" beam_size beams; the
+    length guard and repetition stop on (DecodeOptions' defaults)."""
+    if decoder not in TEXT_DECODERS:
+        raise ValueError(f"unknown text decoder {decoder!r} (expected {' or '.join(TEXT_DECODERS)})")
+    return DecodeOptions(beam_size=beam_size if decoder == "whisper-beam" else 1)
+
+
+def text_transcriber(model: DynamicCTCModel, decoder: str = "whisper", mode: str = "padded", beam_size: int = 5):
+    """A callable (waveforms, active) -> Whisper's texts (cased, punctuated) of the clips by the text decoder; its
+    calls share one WhisperSeq2Seq (the "clip" mode's padding tail is computed once per mask). A model without a
+    text decoder is refused (ValueError) here, before any audio."""
+    seq2seq, options = text_model(model), decode_options(decoder, beam_size)
+    model.eval()
+    return lambda waveforms, active=None: [h.text for h in seq2seq.transcribe(waveforms, active, mode, options)]
+
+
 def token_batch(tokenizer: WhisperTokenizer, texts: Sequence[str], n_ctx: int, device
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher forcing: (inputs [B, P + n]: the prompt and each text's tokens, right-padded with <|endoftext|>;
     targets [B, n + 1]: the text's tokens and <|endoftext|>, what the decoder's outputs from position P - 1 on must
     predict; their lengths [B]). A text is " " + the reference (Whisper's transcripts start with a space), cut to the
     decoder's n_ctx positions."""
+    cap = n_ctx - len(tokenizer.sot_sequence)
+    return forced_tokens(tokenizer, [tokenizer.encode(" " + t.strip())[:cap] for t in texts], device)
+
+
+def forced_tokens(tokenizer: WhisperTokenizer, texts: Sequence[Sequence[int]], device
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """token_batch's tensors for text tokens already cut to fit (e.g. a Hypothesis's .tokens)."""
     prompt = list(tokenizer.sot_sequence)
-    texts = [tokenizer.encode(" " + t.strip())[: n_ctx - len(prompt)] for t in texts]
+    texts = [list(t) for t in texts]
     width = max(len(t) for t in texts)
     inputs = [prompt + t + [tokenizer.eot] * (width - len(t)) for t in texts]
     targets = [t + [tokenizer.eot] * (width + 1 - len(t)) for t in texts]
@@ -269,7 +304,7 @@ class TextRunner:
     def __init__(self, model: DynamicCTCModel, decoders: Sequence[str], mode: str, beam_size: int = 5):
         self.seq2seq = text_model(model)
         self.mode = mode
-        self.options = {d: DecodeOptions(beam_size=beam_size if d == "whisper-beam" else 1) for d in decoders}
+        self.options = {d: decode_options(d, beam_size) for d in decoders}
 
     def prepare(self, waveforms: Sequence) -> Sequence:
         return waveforms
@@ -281,3 +316,71 @@ class TextRunner:
             texts[name], (decode_ms,) = timed(lambda: [spoken_text(h.text) for h in self.seq2seq.decode(memory, options)])
             seconds[name] = (encode_ms + decode_ms) / 1000
         return texts, seconds
+
+
+# ------------------------------------------------------------------------------------------------ latency
+
+@torch.inference_mode()
+def greedy_latency(seq2seq: WhisperSeq2Seq, waveform, active=None, mode: str = "padded", repeats: int = 5,
+                   warmup: int = 1) -> dict:
+    """The text decoder's greedy latency on one clip, on the current torch threads: the median encoder pass in
+    `mode` with layer mask `active` and the median greedy search of its output, each over `repeats` timed runs
+    after `warmup` (the "clip" mode's padding tail is cached by then), in ms: {"latency_ms" (their sum),
+    "encode_ms", "decode_ms", "tokens", "stop", "text"}."""
+    memory, encode_runs = timed(lambda: seq2seq.encode([waveform], active, mode), repeats, warmup)
+    (hyp,), decode_runs = timed(lambda: seq2seq.decode(memory), repeats, warmup)
+    encode_ms, decode_ms = float(np.median(encode_runs)), float(np.median(decode_runs))
+    return {"latency_ms": encode_ms + decode_ms, "encode_ms": encode_ms, "decode_ms": decode_ms,
+            "tokens": len(hyp.tokens), "stop": hyp.stop, "text": hyp.text}
+
+
+# ---------------------------------------------------------------------------------- token-level drop-one KL
+
+def forced_log_probs(seq2seq: WhisperSeq2Seq, memory: AudioMemory, tokens: torch.Tensor) -> torch.Tensor:
+    """The text decoder's teacher-forced log-probabilities [B, n + 1, V] (whole vocabulary, nothing suppressed)
+    of `tokens` (forced_tokens' inputs [B, P + n]) from the last prompt position on."""
+    prompt = len(seq2seq.tokenizer.sot_sequence)
+    logits = seq2seq.decoder(tokens, seq2seq.decoder.start(memory.states, memory.mask), cache=False)
+    return F.log_softmax(logits[:, prompt - 1:].float(), dim=-1)
+
+
+@torch.inference_mode()
+def token_drop_one_kl(model: DynamicCTCModel, waveforms: Sequence, mask=None, mode: str = "clip",
+                      reference: Optional[Sequence[str]] = None) -> dict:
+    """The text decoder's drop-one view of an encoder-decoder student: for each module kept in `mask` (None: every
+    module), the mean per-token KL(p_mask || p_mask without it) of the decoder's posteriors, teacher-forced on the
+    greedy hypothesis under `mask` (or on the `reference` texts, one per waveform), and the greedy transcripts
+    without it. Tokens are pooled over the clips; <|endoftext|> counts as one.
+
+    -> {"mode", "targets": "hypothesis" | "reference", "kept": [indices], "kept_names", "tokens" (how many),
+    "texts" (greedy under `mask`), "modules": [{"index", "name", "kl", "texts"}, one per kept module]}."""
+    if not len(waveforms):
+        raise ValueError("no clips to compare")
+    if reference is not None and len(reference) != len(waveforms):
+        raise ValueError(f"{len(reference)} reference texts for {len(waveforms)} clips")
+    seq2seq = text_model(model)
+    model.eval()
+    base = as_bools(mask, model.num_modules)
+    kept = [i for i, on in enumerate(base) if on]
+    sums, texts, base_texts, count = [0.0] * len(kept), [[] for _ in kept], [], 0
+    for start in range(0, len(waveforms), BATCH_CLIPS):
+        wavs = list(waveforms[start: start + BATCH_CLIPS])
+        memory = seq2seq.encode(wavs, base, mode)
+        hyps = seq2seq.decode(memory)
+        base_texts += [h.text for h in hyps]
+        device = memory.states.device
+        tokens, _, lengths = (forced_tokens(seq2seq.tokenizer, [h.tokens for h in hyps], device) if reference is None
+                              else token_batch(seq2seq.tokenizer, reference[start: start + BATCH_CLIPS],
+                                               model.config.decoder["n_ctx"], device))
+        full = forced_log_probs(seq2seq, memory, tokens)
+        valid = valid_frames(lengths, full.shape[1])
+        count += int(valid.sum())
+        for r, i in enumerate(kept):
+            dropped = seq2seq.encode(wavs, [on and j != i for j, on in enumerate(base)], mode)
+            sums[r] += float(kl_per_frame(full, forced_log_probs(seq2seq, dropped, tokens))[valid].sum())
+            texts[r] += [h.text for h in seq2seq.decode(dropped)]
+    names = model.module_names
+    return {"mode": mode, "targets": "hypothesis" if reference is None else "reference", "kept": kept,
+            "kept_names": [names[i] for i in kept], "tokens": count, "texts": base_texts,
+            "modules": [{"index": i, "name": names[i], "kl": sums[r] / count, "texts": texts[r]}
+                        for r, i in enumerate(kept)]}

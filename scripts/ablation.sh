@@ -56,7 +56,7 @@ if [ "$ABLATION" = loss ]; then
   run lambda1_tau1_scratch --no-init-from-teacher --lambda 1 --tau 1 --lr 2e-3 --warmup 200
 elif [ "$ABLATION" = gates2 ]; then
   # drop-one cost of each module on valid (greedy) in a student trained with dropping -> keep probabilities
-  IMPORTANCE=results/importance.dld.valid.json
+  IMPORTANCE=results/ablation_gates/importance.dld.valid.json   # of the earlier shipped DLD (keep 0.5)
   [ -f "$IMPORTANCE" ] || nice -n 5 $PY -m dld_core importance --checkpoint "${DROP_ONE_FROM:-checkpoints/dld}" \
       --manifest "$CORPUS/valid.jsonl" --json "$IMPORTANCE" > /dev/null
   KEEP_PROBS=$($PY -m dld_core keep-probs --importance "$IMPORTANCE" --protected A1 --low 0.6 --high 0.9)

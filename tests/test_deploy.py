@@ -19,6 +19,7 @@ from dld_core.deploy import (ONNX_FILE, ONNX_INT8_FILE, OnnxCTCModel, deploy, lo
                              static_subnetwork)
 from dld_core.recommend import validation_clips
 from dld_core.onnx_features import FEATURES_FILE
+from dld_core.onnx_transcribe import TRANSCRIBE_FILE, run_transcribe
 from dld_core.recommend import CHOOSER, mask_gflops, recommend, validated_masks
 from dld_core.flops import gflops
 from dld_core.inference import decoder_for, featurize, recognize
@@ -93,7 +94,7 @@ def test_the_exported_model_equals_the_gated_model(exported, clips, family, fmt)
     else:
         assert isinstance(model, OnnxCTCModel) and info["precision"] == "fp32" and info["quantization"] is None
         assert info["weights_storage"].startswith("float16 where exact")      # half the bytes, the same values
-        assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_FILE, FEATURES_FILE}
+        assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_FILE, FEATURES_FILE, TRANSCRIBE_FILE}
         assert info["front_end"]["file"] == FEATURES_FILE and d["verified"]["onnxruntime_only_max_abs_diff"] <= 1e-4
         alone, lengths = run_onnx(folder, clips)          # onnxruntime alone: features.onnx, then model.onnx
         assert lengths.tolist() == gated.output.lengths.tolist()
@@ -147,7 +148,7 @@ def test_the_onnx_model_decodes_with_beam_search(exported, clips):
 def test_int8_runs_and_says_so(exported, clips):
     folder = exported("whisper", "onnx", "int8")
     info = read_info(folder)
-    assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_INT8_FILE, FEATURES_FILE}
+    assert {p.name for p in folder.iterdir()} == {"config.json", ONNX_INT8_FILE, FEATURES_FILE, TRANSCRIBE_FILE}
     assert info["model_file"] == ONNX_INT8_FILE and info["precision"] == "int8 (dynamic)"
     assert info["quantization"]["type"] == "int8" and info["quantization"]["method"].endswith("quantize_dynamic")
     assert info["weights_storage"].startswith("int8 linear-layer weights")
@@ -157,6 +158,44 @@ def test_int8_runs_and_says_so(exported, clips):
     assert len(out.texts) == 3 and all(isinstance(t, str) for t in out.texts)
     assert bool(torch.isfinite(out.output.log_probs).all())
     assert info["deployed"]["verified"]["max_abs_diff"] > 0          # reported, not hidden
+
+
+def test_the_greedy_graph_is_dld_studios_greedy_decoding():
+    import numpy as np
+    import onnxruntime as ort
+    from dld_core.decode import greedy_decode
+    from dld_core.onnx_transcribe import greedy_graph
+    from dld_core.tokenizer import CharTokenizer
+    vocab = source(CONFORMER).config.vocab
+    session = ort.InferenceSession(greedy_graph(vocab, 17).SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for trial in range(200):                    # many blanks and spaces: repeats, leading/trailing/double spaces
+        frames = int(rng.integers(1, 30))
+        log_probs = rng.standard_normal((1, frames, len(vocab))).astype(np.float32)
+        log_probs[..., :2] += rng.uniform(0, 4)
+        n = int(rng.integers(0, frames + 1))
+        text = "".join(session.run(None, {"log_probs": log_probs, "out_lengths": np.array([n])})[0])
+        assert text == greedy_decode(torch.from_numpy(log_probs), torch.tensor([n]), CharTokenizer(vocab))[0]
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_transcribe_onnx_is_the_greedy_transcript_and_holds_no_second_copy_of_the_weights(exported, clips, quantize):
+    import onnxruntime as ort
+    folder = exported("whisper", "onnx", quantize)
+    info = read_info(folder)
+    model = load_exported(folder)
+    for clip in clips:                                   # DLD Studio's greedy decoding of the exported model
+        assert run_transcribe(folder / TRANSCRIBE_FILE, clip) == recognize(model, [clip]).texts[0]
+    t = info["transcribe"]
+    assert t["file"] == TRANSCRIBE_FILE and t["reads_weights_from"] == [info["model_file"], FEATURES_FILE]
+    assert (folder / TRANSCRIBE_FILE).stat().st_size < 0.1 * (folder / info["model_file"]).stat().st_size
+    check = info["deployed"]["verified"]["transcribe"]
+    assert check["same_as_model_file_greedy"] and check["text"]
+    assert check["same_as_gated_greedy"] or quantize
+    session = ort.InferenceSession(str(folder / TRANSCRIBE_FILE), providers=["CPUExecutionProvider"])
+    two = torch.zeros(2, 16000).numpy()
+    with pytest.raises(Exception, match="(?i)dimension|shape"):           # one clip per call
+        session.run(None, {"audio": two})
 
 
 def test_a_static_model_refuses_a_mask(exported, clips):
@@ -265,3 +304,103 @@ def test_an_altered_onnx_file_is_refused(exported, tmp_path):
     (folder / ONNX_FILE).write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="checksum"):
         load_exported(folder)
+
+
+# ------------------------------------------------------------------------------------------ the deploy table
+
+TABLE_BUDGETS = (1.0, 0.5)
+TABLE_MANIFEST = SAMPLES / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def table():
+    """The deploy table of the small conformer: two budgets, two clips of one test set, a 2 s clip."""
+    from dld_core.bench import deploy_table
+    return deploy_table(CONFORMER, TABLE_BUDGETS, [TABLE_MANIFEST], limit=2, seconds=2.0, repeats=1, warmup=0,
+                        valid=str(TABLE_MANIFEST), clips=2)
+
+
+@pytest.mark.slow
+def test_the_deploy_table_has_every_budget_and_form(table):
+    from dld_core.bench import DEPLOY_FORMS, WER_FORMS, manifest_name
+    ckpt = source(CONFORMER)
+    assert [row["budget"] for row in table["budgets"]] == list(TABLE_BUDGETS)
+    whole, half = table["budgets"]
+    assert whole["kept"] == ckpt.config.module_names and whole["selection"] == {"by": "every module"}
+    assert half["gflops_share"] <= 0.5 and half["selection"]["chooser"] == "dld_core.deploy.budget_mask"
+    test_set = manifest_name(TABLE_MANIFEST)
+    assert table["decoders"][0] == "greedy" and table["full"]["parameters"] == count_parameters(ckpt.model)
+    for row in table["budgets"]:
+        assert list(row["forms"]) == ["gated", *DEPLOY_FORMS]
+        for form, r in row["forms"].items():
+            assert r["latency_ms"] > 0 and r["bytes"] > 0 and r["parameters"] > 0
+            assert ("wer" in r) == (form in WER_FORMS)
+            if form in WER_FORMS:
+                assert set(r["wer"]) == {test_set} and set(r["wer"][test_set]) == set(table["decoders"])
+        assert row["max_abs_diff"]["onnx"] <= 1e-4 and row["max_abs_diff"]["safetensors"] <= 1e-4
+        assert row["forms"]["onnx-int8"]["bytes"] < row["forms"]["onnx"]["bytes"]
+    assert half["forms"]["onnx"]["parameters"] < whole["forms"]["onnx"]["parameters"] == table["full"]["parameters"]
+
+
+@pytest.mark.slow
+def test_the_deploy_table_ratios_are_its_numbers(table):
+    full = table["full"]
+    for row in table["budgets"]:
+        for r in row["forms"].values():
+            assert r["speedup"] == pytest.approx(full["latency_ms"] / r["latency_ms"])
+            assert r["size_ratio"] == pytest.approx(r["bytes"] / full["bytes"])
+            assert r["memory_ratio"] == pytest.approx(r["peak_mib"] / full["peak_mib"])
+        onnx, int8 = row["forms"]["onnx"], row["forms"]["onnx-int8"]
+        assert row["int8_speedup_over_onnx"] == pytest.approx(onnx["latency_ms"] / int8["latency_ms"])
+        for test_set, change in row["int8_wer_change_points"].items():
+            for d, points in change.items():
+                assert points == pytest.approx(100 * (int8["wer"][test_set][d] - onnx["wer"][test_set][d]))
+
+
+@pytest.mark.slow
+def test_the_fp32_export_has_the_gated_models_wer(table):
+    for row in table["budgets"]:
+        assert row["forms"]["onnx"]["wer"] == row["forms"]["gated"]["wer"]
+
+
+@pytest.mark.slow
+def test_peak_memory_is_measured_per_form_in_a_fresh_process(table):
+    full = table["full"]
+    assert full["peak_mib"] >= full["import_mib"] > 0
+    for row in table["budgets"]:
+        for r in row["forms"].values():
+            assert r["peak_mib"] >= r["import_mib"] > 0
+        # the ONNX forms run with onnxruntime alone: no torch in that process
+        assert row["forms"]["onnx"]["import_mib"] < full["import_mib"]
+
+
+@pytest.mark.slow
+def test_the_targets_are_checked_against_the_numbers(table):
+    from dld_core.bench import TARGETS, deploy_table_markdown, target_report
+    half = table["budgets"][1]
+    targets = {t["limit"]: t for t in table["targets"]}
+    assert len(table["targets"]) == 4 and set(targets) == set(TARGETS.values())
+    speed = targets[TARGETS["onnx_speedup"]]
+    assert speed["value"] == half["forms"]["onnx"]["speedup"] and speed["met"] == (speed["value"] >= 1.8)
+    size = targets[TARGETS["onnx_size_ratio"]]
+    assert size["value"] == half["forms"]["onnx"]["size_ratio"] and size["met"] == (size["value"] <= 0.55)
+    wer = targets[TARGETS["int8_wer_change_points"]]
+    assert wer["value"] == max(abs(v) for per in half["int8_wer_change_points"].values() for v in per.values())
+    text = deploy_table_markdown(table)
+    assert all(t["text"] in text for t in table["targets"]) and all(("met" in t["text"]) != ("MISSED" in t["text"])
+                                                                   for t in table["targets"])
+    assert "ONNX int8" in text and "static (PyTorch, safetensors)" in text
+    assert "not checked" in target_report({**table, "budgets": table["budgets"][:1]})[0]["text"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--manifest", "nowhere/test.jsonl"], "manifest nowhere/test.jsonl not found"),
+    (["--budgets", ""], "at least one budget"),
+    (["--budgets", "half"], "--budgets takes"),
+    (["--budgets", "1.0,1.5"], "in (0, 1]"),
+    (["--budgets", "0.01"], "below the cheapest mask"),
+])
+def test_a_bad_deploy_table_request_is_one_line(capsys, args, message):
+    code = cli.main(["bench", "--deploy-table", "--checkpoint", str(CONFORMER), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

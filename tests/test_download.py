@@ -1,7 +1,7 @@
 """The app's "Download this model" (dld_core/download.py) and the README's "Run the exported model without DLD
 Studio": the zip holds deploy's folder and a README; its ONNX runs with onnxruntime alone (its own front end,
-features.onnx) and equals the gated model; the README's snippet, run exactly as written, transcribes as DLD
-Studio does; zips are cached by (checkpoint, mask, format); a failed export leaves nothing behind."""
+features.onnx) and equals the gated model; the README's snippets (transcribe.onnx in three lines; step by step),
+run exactly as written, transcribe as DLD Studio does; zips are cached by (checkpoint, mask, format); a failed export leaves nothing behind."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ import torch
 
 from dld_core import masks as M
 from dld_core.checkpoint import load_checkpoint
-from dld_core.download import RUN_SNIPPET, cached_zip, prepare_zip, run_snippet
+from dld_core.download import RUN_SNIPPET, STEP_SNIPPET, cached_zip, prepare_zip, step_snippet
 from dld_core.inference import featurize, transcribe
 from dld_core.safe_io import CheckpointError
 from tests.helpers import REPO, SMALL_CONFORMER, corrupted_copy
@@ -53,25 +53,28 @@ def unzip(path, to):
     return to
 
 
-def readme_snippet() -> str:
-    """The python block of the project README's "Run the exported model without DLD Studio" section."""
+def readme_snippets() -> list[str]:
+    """The python blocks of the project README's "Run the exported model without DLD Studio" section."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("### Run the exported model without DLD Studio"):]
-    start = section.index("```python\n") + len("```python\n")
-    return section[start:section.index("```", start)]
+    section = section[:section.index("\n## ")]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
 
 
 def test_the_zip_holds_the_exported_folder_and_a_readme(whisper_zip):
     cache, active, path = whisper_zip
     with zipfile.ZipFile(path) as z:
         assert z.testzip() is None
-        assert set(z.namelist()) == {"README.md", "model/config.json", "model/model.onnx", "model/features.onnx"}
+        assert set(z.namelist()) == {"README.md", "model/config.json", "model/model.onnx", "model/features.onnx",
+                                     "model/transcribe.onnx"}
         readme = z.read("README.md").decode()
         info = json.loads(z.read("model/config.json"))
     assert info["deployed"]["kept"] == KEEP.split(",") and info["deployed"]["source_checkpoint"] == str(WHISPER)
     assert info["deployed"]["verified"]["onnxruntime_only_max_abs_diff"] <= 1e-4
+    assert info["deployed"]["verified"]["transcribe"]["same_as_model_file_greedy"]
     assert "A1 M1 M2 A3 (4 of 8 modules)" in readme and "onnxruntime" in readme
-    assert f"```python\n{RUN_SNIPPET}```" in readme               # the project README's snippet, word for word
+    assert f"```python\n{RUN_SNIPPET}```" in readme               # the project README's snippets, word for word
+    assert f"```python\n{STEP_SNIPPET}```" in readme
 
 
 def test_the_zipped_onnx_runs_with_onnxruntime_alone_and_equals_the_gated_model(whisper_zip, whisper, tmp_path):
@@ -92,16 +95,21 @@ def test_the_zipped_onnx_runs_with_onnxruntime_alone_and_equals_the_gated_model(
         assert float(np.abs(log_probs[i, :n] - gated.log_probs[i, :n].numpy()).max()) <= 1e-4
 
 
-def test_the_readme_snippet_runs_as_written(whisper_zip, whisper, tmp_path):
-    snippet = readme_snippet()
-    assert snippet == RUN_SNIPPET
+def test_the_readme_snippets_run_as_written(whisper_zip, whisper, tmp_path):
+    snippets = readme_snippets()
+    assert snippets == [RUN_SNIPPET, STEP_SNIPPET] and len(RUN_SNIPPET.splitlines()) == 3
     _, active, path = whisper_zip
     unzip(path, tmp_path)
     shutil.copy(CLIPS[0], tmp_path / "clip.wav")
-    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
     want = transcribe(whisper.model, [sf.read(CLIPS[0], dtype="float32")[0]], active=list(active))[0]
-    assert want and " ".join(done.stdout.split()) == want
+    printed = []
+    for snippet in snippets:
+        done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        printed.append(done.stdout)
+    assert want and " ".join(printed[1].split()) == want
+    assert printed[0] == want + "\n"              # transcribe.onnx: DLD Studio's greedy transcript, spaces and all
 
 
 def test_zips_are_cached_by_checkpoint_mask_and_format(whisper_zip):
@@ -122,9 +130,10 @@ def test_int8_and_safetensors_zips_and_the_cache_keeps_the_newest(tmp_path):
     active = mask_of(CONFORMER, "L1,L2,L4,L7,L12")
     int8 = prepare_zip(cache, CONFORMER, active, "onnx-int8")
     with zipfile.ZipFile(int8) as z:
-        assert set(z.namelist()) == {"README.md", "model/config.json", "model/model.int8.onnx", "model/features.onnx"}
+        assert set(z.namelist()) == {"README.md", "model/config.json", "model/model.int8.onnx", "model/features.onnx",
+                                     "model/transcribe.onnx"}
         readme = z.read("README.md").decode()
-    assert run_snippet("model.int8.onnx") in readme and "model/model.int8.onnx" in readme and "Int8:" in readme
+    assert step_snippet("model.int8.onnx") in readme and RUN_SNIPPET in readme and "model/model.int8.onnx" in readme and "Int8:" in readme
     plain = prepare_zip(cache, CONFORMER, active, "safetensors", keep=1)
     with zipfile.ZipFile(plain) as z:
         assert set(z.namelist()) == {"README.md", "model/config.json", "model/model.safetensors"}

@@ -341,6 +341,102 @@ def test_bad_options_are_one_line_errors(tmp_path, tiny_whisper, corpus):
         assert exit_info.value.code == 2
 
 
+def test_transcribe_cli_with_the_text_decoder(tmp_path, tiny_whisper, corpus):
+    model = student(tiny_whisper).eval()
+    folder = save_checkpoint(tmp_path / "s2s", model, recipe="ld", metadata={"train": {"input_mode": "clip"}})
+    rows = [json.loads(line) for line in corpus["test"].read_text().splitlines()]
+    paths = [str(corpus["test"].parent / r["audio_filepath"]) for r in rows]
+    wavs = [sf.read(p, dtype="float32")[0] for p in paths]
+    text = seq2seq.text_model(load_checkpoint(folder).model)
+    from dld_core.families.whisper_decoding import DecodeOptions
+    cases = {("whisper", "clip"): ([], DecodeOptions()),            # the trained input mode by default
+             ("whisper-beam", "padded"): (["--input-mode", "padded", "--beam-size", "2"], DecodeOptions(beam_size=2))}
+    for (decoder, mode), (argv, options) in cases.items():
+        rc, stdout, err = cli_in_process(["transcribe", "--checkpoint", str(folder), "--decoder", decoder,
+                                          "--drop", "M2", *argv, *paths])
+        assert rc == 0, err
+        expected = [h.text for h in text.transcribe(wavs, active=[0, 1, 2], mode=mode, options=options)]
+        assert stdout.splitlines() == [f"{p}\t{t}" for p, t in zip(paths, expected)], (decoder, mode)
+    ctc = save_checkpoint(tmp_path / "ctc", DynamicCTCModel(ModelConfig(**TINY_ENCODER)), recipe="ld")
+    rc, stdout, err = cli_in_process(["transcribe", "--checkpoint", str(ctc), "--decoder", "whisper", paths[0]])
+    assert rc == 2 and stdout == "" and err.strip().splitlines() == [
+        "error: this model has no text decoder (train one with --objective seq2seq)"]
+    rc, _, err = cli_in_process(["transcribe", "--checkpoint", str(folder), "--decoder", "whisper-beam",
+                                 "--beam-size", "0", paths[0]])
+    assert rc == 2 and err.strip().splitlines() == ["error: --beam-size must be at least 1, got 0"]
+
+
+def test_bench_reports_the_text_decoder_per_level_and_input_mode(tmp_path, tiny_whisper):
+    from dld_core.bench import bench
+    folder = save_checkpoint(tmp_path / "s2s", student(tiny_whisper), recipe="ld")
+    out = tmp_path / "bench.json"
+    rc, stdout, err = cli_in_process(["bench", "--checkpoint", str(folder), "--seconds", "2", "--json", str(out)])
+    assert rc == 0, err
+    result = json.loads(out.read_text())
+    text = result["text_decoder"]
+    assert list(text["modes"]) == ["padded", "clip"]
+    for rows in text["modes"].values():
+        assert [r["kept"] for r in rows] == [lv["kept"] for lv in result["levels"]] == [4, 3, 2, 1]
+        assert [r["mask"] for r in rows] == [lv["mask"] for lv in result["levels"]]
+        for r in rows:
+            assert r["latency_ms"] == pytest.approx(r["encode_ms"] + r["decode_ms"]) and r["encode_ms"] > 0
+            assert r["stop"] in ("eot", "length", "repeat") and r["tokens"] <= 8 * 2 + 12
+    assert "text decoder, greedy, 2 s of speech, 1 thread(s)" in stdout
+    assert sum(line.lstrip().startswith(("padded", "clip")) for line in stdout.splitlines()) == 8
+    ctc = bench(DynamicCTCModel(ModelConfig(**TINY_ENCODER)), seconds=2, repeats=1, warmup=0, levels=[4])
+    assert "text_decoder" not in ctc
+
+
+def test_token_drop_one_kl(tmp_path, tiny_whisper, corpus):
+    rows = [json.loads(line) for line in corpus["test"].read_text().splitlines()]
+    wavs = [sf.read(corpus["test"].parent / r["audio_filepath"], dtype="float32")[0] for r in rows]
+    model = student(tiny_whisper).eval()
+    text = seq2seq.text_model(model)
+    full = seq2seq.token_drop_one_kl(model, wavs)                          # every module, clip mode, hypotheses
+    assert [m["name"] for m in full["modules"]] == ["A1", "M1", "A2", "M2"] and full["targets"] == "hypothesis"
+    assert all(m["kl"] > 1e-6 and len(m["texts"]) == len(wavs) for m in full["modules"])   # a real drop
+    hyps = text.transcribe(wavs, mode="clip")
+    assert full["texts"] == [h.text for h in hyps] and full["tokens"] == sum(len(h.tokens) + 1 for h in hyps)
+    dropped = text.transcribe(wavs, active=[1, 2, 3], mode="clip")
+    assert full["modules"][0]["texts"] == [h.text for h in dropped]
+    # one entry per kept module; against the references
+    half = seq2seq.token_drop_one_kl(model, wavs, mask=[0, 1, 2], mode="padded", reference=[r["text"] for r in rows])
+    assert half["kept_names"] == ["A1", "M1", "A2"] and [m["index"] for m in half["modules"]] == [0, 1, 2]
+    tokenizer = seq2seq.tokenizer_for(model)
+    assert half["targets"] == "reference" and half["tokens"] == sum(len(tokenizer.encode(" " + r["text"])) + 1
+                                                                      for r in rows)
+    assert seq2seq.token_drop_one_kl(model, wavs, mask=[])["modules"] == []
+    # a module that adds nothing (its output projection zero): dropping it is the identical model, KL 0
+    with torch.no_grad():
+        model.encoder.blocks[1].mlp[2].weight.zero_()
+        model.encoder.blocks[1].mlp[2].bias.zero_()
+    same = seq2seq.token_drop_one_kl(model, wavs)
+    assert same["modules"][3]["kl"] == 0.0 and same["modules"][3]["texts"] == same["texts"]
+    assert all(m["kl"] > 1e-6 for m in same["modules"][:3])
+    with pytest.raises(ValueError, match="1 reference texts for 2 clips"):
+        seq2seq.token_drop_one_kl(model, wavs, reference=["a"])
+
+
+def test_importance_cli_token_kl(tmp_path, tiny_whisper, corpus):
+    folder = save_checkpoint(tmp_path / "s2s", student(tiny_whisper), recipe="ld",
+                             metadata={"train": {"input_mode": "clip"}})
+    out = tmp_path / "token_kl.json"
+    for targets in ([], ["reference"]):
+        rc, stdout, err = cli_in_process(["importance", "--checkpoint", str(folder), "--manifest", str(corpus["test"]),
+                                          "--drop", "M2", "--token-kl", *targets, "--json", str(out)])
+        assert rc == 0, err
+        report = json.loads(out.read_text())
+        assert report["mode"] == "clip" and report["targets"] == (targets or ["hypothesis"])[0]
+        assert [m["name"] for m in report["modules"]] == ["A1", "M1", "A2"] and report["utterances"] == 2
+        assert report["module_names"] == ["A1", "M1", "A2", "M2"] and all(m["kl"] > 0 for m in report["modules"])
+        assert len([line for line in stdout.splitlines() if line.startswith("drop ")]) == 3
+    ctc = save_checkpoint(tmp_path / "ctc", DynamicCTCModel(ModelConfig(**TINY_ENCODER)), recipe="ld")
+    rc, _, err = cli_in_process(["importance", "--checkpoint", str(ctc), "--manifest", str(corpus["test"]),
+                                 "--token-kl", "--json", str(out)])
+    assert rc == 2 and err.strip().splitlines() == ["error: this model has no text decoder (train one with "
+                                                    "--objective seq2seq)"]
+
+
 # ---------------------------------------------------------------------------------------------- the real tiny.en
 
 @pytest.mark.slow
