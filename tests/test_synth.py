@@ -87,6 +87,23 @@ def start_builds(out: Path, n: int, hours: float) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def process_group(pgid: int) -> str:
+    """One line per process of group `pgid`, from /proc: pid, state, kernel wait channel, CPU seconds, command."""
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:                       # fields after "(comm)": state ppid pgrp ...
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            wchan = (stat.parent / "wchan").read_text()
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:100]
+            lines.append(f"{stat.parent.name} {fields[0]} {wchan or '-'} {cpu:.1f}s {cmd}")
+        except (OSError, IndexError, ValueError):
+            continue                                         # the process ended meanwhile
+    return "\n".join(sorted(lines))
+
+
 def finish_builds(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
     """The builds' (stdout, stderr); past `timeout`, a failure that says where they stood: the Python stacks of
     the builder (SIGUSR1: faulthandler) and every process of its group with its kernel wait channel and CPU
@@ -96,8 +113,7 @@ def finish_builds(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         listing = []
         for _ in range(2):
-            listing.append(subprocess.run(["ps", "-g", str(proc.pid), "-o", "pid,ppid,stat,wchan:30,etime,time,args:100"],
-                                          capture_output=True, text=True).stdout)
+            listing.append(process_group(proc.pid))
             time.sleep(5)
         locks = Path("/proc/locks").read_text() if Path("/proc/locks").exists() else ""
         os.kill(proc.pid, signal.SIGUSR1)
