@@ -51,6 +51,7 @@ def sample_results(whisper):
     return rows, wavs, {mode: whisper.transcribe(wavs, mode=mode) for mode in ("padded", "clip")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["padded", "clip"])
 def test_pretrained_whisper_transcribes_the_samples(sample_results, mode):
     rows, wavs, results = sample_results
