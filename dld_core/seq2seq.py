@@ -18,8 +18,8 @@ What differs from the CTC objective, for dld_core/train.py's one loop (``Trainer
   gradients through both (:class:`StudentNet`, what DDP wraps);
 * validation: greedy text-decoder WER with the length guard (:func:`validate`); evaluation: :class:`TextRunner`;
   transcribing (python -m dld_core transcribe --decoder whisper): :func:`text_transcriber`; the benchmark's text
-  decoder latency: :func:`greedy_latency`; the token-level drop-one KL (importance --token-kl):
-  :func:`token_drop_one_kl`.
+  decoder latency: :func:`greedy_latency`; one timed transcript (the app's Inspect page): :func:`timed_transcript`;
+  the token-level drop-one KL (importance --token-kl, the app's Layer importance page): :func:`token_drop_one_kl`.
 """
 from __future__ import annotations
 
@@ -321,17 +321,40 @@ class TextRunner:
 # ------------------------------------------------------------------------------------------------ latency
 
 @torch.inference_mode()
-def greedy_latency(seq2seq: WhisperSeq2Seq, waveform, active=None, mode: str = "padded", repeats: int = 5,
-                   warmup: int = 1) -> dict:
-    """The text decoder's greedy latency on one clip, on the current torch threads: the median encoder pass in
-    `mode` with layer mask `active` and the median greedy search of its output, each over `repeats` timed runs
-    after `warmup` (the "clip" mode's padding tail is cached by then), in ms: {"latency_ms" (their sum),
-    "encode_ms", "decode_ms", "tokens", "stop", "text"}."""
+def search_latency(seq2seq: WhisperSeq2Seq, waveform, active=None, mode: str = "padded", repeats: int = 5,
+                   warmup: int = 1, options: DecodeOptions = DecodeOptions()) -> dict:
+    """The text decoder's latency on one clip, on the current torch threads: the median encoder pass in `mode` with
+    layer mask `active` and the median search (`options`: greedy by default, or beam) of its output, each over
+    `repeats` timed runs after `warmup` (the "clip" mode's padding tail is cached by then), in ms: {"latency_ms"
+    (their sum), "encode_ms", "decode_ms", "tokens", "stop", "text"}."""
     memory, encode_runs = timed(lambda: seq2seq.encode([waveform], active, mode), repeats, warmup)
-    (hyp,), decode_runs = timed(lambda: seq2seq.decode(memory), repeats, warmup)
+    (hyp,), decode_runs = timed(lambda: seq2seq.decode(memory, options), repeats, warmup)
     encode_ms, decode_ms = float(np.median(encode_runs)), float(np.median(decode_runs))
     return {"latency_ms": encode_ms + decode_ms, "encode_ms": encode_ms, "decode_ms": decode_ms,
             "tokens": len(hyp.tokens), "stop": hyp.stop, "text": hyp.text}
+
+
+def greedy_latency(seq2seq: WhisperSeq2Seq, waveform, active=None, mode: str = "padded", repeats: int = 5,
+                   warmup: int = 1) -> dict:
+    """search_latency of the greedy search (bench's text decoder latency)."""
+    return search_latency(seq2seq, waveform, active, mode, repeats, warmup)
+
+
+def has_text_decoder(model: DynamicCTCModel) -> bool:
+    """Whether `model` is an encoder-decoder student (config.json's model.decoder set), which text_model takes."""
+    return getattr(model, "decoder", None) is not None
+
+
+def timed_transcript(model: DynamicCTCModel, waveform, mask=None, decoder: str = "whisper", mode: str = "padded",
+                     beam_size: int = 5, repeats: int = 3, warmup: int = 1) -> dict:
+    """One clip by an encoder-decoder student's text decoder with layer mask `mask` (None: every module), search
+    `decoder` (TEXT_DECODERS) and input `mode`, timed (search_latency): its dict + "spoken" (the text in the
+    references' spelling, spoken_text: what WER and CER are counted on, after normalize_text), "decoder", "mode".
+    A model without a text decoder is refused (ValueError)."""
+    seq2seq, options = text_model(model), decode_options(decoder, beam_size)
+    model.eval()
+    result = search_latency(seq2seq, waveform, mask, mode, repeats, warmup, options)
+    return {**result, "spoken": spoken_text(result["text"]), "decoder": decoder, "mode": mode}
 
 
 # ---------------------------------------------------------------------------------- token-level drop-one KL

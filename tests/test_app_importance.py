@@ -1,6 +1,7 @@
 """AppTest coverage of the Layer importance page for researchers: two students side by side, drop-one from a
 chosen mask, the evaluation set (built-in sets, a typed manifest, a clip limit), bootstrap error bars, CSV /
-JSON export, the negative-delta caption, labels that are not cut off, and "Open this mask in Inspect"."""
+JSON export, the negative-delta caption, labels that are not cut off, "Open this mask in Inspect", and an
+encoder-decoder student's token-level drop-one KL (issue 20)."""
 from __future__ import annotations
 
 import io
@@ -11,7 +12,8 @@ import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from tests.app_fixtures.apptest import APP, TIMEOUT, env, no_exceptions, world  # noqa: F401 (env, world: fixtures)
+from tests.app_fixtures.apptest import (APP, TIMEOUT, env, no_exceptions, seq2seq_env,  # noqa: F401 (env, world,
+                                        seq2seq_world, world)                        # seq2seq_*: fixtures)
 
 PAGE = "app_pages/importance.py"
 
@@ -201,3 +203,36 @@ def test_the_teacher_is_kept_for_a_student_whose_frames_line_up_with_it(env, tmp
     at.multiselect(key="imp_students").set_value([str(ckpts / "dld")]).run()
     no_exceptions(at)
     assert not kl_off()
+
+
+# ------------------------------------------------------------------------- an encoder-decoder student (issue 20)
+def token_kl_charts(at: AppTest) -> list[dict]:
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return [s for s in specs if "Token-level" in str(s["layout"].get("title", {}).get("text", ""))]
+
+
+def test_an_encoder_decoder_student_has_a_token_level_kl_view(seq2seq_env):
+    """Beside the frame-level views: one bar per kept module, the text decoder's mean per-token KL
+    (dld_core.seq2seq.token_drop_one_kl on the chosen clips, the checkpoint's own input mode), in the export too."""
+    at = open_page()
+    assert at.multiselect(key="imp_students").value == [str(seq2seq_env["ckpts"]["dld"])]
+    compute(at)
+    (chart_,) = token_kl_charts(at)
+    (bars,) = [t for t in chart_["data"] if t["type"] == "bar"]
+    assert bars["x"] == ["A1", "M1", "A2", "M2"] and all(v is not None and v >= 0 for v in bars["y"])
+    assert chart_["layout"]["yaxis"]["title"]["text"] == "KL (nats per token)"
+    assert len(at.get("plotly_chart")) == 4                                 # ΔWER, ΔKL (frames), token KL, path
+    assert any("tokens in clip input" in c.value for c in at.caption)
+    export = at.dataframe[-1].value
+    assert list(export["token_kl"]) == pytest.approx(bars["y"], abs=1e-5)
+
+    at.multiselect(key="imp_kept").set_value(["A1", "A2", "M2"]).run()       # M1 off in the start mask
+    compute(at)
+    (bars,) = [t for t in token_kl_charts(at)[0]["data"] if t["type"] == "bar"]
+    assert [v is not None for v in bars["y"]] == [True, False, True, True]  # one bar per kept module
+
+
+def test_a_ctc_only_student_has_no_token_level_view(env):
+    at = compute(open_page())
+    assert token_kl_charts(at) == [] and len(at.get("plotly_chart")) == 3
+    assert "token_kl" not in at.dataframe[-1].value.columns

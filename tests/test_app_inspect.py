@@ -1,5 +1,6 @@
 """Inspect page (issue 15): folding KL section, spectrogram colours, word-diff legend, the "budget for k" line
-only with a clip, and latency as a median of several runs with its real-time factor (timing in dld_core)."""
+only with a clip, and latency as a median of several runs with its real-time factor (timing in dld_core); an
+encoder-decoder student's text-decoder transcript next to its CTC head's (issue 20)."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,8 @@ import soundfile as sf
 from streamlit.testing.v1 import AppTest
 
 from tests import app_fixtures as fx
-from tests.app_fixtures.apptest import APP, TIMEOUT, env, world  # noqa: F401  (env, world: the shared test world)
+from tests.app_fixtures.apptest import (APP, TIMEOUT, env, seq2seq_env, seq2seq_world,  # noqa: F401  (fixtures:
+                                        world)                                        # the shared test world)
 
 
 def run_app() -> AppTest:
@@ -257,3 +259,71 @@ def test_inspect_offers_the_current_mask_as_a_download(env):
     assert not at.exception
     assert at.button(key="inspect_download_prepare").label == "Prepare download"
     assert any("3 kept modules" in c.value for c in at.caption)
+
+
+# ------------------------------------------------------------------------- an encoder-decoder student (issue 20)
+TEXT_LINE = re.compile(r"Text decoder: WER \d+\.\d% · CER \d+\.\d% · latency \d+ ms \(RTF (\d+\.\d{3}|<0\.001)\) "
+                       r"· clip input")
+
+
+def test_an_encoder_decoder_student_shows_its_text_decoder_next_to_its_ctc_head(seq2seq_env, tmp_path, monkeypatch):
+    """Both transcripts with WER / CER, the text decoder's latency in the checkpoint's own input mode ("clip"), the
+    decoder transcript following the mask, beam when the decoder choice says so; cached per (clip, mask, decoder);
+    the CTC views stay on the CTC head."""
+    from app.state import results
+    from dld_core import seq2seq
+    from dld_core.decoder_params import DIR_ENV
+    monkeypatch.setenv(DIR_ENV, str(tmp_path / "no-decoder-files"))       # the CTC beam: unavailable (greedy)
+    calls = []
+    real = seq2seq.timed_transcript
+    monkeypatch.setattr(seq2seq, "timed_transcript",
+                        lambda *a, **k: calls.append((tuple(a[2]), a[3], a[4])) or real(*a, **k))
+    results.text_decoder_result.clear()
+    at = run_app()
+    titles = [m.value for m in at.markdown]
+    assert "**Student · CTC head** · 4/4 modules" in titles
+    assert "**Student · text decoder** · 4/4 modules · greedy" in titles
+    _, full, _ = [c.value for c in at.code]                                # CTC head, text decoder, teacher
+    captions = [c.value for c in at.caption]
+    assert any(re.fullmatch(r"CTC head: WER \d+\.\d% · CER \d+\.\d%", c) for c in captions), captions
+    assert sum(bool(TEXT_LINE.fullmatch(c)) for c in captions) == 1, captions
+    assert calls == [((True,) * 4, "whisper", "clip")]
+    assert len(at.get("plotly_chart")) == 3                                # posteriorgram + both KL views (CTC)
+
+    at.toggle(key="layer_1").set_value(False).run()                        # M1 off
+    assert not at.exception, [e.message for e in at.exception]
+    assert "**Student · text decoder** · 3/4 modules · greedy" in [m.value for m in at.markdown]
+    assert at.code[1].value != full                                         # the decoder follows the mask
+    assert calls[-1] == ((True, False, True, True), "whisper", "clip")
+    at.toggle(key="layer_1").set_value(True).run()
+    assert at.code[1].value == full and len(calls) == 2                     # cached: no third run
+
+    at.segmented_control(key="decoder").set_value("both").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "**Student · text decoder** · 4/4 modules · beam" in [m.value for m in at.markdown]
+    assert calls[2:] == [((True,) * 4, "whisper-beam", "clip")]              # the greedy one is cached
+    assert at.code[2].value == full                                          # "Both": greedy under the beam text
+    assert any("text decoder's beam search needs no LM" in c.value for c in at.caption)
+
+
+def test_a_ctc_only_student_shows_no_text_decoder(env):
+    at = run_app()
+    assert any(m.value.startswith("**Student** · ") for m in at.markdown)
+    assert not any("text decoder" in m.value or "CTC head" in m.value for m in at.markdown)
+    assert not any(c.value.startswith(("Text decoder:", "CTC head:")) for c in at.caption)
+    assert len(at.code) == 2
+
+
+def test_a_text_decoder_failure_is_one_line_and_leaves_the_ctc_views(seq2seq_env, monkeypatch):
+    from app.state import results
+    from dld_core import seq2seq
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory\ntraceback lines")
+
+    monkeypatch.setattr(seq2seq, "timed_transcript", fail)
+    results.text_decoder_result.clear()
+    at = run_app()
+    assert [e.value for e in at.error] == ["The text decoder cannot run on this clip — out of memory"]
+    assert "**Student · CTC head** · 4/4 modules" in [m.value for m in at.markdown]
+    assert len(at.code) == 2 and len(at.get("plotly_chart")) == 3           # CTC head and teacher; CTC views

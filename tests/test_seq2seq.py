@@ -24,7 +24,7 @@ from dld_core.checkpoint import load_checkpoint, save_checkpoint
 from dld_core.config import ModelConfig, TrainConfig
 from dld_core.families import whisper as W
 from dld_core.families.whisper_decoder import TextDecoder
-from dld_core.families.whisper_decoding import WhisperSeq2Seq
+from dld_core.families.whisper_decoding import WhisperSeq2Seq, spoken_text
 from dld_core.losses import distillation_kl, distillation_kl_top_k
 from dld_core.model import DynamicCTCModel
 from dld_core.train import train
@@ -385,6 +385,23 @@ def test_bench_reports_the_text_decoder_per_level_and_input_mode(tmp_path, tiny_
     assert sum(line.lstrip().startswith(("padded", "clip")) for line in stdout.splitlines()) == 8
     ctc = bench(DynamicCTCModel(ModelConfig(**TINY_ENCODER)), seconds=2, repeats=1, warmup=0, levels=[4])
     assert "text_decoder" not in ctc
+
+
+def test_timed_transcript_is_the_transcriber_s_text_with_its_latency(tiny_whisper, corpus):
+    """The app's Inspect page: one clip by the text decoder with a mask, greedy or beam, in an input mode, timed."""
+    rows = [json.loads(line) for line in corpus["test"].read_text().splitlines()]
+    wav = sf.read(corpus["test"].parent / rows[0]["audio_filepath"], dtype="float32")[0]
+    model = student(tiny_whisper).eval()
+    ctc = DynamicCTCModel(ModelConfig(**TINY_ENCODER))
+    assert seq2seq.has_text_decoder(model) and not seq2seq.has_text_decoder(ctc)
+    for decoder, mode in (("whisper", "clip"), ("whisper-beam", "padded")):
+        out = seq2seq.timed_transcript(model, wav, [True, False, True, True], decoder, mode, beam_size=2, repeats=2)
+        (expected,) = seq2seq.text_transcriber(model, decoder, mode, beam_size=2)([wav], [0, 2, 3])
+        assert (out["text"], out["decoder"], out["mode"]) == (expected, decoder, mode)
+        assert out["spoken"] == spoken_text(expected) and out["stop"] in ("eot", "length", "repeat")
+        assert out["latency_ms"] == pytest.approx(out["encode_ms"] + out["decode_ms"]) and out["encode_ms"] > 0
+    with pytest.raises(ValueError, match="no text decoder"):
+        seq2seq.timed_transcript(ctc, wav)
 
 
 def test_token_drop_one_kl(tmp_path, tiny_whisper, corpus):

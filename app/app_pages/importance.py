@@ -1,5 +1,6 @@
 """Layer importance: drop-one ΔWER (with bootstrap intervals) and ΔKL per module, from a chosen mask, for one
-or two students side by side, on a chosen evaluation set; the greedy drop path; CSV / JSON export; and a
+or two students side by side, on a chosen evaluation set; for an encoder-decoder student, its text decoder's
+token-level drop-one KL too (dld_core.seq2seq.token_drop_one_kl); the greedy drop path; CSV / JSON export; and a
 button that opens a mask of the path in Inspect."""
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import streamlit as st
 from app.state.access import manifest_problem
 from app.state.checkpoints import CheckpointEntry, checkpoint_key, find_checkpoints
 from app.state.clips import load_samples, manifest_rows, samples_key
-from app.state.importance import EVAL_SET_BUILD, IMPORTANCE_RESAMPLES, importance_over_samples, importance_sets
+from app.state.importance import (EVAL_SET_BUILD, IMPORTANCE_RESAMPLES, importance_over_samples, importance_sets,
+                                  token_kl_over_samples)
 from app.state.paths import checkpoints_dir
 from app.state.results import computed_registry
 from app.views import layer_strip, pickers, plots
+from app.views.messages import one_line
 from dld_core import masks
 from dld_core.config import RECIPE_LABELS
 from dld_core.families import compatible_teacher
+from dld_core.seq2seq import has_text_decoder
 
 st.title("Layer importance")
 st.caption("What removing each module alone does to WER and to the KL from the teacher (drop-one), starting "
@@ -178,17 +182,21 @@ jobs = {name: (checkpoint_key(ckpt.path),
                checkpoint_key(teachers[name].path) if teachers[name] is not None else None,
                rows_key, criterion, base_arg)
         for name, _, ckpt in models}
+# An encoder-decoder student's token-level drop-one KL (its text decoder), computed with the rest.
+token_jobs = {name: ("token_kl", checkpoint_key(ckpt.path), rows_key, base_arg)
+              for name, _, ckpt in models if has_text_decoder(ckpt.model)}
 done = computed_registry()
 seconds = sum(float(r.get("duration") or 0) for r in rows)
 what = f"{len(rows)} clips ({seconds:.0f} s of audio) of {set_label}, {len(models)} model{'s' if len(models) > 1 else ''}"
 slot = st.empty()
 go = False
-if all(a in done for a in jobs.values()):
+all_jobs = [*jobs.values(), *token_jobs.values()]
+if all(a in done for a in all_jobs):
     slot.caption(f"Computed over {what}; cached for every session.")
 else:
     go = slot.button(f"Compute over {len(rows)} clips ({seconds:.0f} s of audio)", type="primary",
                      icon=":material/play_arrow:", key="importance_go")
-if not go and not all(a in done for a in jobs.values()):
+if not go and not all(a in done for a in all_jobs):
     st.info("Press the button to measure every module (a few seconds per clip and model on a CPU). "
             "Results are cached and shared by every session.", icon=":material/info:")
     st.stop()
@@ -205,6 +213,17 @@ for name, entry, ckpt in models:
                      icon=":material/error:")
             st.stop()
     done.add(jobs[name])
+token_kl = {}
+for name, entry, ckpt in models:
+    if name not in token_jobs:
+        continue
+    with st.spinner(f"{name}: dropping modules one at a time under the text decoder…"):
+        try:
+            token_kl[name] = token_kl_over_samples(token_jobs[name][1], rows_key, base_arg, ckpt, rows)
+        except (ValueError, RuntimeError, OSError) as exc:
+            st.error(f"Cannot compute the token-level KL for {name} — {one_line(exc)}", icon=":material/error:")
+            st.stop()
+    done.add(token_jobs[name])
 slot.caption(f"Computed over {what}; cached for every session.")
 
 # -------------------------------------------------------------------------------------------------- views
@@ -248,6 +267,27 @@ st.caption(f"Each bar: the change when that module alone is removed from the sta
            f"the difference is noise. Error bars: 95% bootstrap interval over the {len(rows)} utterances "
            f"({resamples} resamples, seed 0); an interval that crosses zero means this set cannot tell. "
            f"Modules already off in the start mask have no bar.")
+
+if token_kl:
+    token_vals = {name: [None] * n for name in token_kl}
+    for name, report in token_kl.items():
+        for m in report["modules"]:
+            token_vals[name][m["index"]] = m["kl"]
+    token_series = (lambda name: name) if len(token_kl) > 1 else (lambda name: "")
+    t1, t2 = st.columns(2, gap="large")
+    with t1:
+        st.plotly_chart(plots.importance_bars({token_series(k): v for k, v in token_vals.items()}, names,
+                                              "Token-level drop-one KL (text decoder)", "KL (nats per token)",
+                                              "#10b981", colors={token_series(k): colors[k] for k in token_kl
+                                                                 if k in colors}),
+                        key="imp_token_kl", config={"displaylogo": False})
+    with t2:
+        counts = ", ".join(f"{r['tokens']} tokens in {r['mode']} input" + (f" ({k})" if len(token_kl) > 1 else "")
+                           for k, r in token_kl.items())
+        st.caption("The text decoder's drop-one view (encoder-decoder students): each bar is the mean per-token "
+                   "KL(posteriors with the start mask ‖ without that module) of Whisper's text decoder, "
+                   f"teacher-forced on the greedy transcripts with the start mask, over these clips ({counts}; the "
+                   "student's training input mode). The ΔWER and ΔKL bars above are frame-level: the CTC head's.")
 
 steps = []
 for name, res in results.items():
@@ -314,6 +354,9 @@ for name, res in results.items():
                        "ci_low_pts": None if ci is None else round(100 * ci[0], 4),
                        "ci_high_pts": None if ci is None else round(100 * ci[1], 4),
                        "delta_kl": None if imp["delta_kl"][i] is None else round(imp["delta_kl"][i], 6)})
+        if token_kl:                                # an encoder-decoder student's text decoder (nats per token)
+            value = (token_vals.get(name) or [None] * n)[i]
+            export[-1]["token_kl"] = None if value is None else round(value, 6)
 export = pd.DataFrame(export)
 with st.expander("Table and export", expanded=False, icon=":material/table:"):
     st.dataframe(export.drop(columns="checkpoint"), hide_index=True, width="stretch", key="imp_export_table")

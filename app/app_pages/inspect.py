@@ -1,5 +1,7 @@
 """Inspect: one clip, one layer mask — transcripts, WER/CER with a word diff, GFLOPs, latency,
-spectrogram + posteriorgram and per-layer KL heatmaps. Everything updates on every toggle."""
+spectrogram + posteriorgram and per-layer KL heatmaps. Everything updates on every toggle. An encoder-decoder
+student also shows its text decoder's transcript, WER/CER and latency (dld_core.seq2seq) next to its CTC head's;
+the CTC views stay on the CTC head."""
 from __future__ import annotations
 
 import streamlit as st
@@ -9,13 +11,14 @@ from app.state.clip_names import sample_label
 from app.state.clips import load_clip_bytes, load_clip_file, load_samples
 from app.state.paths import samples_manifest
 from app.state.results import (beam_ready, beam_text, best_mask, drop_one_result, gflops_for, logmel, score,
-                               student_result, teacher_result)
+                               student_result, teacher_result, text_decoder_result)
 from app.views import diff, layer_strip, pickers, plots
 from app.views.download import download_control
 from app.views.messages import one_line
 from dld_core import masks
 from dld_core.audio import SAMPLE_RATE
 from dld_core.features import MIN_SECONDS
+from dld_core.seq2seq import has_text_decoder
 
 st.title("Inspect")
 st.caption("Pick a model, a clip and a layer mask. The mask is yours alone (per browser session) and is "
@@ -172,7 +175,9 @@ if decoder in ("beam", "both"):
     ready, why = beam_ready(tuple(student.config.vocab))
     use_beam = ready
     if not ready:
-        st.caption(f"Beam decoding is unavailable here ({why}); showing greedy transcripts.")
+        st.caption(f"Beam decoding is unavailable here ({why}); showing greedy transcripts"
+                   + (" of the CTC heads (the text decoder's beam search needs no LM)."
+                      if has_text_decoder(student.model) else "."))
 s_beam = beam_text(ckpt_key, clip.digest, mask, student, res["log_probs"]) if use_beam else None
 t_beam = (beam_text(teacher_key, clip.digest, masks.Mask.full(teacher.model.module_names), teacher,
                     t_res["log_probs"]) if use_beam and t_res is not None else None)
@@ -213,20 +218,64 @@ m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
                "characters, so a misspelt word costs a little instead of a whole word. It can also exceed 100% "
                "(inserted characters).")
 
-def transcript(title: str, text: str, greedy_text: str, score) -> None:
-    """One model's transcript (the chosen decoder's; with "Both", the greedy one under it) and its diff."""
+def transcript(title: str, text: str, greedy_text: str, score, line: str = "", line_help=None) -> None:
+    """One model's transcript (the chosen decoder's; with "Both", the greedy one under it), a caption line (an
+    encoder-decoder student's scores) and its diff."""
     st.markdown(title + (" · beam" if use_beam else ""))
     st.code(text or "(empty transcript)", language=None, wrap_lines=True)
     if decoder == "both" and use_beam:
         st.caption("Greedy:")
         st.code(greedy_text or "(empty transcript)", language=None, wrap_lines=True)
+    if line:
+        st.caption(line, help=line_help)
     if score:
         st.html(diff.word_diff_html(score["diff"]))
 
 
+def score_text(score) -> str:
+    return f"WER {100 * score['wer']:.1f}% · CER {100 * score['cer']:.1f}%" if score else "no reference: no WER / CER"
+
+
+def text_decoder_transcript() -> None:
+    """An encoder-decoder student's text-decoder transcript for the mask (Whisper's cased, punctuated text; beam
+    when the decoder choice says beam, with "Both" the greedy one under it; cached per model, clip, mask and
+    decoder), its WER/CER (on its spoken form) and latency, and its diff."""
+    searches = {"greedy": ["whisper"], "beam": ["whisper-beam"], "both": ["whisper-beam", "whisper"]}[decoder]
+    with st.spinner("Text decoder…"):
+        try:
+            text_res = {d: text_decoder_result(ckpt_key, clip.digest, mask, d, student, clip.samples) for d in searches}
+        except (RuntimeError, ValueError) as exc:
+            st.error(f"The text decoder cannot run on this clip — {one_line(exc)}", icon=":material/error:")
+            return
+    main = text_res[searches[0]]
+    beam = main["decoder"] == "whisper-beam"
+    st.markdown(f"**Student · text decoder** · {sum(mask)}/{n_layers} modules · {'beam' if beam else 'greedy'}")
+    st.code(main["text"] or "(empty transcript)", language=None, wrap_lines=True)
+    if "whisper" in text_res and beam:
+        st.caption("Greedy:")
+        st.code(text_res["whisper"]["text"] or "(empty transcript)", language=None, wrap_lines=True)
+    t_dec_score = score(reference, main["spoken"])
+    rtf = main["rtf"]
+    st.caption(f"Text decoder: {score_text(t_dec_score)} · latency {main['latency_ms']:.0f} ms "
+               f"(RTF {f'{rtf:.3f}' if rtf >= 0.001 else '<0.001'}) · {main['mode']} input",
+               help="Whisper's own text decoder reading this student's encoder output for the current mask "
+                    "(greedy: the most likely token at each step; beam: 5 beams). WER / CER count its text in the "
+                    "references' spelling (numbers as words), normalised like every transcript. Latency: the median "
+                    f"of {main['latency_runs']} runs on this server of the encoder pass in the student's training "
+                    "input mode (padded: a 30 s window; clip: the clip, then a cached padding tail) + the search.")
+    if t_dec_score:
+        st.html(diff.word_diff_html(t_dec_score["diff"]))
+
+
 c_s, c_t = st.columns(2, gap="large")
 with c_s:
-    transcript(f"**Student** · {sum(mask)}/{n_layers} modules", s_text, res["text"], s_score)
+    if has_text_decoder(student.model):
+        transcript(f"**Student · CTC head** · {sum(mask)}/{n_layers} modules", s_text, res["text"], s_score,
+                   f"CTC head: {score_text(s_score)}", "The encoder's CTC head, decoded as chosen above: the "
+                   "transcript every other view of this page (posteriorgram, KL views, metrics) is about.")
+        text_decoder_transcript()
+    else:
+        transcript(f"**Student** · {sum(mask)}/{n_layers} modules", s_text, res["text"], s_score)
 with c_t:
     if t_res is not None:
         transcript("**Teacher** · full depth", t_text, t_res["text"], t_score)

@@ -1,5 +1,6 @@
-"""The Layer importance page's data: the evaluation sets it offers (and how to build a missing one) and the
-cached importance report (dld_core.layers.importance_report) over a set's clips."""
+"""The Layer importance page's data: the evaluation sets it offers (and how to build a missing one), the
+cached importance report (dld_core.layers.importance_report) over a set's clips and, for an encoder-decoder
+student, the cached token-level drop-one KL of its text decoder (dld_core.seq2seq.token_drop_one_kl)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,6 +30,20 @@ def importance_over_samples(ckpt_key: str, teacher_key: Optional[str], samples_k
     teacher = _teacher.model if _teacher is not None else None
     return importance_report(_ckpt.model, teacher, clips, base_active=None if base_mask is None else list(base_mask),
                              criterion=criterion, resamples=resamples, seed=0)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def token_kl_over_samples(ckpt_key: str, samples_key_: str, base_mask: Optional[tuple[bool, ...]],
+                          _ckpt: Checkpoint, _rows: Sequence[dict]) -> dict:
+    """An encoder-decoder student's token-level drop-one KL (dld_core.seq2seq.token_drop_one_kl) over the rows'
+    clips from `base_mask` (None: full depth), teacher-forced on its greedy hypotheses, in the checkpoint's own
+    input mode (input_mode_of)."""
+    from dld_core.audio import load_audio
+    from dld_core.seq2seq import input_mode_of, token_drop_one_kl
+
+    waveforms = [load_audio(r["audio_filepath"]).samples for r in _rows]
+    return token_drop_one_kl(_ckpt.model, waveforms, None if base_mask is None else list(base_mask),
+                             input_mode_of(_ckpt.info))
 
 
 def importance_sets(present_only: bool = True) -> dict[str, tuple[str, Path]]:

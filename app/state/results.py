@@ -1,6 +1,7 @@
 """Per-mask results, cached and shared by every session (st.cache_data): a checkpoint's key (app.state.checkpoints),
 the clip's content hash and the mask key every entry; the model, clip and reference arguments (leading "_") are
-not hashed. The mask is an argument of every call, never state on the shared model."""
+not hashed. The mask is an argument of every call, never state on the shared model. The CTC head's results, and an
+encoder-decoder student's text-decoder transcripts (text_decoder_result, keyed by the decoder too)."""
 from __future__ import annotations
 
 import hashlib
@@ -84,6 +85,24 @@ def student_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], tea
             "posteriors": np.exp(log_probs).astype(np.float16), "log_probs": log_probs,
             "frame_sec": frame_seconds(num_samples, n_frames), "depth_kl": np.asarray(depth, dtype=np.float32),
             "reference": ref_name}
+
+
+TEXT_LATENCY_REPEATS = 1     # timed text-decoder runs per (clip, mask, decoder), no warm-up: a toggle decodes once
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def text_decoder_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...], decoder: str,
+                        _ckpt: Checkpoint, _samples: np.ndarray) -> dict[str, Any]:
+    """An encoder-decoder student's text-decoder transcript of one clip with the mask (dld_core.seq2seq.
+    timed_transcript: search `decoder`, "whisper" greedy or "whisper-beam", in the checkpoint's own input mode,
+    input_mode_of) and its latency (the median of TEXT_LATENCY_REPEATS runs: encoder pass + search) with the real-time
+    factor. Cached by (checkpoint, audio hash, mask, decoder)."""
+    from dld_core.inference import real_time_factor
+    from dld_core.seq2seq import input_mode_of, timed_transcript
+    result = timed_transcript(_ckpt.model, _samples, _mask_list(mask), decoder, input_mode_of(_ckpt.info),
+                              repeats=TEXT_LATENCY_REPEATS, warmup=0)
+    return {**result, "latency_runs": TEXT_LATENCY_REPEATS,
+            "rtf": real_time_factor(result["latency_ms"], len(_samples))}
 
 
 @st.cache_resource(ttl=30, show_spinner="Loading the beam decoder (lexicon + word LM)…")

@@ -46,6 +46,29 @@ def make_checkpoints(root: Path, n_layers: int = 4, family: str = "conformer") -
     return out
 
 
+def make_seq2seq_checkpoints(root: Path) -> dict[str, Path]:
+    """checkpoints/{dld,teacher}: a tiny random encoder-decoder student (the gated Whisper encoder, modules A1 M1 A2
+    M2, with a 1-block Whisper text decoder; config.json says it was trained on "clip" input) and a tiny Whisper CTC
+    teacher. The decoder's cross-attention is scaled up so its (random) transcripts move with the mask."""
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.config import ModelConfig
+    from dld_core.model import DynamicCTCModel
+
+    encoder = dict(family="whisper", d_model=16, n_layers=2, n_heads=2, ffn_dim=32, max_frames=500, dropout=0.0)
+    decoder = dict(n_vocab=51864, n_ctx=32, n_layers=1, n_heads=2, ffn_dim=32)
+    out = {}
+    for seed, recipe in enumerate(("dld", "teacher")):
+        torch.manual_seed(seed)
+        model = DynamicCTCModel(ModelConfig(**encoder, decoder=decoder if recipe == "dld" else {}))
+        with torch.no_grad():
+            model.head.weight.mul_(8.0)
+            if model.decoder is not None:
+                model.decoder.blocks[0].cross_attn.out.weight.mul_(10.0)
+        out[recipe] = save_checkpoint(root / recipe, model, recipe=recipe, dtype=torch.float32,
+                                      metadata={"train": {"input_mode": "clip"}} if recipe == "dld" else None)
+    return out
+
+
 def make_samples(root: Path, count: int = 3) -> Path:
     """data_samples-like folder: clips/*.wav + manifest.jsonl (paths relative to the folder)."""
     (root / "clips").mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The AppTest world the app tests share: tiny random checkpoints, sample clips and evaluation results made once per
 test module (`world`), the app pointed at them (`env`), and helpers to run a page and read it. Import the fixtures
-into a test module: `from tests.app_fixtures.apptest import env, world`."""
+into a test module: `from tests.app_fixtures.apptest import env, world` (seq2seq_env, seq2seq_world: the same
+world with an encoder-decoder student's checkpoints)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,6 +36,21 @@ def env(world, tmp_path, monkeypatch):
     monkeypatch.setenv("DLD_DOWNLOADS_DIR", str(tmp_path / "downloads"))    # "Download this model" zips
     monkeypatch.setenv("DLD_CORPUS_DIR", str(tmp_path / "corpus"))      # no built-in test sets unless a test adds them
     return world
+
+
+@pytest.fixture(scope="module")
+def seq2seq_world(tmp_path_factory):
+    """A checkpoints folder with an encoder-decoder student (dld) and a Whisper CTC teacher
+    (app_fixtures.make_seq2seq_checkpoints)."""
+    root = tmp_path_factory.mktemp("studio_seq2seq")
+    return {"root": root, "ckpts": fx.make_seq2seq_checkpoints(root / "checkpoints")}
+
+
+@pytest.fixture
+def seq2seq_env(env, seq2seq_world, monkeypatch):
+    """The test world (sample clips, fresh jobs and results), its checkpoints those of seq2seq_world."""
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(seq2seq_world["root"] / "checkpoints"))
+    return {**env, "ckpts": seq2seq_world["ckpts"]}
 
 
 def run_app(page: str = "inspect") -> AppTest:
