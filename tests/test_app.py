@@ -304,9 +304,7 @@ def test_inspect_decoder_switch_and_greedy_fallback(env, tmp_path, monkeypatch):
     assert at.code[0].value == greedy
     words = ["the", "quick", "brown", "fox", "seven", "two", "nine"]
     folder = write_decoder_files(tmp_path / "tiny", {w: -1.0 for w in words})
-    monkeypatch.setenv(DIR_ENV, str(folder))
-    from app.state.results import beam_ready
-    beam_ready.clear()                                     # (the server rechecks every 30 s)
+    monkeypatch.setenv(DIR_ENV, str(folder))              # another decoder folder: beam_ready checks it afresh
     at = run_app()
     at.segmented_control(key="decoder").set_value("both").run()
     no_exceptions(at)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests import app_fixtures as fx
-from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, chromium, server, shot, wait_idle  # noqa: F401 (server: a fixture)
+# server: a fixture
+from tests.app_fixtures.server import (APP_WAIT_MS, BROWSER_MARKS, chromium, compute_importance, server,  # noqa: F401
+                                       shot, wait_idle)
 
 pytestmark = BROWSER_MARKS
 
@@ -122,7 +124,7 @@ def test_other_pages_render(server, browser):
         if name == "budgets":
             page.get_by_test_id("stPlotlyChart").first.wait_for(timeout=APP_WAIT_MS)
         if name == "importance":
-            page.get_by_role("button", name="Compute over").click()
+            compute_importance(page)
             page.get_by_test_id("stPlotlyChart").nth(2).wait_for(timeout=APP_WAIT_MS)
             wait_idle(page)
         assert page.get_by_test_id("stException").count() == 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests import app_fixtures as fx
-from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, STRIP_LABELS, TICKS, WHOLE, chromium, serve_app, shot, wait_idle
+from tests.app_fixtures.server import (APP_WAIT_MS, BROWSER_MARKS, STRIP_LABELS, TICKS, WHOLE, chromium,
+                                       compute_importance, serve_app, shot, wait_idle)
 
 pytestmark = BROWSER_MARKS
 WIDTHS = (1280, 1400, 1920)
@@ -73,9 +74,7 @@ def test_importance_labels_are_whole(server, browser, width):
     page.goto(f"{server['url']}/importance", wait_until="domcontentloaded")
     page.get_by_test_id("stMultiSelect").first.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)
-    go = page.get_by_role("button", name="Compute over")
-    if go.count():
-        go.click()
+    compute_importance(page)
     charts = page.get_by_test_id("stPlotlyChart")
     charts.nth(2).wait_for(timeout=APP_WAIT_MS)
     wait_idle(page)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app_fixtures.server import (APP_WAIT_MS, BROWSER_MARKS, STRIP_LABELS, TICKS, chromium, server, shot,  # noqa: F401
-                                       wait_idle)
+from tests.app_fixtures.server import (APP_WAIT_MS, BROWSER_MARKS, STRIP_LABELS, TICKS, chromium,  # noqa: F401
+                                       compute_importance, server, shot, wait_idle)
 
 pytestmark = BROWSER_MARKS
 WIDTHS = (1280, 1920)
@@ -25,10 +25,8 @@ def open_page(page, url: str, title: str, charts: int) -> None:
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=APP_WAIT_MS)
     wait_idle(page, timeout=APP_WAIT_MS)
-    go = page.get_by_role("button", name="Compute over")
-    if go.count():
-        go.click()
-        wait_idle(page, timeout=APP_WAIT_MS)
+    if title == "Layer importance":
+        compute_importance(page)
     if charts:
         page.get_by_test_id("stPlotlyChart").nth(charts - 1).wait_for(timeout=APP_WAIT_MS)
         wait_idle(page)

@@ -10,7 +10,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.app_fixtures.server import APP_WAIT_MS, BROWSER_MARKS, chromium, serve_app, shot, wait_idle
+from tests.app_fixtures.server import (APP_WAIT_MS, BROWSER_MARKS, chromium, compute_importance, serve_app, shot,
+                                       wait_idle)
 
 pytestmark = BROWSER_MARKS
 WIDTH = 1400
@@ -109,9 +110,7 @@ def test_no_text_is_cut_at_1400_px(server, browser):
     last = chips.nth(7).bounding_box()                                     # and inside the box it sits in
     field = page.get_by_test_id("stMultiSelect").nth(1).get_by_test_id("stMultiSelectTagsContainer").bounding_box()
     assert last["x"] + last["width"] <= field["x"] + field["width"] + 0.5
-    go = page.get_by_role("button", name="Compute over")
-    if go.count():
-        go.click()
+    compute_importance(page)
     charts = page.get_by_test_id("stPlotlyChart")
     charts.nth(2).wait_for(timeout=APP_WAIT_MS)
     wait_idle(page, timeout=APP_WAIT_MS)

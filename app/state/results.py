@@ -105,10 +105,16 @@ def text_decoder_result(ckpt_key: str, audio_digest: str, mask: tuple[bool, ...]
             "rtf": real_time_factor(result["latency_ms"], len(_samples))}
 
 
-@st.cache_resource(ttl=30, show_spinner="Loading the beam decoder (lexicon + word LM)…")
 def beam_ready(vocab: tuple[str, ...]) -> tuple[bool, str]:
-    """(usable, why not): dld_core.decode.beam_status, once per vocabulary and server (it builds and caches
-    the shared decoder, ~2 s)."""
+    """(usable, why not): dld_core.decode.beam_status, once per vocabulary, decoder-files folder (the one the
+    decoder reads: $DLD_DECODER_DIR or the committed recipe's) and server (it builds and caches the shared
+    decoder, ~2 s)."""
+    from dld_core.decoder_params import default_decoder_dir
+    return _beam_ready(vocab, str(default_decoder_dir()))
+
+
+@st.cache_resource(ttl=30, show_spinner="Loading the beam decoder (lexicon + word LM)…")
+def _beam_ready(vocab: tuple[str, ...], decoder_dir: str) -> tuple[bool, str]:
     from dld_core.decode import beam_status
     return beam_status(list(vocab))
 

@@ -124,6 +124,18 @@ def wait_idle(page, timeout: float = APP_WAIT_MS) -> None:
     page.wait_for_timeout(200)
 
 
+def compute_importance(page, timeout: float = APP_WAIT_MS) -> None:
+    """On the Layer importance page: wait for the page's own sign that its script reached the end (the "Compute
+    over ..." button, or the caption that every view is computed and cached), then press the button if it is
+    there. (Counting the buttons once the status widget is gone can come before the button on a loaded machine:
+    the click was skipped and the charts never came.)"""
+    go = page.get_by_role("button", name="Compute over")
+    go.or_(page.get_by_text("Computed over", exact=False)).first.wait_for(timeout=timeout)
+    if go.count():
+        go.click()
+        wait_idle(page, timeout=timeout)
+
+
 # Chart tick labels (x and y) of one st.plotly_chart, each with whether it lies inside the drawn chart (not cut).
 TICKS = """(chart) => {
     const svg = chart.querySelector('svg.main-svg').getBoundingClientRect();
