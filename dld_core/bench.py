@@ -30,8 +30,6 @@ def _latency(model, feats, lengths, mask, repeats: int, warmup: int):
     return out, float(np.median(runs))
 
 
-
-
 @torch.inference_mode()
 def decode_ms(model, seconds: float = 10.0, repeats: int = 5) -> dict:
     """Median greedy and beam decoding time (ms) for `seconds` of speech on the current torch threads."""
