@@ -51,14 +51,14 @@ def decode_ms(model, seconds: float = 10.0, repeats: int = 5) -> dict:
 def text_decoder_ms(model, rows: Sequence[dict], seconds: float = 10.0, repeats: int = 5, warmup: int = 2) -> dict:
     """An encoder-decoder student's text decoder (dld_core/seq2seq.py): the greedy latency of `seconds` of speech
     (decode_ms's clip) with each of `rows`' masks, in each input mode, on the current torch threads (encoder pass +
-    search; seq2seq.greedy_latency): {"clip", "modes": {mode: [{"kept", "mask", "latency_ms", "encode_ms",
+    search; seq2seq.search_latency): {"clip", "modes": {mode: [{"kept", "mask", "latency_ms", "encode_ms",
     "decode_ms", "tokens", "stop", "text"}]}}."""
     from .config import STUDENT_INPUT_MODES
-    from .seq2seq import greedy_latency, text_model
+    from .seq2seq import search_latency, text_model
     seq2seq, wav = text_model(model), sample_speech(seconds)
     return {"clip": f"data_samples synth clips tiled to {seconds:g} s",
             "modes": {mode: [{"kept": r["kept"], "mask": r["mask"],
-                              **greedy_latency(seq2seq, wav, r["mask"], mode, repeats, warmup)} for r in rows]
+                              **search_latency(seq2seq, wav, r["mask"], mode, repeats, warmup)} for r in rows]
                       for mode in STUDENT_INPUT_MODES}}
 
 

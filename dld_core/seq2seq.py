@@ -18,7 +18,7 @@ What differs from the CTC objective, for dld_core/train.py's one loop (``Trainer
   gradients through both (:class:`StudentNet`, what DDP wraps);
 * validation: greedy text-decoder WER with the length guard (:func:`validate`); evaluation: :class:`TextRunner`;
   transcribing (python -m dld_core transcribe --decoder whisper): :func:`text_transcriber`; the benchmark's text
-  decoder latency: :func:`greedy_latency`; one timed transcript (the app's Inspect page): :func:`timed_transcript`;
+  decoder latency: :func:`search_latency`; one timed transcript (the app's Inspect page): :func:`timed_transcript`;
   the token-level drop-one KL (importance --token-kl, the app's Layer importance page): :func:`token_drop_one_kl`.
 """
 from __future__ import annotations
@@ -332,12 +332,6 @@ def search_latency(seq2seq: WhisperSeq2Seq, waveform, active=None, mode: str = "
     encode_ms, decode_ms = float(np.median(encode_runs)), float(np.median(decode_runs))
     return {"latency_ms": encode_ms + decode_ms, "encode_ms": encode_ms, "decode_ms": decode_ms,
             "tokens": len(hyp.tokens), "stop": hyp.stop, "text": hyp.text}
-
-
-def greedy_latency(seq2seq: WhisperSeq2Seq, waveform, active=None, mode: str = "padded", repeats: int = 5,
-                   warmup: int = 1) -> dict:
-    """search_latency of the greedy search (bench's text decoder latency)."""
-    return search_latency(seq2seq, waveform, active, mode, repeats, warmup)
 
 
 def has_text_decoder(model: DynamicCTCModel) -> bool:
