@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 from .config import CHAR_VOCAB
 from .decoder_files import (BOS, DATA_FILES, EOS, RECIPE_VERSION, UNK, DecoderFilesError, cache_root, recipe_key,
                             spell, verify_decoder_files, write_decoder_files)
+from .safe_io import exclusive_lock
 from .text import normalize_text
 
 SOURCES = ("wordfreq", "kjv", "wordnet_examples", "wordnet_glosses", "numbers")
@@ -271,12 +272,18 @@ def build_decoder_files(recipe: dict, root: Optional[str | os.PathLike] = None,
     key = recipe_key(recipe)
     folder = Path(root).expanduser() if root is not None else cache_root()
     folder = folder / key
-    if folder.exists() and not force:
-        try:
-            verify_decoder_files(folder)
-            return folder
-        except DecoderFilesError:
-            pass                                   # rebuild a damaged folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder.with_name(f".{key}.lock")):     # one builder per key; others wait, then reuse
+        if folder.exists() and not force:
+            try:
+                verify_decoder_files(folder)
+                return folder
+            except DecoderFilesError:
+                pass                               # rebuild a damaged folder
+        return _build(recipe, folder, log)
+
+
+def _build(recipe: dict, folder: Path, log=None) -> Path:
     start = time.perf_counter()
     text = collect_text(recipe)
     lexicon, uni, bigrams, backoff = estimate(recipe, text)

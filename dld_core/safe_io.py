@@ -3,6 +3,8 @@
 * **Writes** go to a temp file in the same folder, are fsynced, then renamed into place, so a reader never
   sees half a file; a tensor file and the JSON recording its checksum are committed with a pending file
   (``commit_tensors_and_json``), so a kill at any instant leaves a consistent pair.
+* **Builders** of a shared folder (a corpus, decoder files) hold ``exclusive_lock(<folder>.lock)`` while they
+  check and build, so a second process (another test worker, the app beside a CLI run) waits, then reuses.
 * **Reads** of untrusted files open them without following symbolic links, read only regular files, up
   to a size limit, and never unpickle anything: tensors only ever come from safetensors, whose header is
   checked here before the safetensors library parses it.
@@ -11,7 +13,9 @@ Every refusal is a :class:`CheckpointError` with a one-line message.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -20,7 +24,7 @@ import stat
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -39,6 +43,15 @@ class CheckpointError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ crash-safe writes
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing; its parent must exist) for the block: one process at a
+    time builds what the lock guards, the others wait. Released when the block ends or the process dies."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -209,7 +209,6 @@ class PretrainedTeacher:
         device = wavs.device
         return values.to(device).float(), ids.to(device).long(), rest.to(device)
 
-
     def _top(self, wavs, wav_lengths, tokens, prompt: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         log_probs = F.log_softmax(self.logits(wavs, wav_lengths, tokens, prompt).float() / self.tau, dim=-1)
         values, ids = log_probs.topk(min(self.top_k, log_probs.shape[-1]), dim=-1)

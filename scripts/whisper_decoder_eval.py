@@ -3,7 +3,7 @@
 input mode, padding and decoder.
 
     nice -n 10 .venv/bin/python scripts/whisper_decoder_eval.py [--sets samples,real_dev] [--modes padded,clip]
-        [--paddings zero,silence] [--beams 1,5] [--guard-off] [--half-logits] [--latency] [--threads 1]
+        [--paddings zero,silence] [--beams 1,5] [--guard-off] [--fp32-logits] [--latency] [--threads 1]
         [--keep A1,M1,A3,M3]
 
 WER is after spoken_text (digits as words, "Mr." -> mister) and the project's normalize_text; each line also
@@ -54,7 +54,8 @@ def main() -> None:
     ap.add_argument("--paddings", default="zero")
     ap.add_argument("--beams", default="1,5")
     ap.add_argument("--guard-off", action="store_true", help="also decode without the length guard and repetition stop")
-    ap.add_argument("--half-logits", action="store_true", help="also decode with the float16 output projection")
+    ap.add_argument("--fp32-logits", action="store_true",
+                    help="also decode greedily with the float32 output projection (the default is float16)")
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", default="", help="encoder modules to keep, e.g. A1,M1,A3,M3 (default: all)")
@@ -68,7 +69,7 @@ def main() -> None:
     if args.latency:
         clip = ten_second_clip()
         for mode, padding in combos:
-            for half in (False, True) if args.half_logits else (False,):
+            for half in (True, False) if args.fp32_logits else (True,):
                 options = DecodeOptions(half_logits=half)
                 model.transcribe([clip], active, mode=mode, padding=padding.strip("-") or "zero",
                                  options=options)  # warm-up
@@ -81,7 +82,7 @@ def main() -> None:
                     runs.append((w1 - w0, time.perf_counter() - w1, c1 - c0, time.process_time() - c1))
                 enc, dec, enc_cpu, dec_cpu = np.median(runs, axis=0) * 1000
                 print(f"latency 10.0 s clip, {args.threads} thread(s), {mode}/{padding}, greedy"
-                      f"{', half logits' if half else ''}: {enc + dec:.0f} ms wall (encode {enc:.0f}, decode {dec:.0f}), "
+                      f"{'' if half else ', fp32 logits'}: {enc + dec:.0f} ms wall (encode {enc:.0f}, decode {dec:.0f}), "
                       f"{enc_cpu + dec_cpu:.0f} ms CPU (encode {enc_cpu:.0f}, decode {dec_cpu:.0f}); "
                       f"{len(hyp.tokens)} tokens: {hyp.text!r}", flush=True)
     for name in [s for s in args.sets.split(",") if s]:
@@ -100,11 +101,11 @@ def main() -> None:
                   f"{cpu_ms / len(wavs):.0f} ms CPU per clip", flush=True)
             variants = [(f"beam {b}" if int(b) > 1 else "greedy", DecodeOptions(beam_size=int(b)))
                         for b in args.beams.split(",")]
-            if args.half_logits:
-                variants += [("greedy, half logits", DecodeOptions(half_logits=True))]
+            if args.fp32_logits:
+                variants += [("greedy, fp32 logits", DecodeOptions(half_logits=False))]
             if args.guard_off:
                 variants += [(f"{label}, no guard", DecodeOptions(beam_size=o.beam_size, **NO_GUARD))
-                             for label, o in list(variants) if not o.half_logits]
+                             for label, o in list(variants) if o.half_logits]
             for label, options in variants:
                 t0, c0 = time.perf_counter(), time.process_time()
                 hyps = [model.decode(m, options)[0] for m in memory]

@@ -182,6 +182,30 @@ def test_build_is_reproducible(tmp_path):
     assert decoder_files.recipe_key(_small_recipe(tmp_path, order=1)) != decoder_files.recipe_key(recipe)
 
 
+def test_concurrent_builds_build_once(tmp_path, monkeypatch):
+    """Builders of the same key (pytest workers, the app beside a CLI run) wait on one lock: one builds, the rest
+    reuse its folder; none sees a half-built folder or fails on the rename."""
+    recipe = _small_recipe(tmp_path)
+    built, real_build = [], lm_build._build
+    monkeypatch.setattr(lm_build, "_build", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    start, results, errors = threading.Barrier(4), [], []
+
+    def build():
+        start.wait()
+        try:
+            results.append(lm_build.build_decoder_files(recipe, root=tmp_path / "root"))
+        except Exception as exc:                                        # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(built) == 1
+    assert len(set(results)) == 1 and decoder_files.verify_decoder_files(results[0])
+
+
 def _one_line_error(exc_info, path: Path):
     msg = str(exc_info.value)
     assert "\n" not in msg

@@ -17,7 +17,8 @@ import torch
 
 from dld_core import pretrained
 from dld_core.families import whisper as W
-from dld_core.families.whisper_decoder import DecoderState, TextDecoder, load_text_decoder, load_tokenizer
+from dld_core.families.whisper_decoder import (HALF_LOGITS_MAX_ROWS, DecoderState, TextDecoder, load_text_decoder,
+                                              load_tokenizer)
 from dld_core.families.whisper_decoding import (DecodeOptions, WhisperSeq2Seq, beam_search, greedy_decode,
                                                 repeat_cut, spoken_text)
 from dld_core.metrics import wer
@@ -101,6 +102,25 @@ def test_cached_logits_equal_a_full_forward(whisper):
                                                             for i in range(2, 5)]
     assert state.offset == 5
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=2e-4, rtol=1e-4)
+
+
+def test_half_logits_for_few_rows_only(whisper):
+    """half_logits (DecodeOptions' default) rounds the output projection to float16 for fewer than
+    HALF_LOGITS_MAX_ROWS rows (greedy), and leaves a 5-beam search's rows in float32."""
+    torch.manual_seed(0)
+    decoder = whisper.decoder
+    audio = torch.randn(1, 30, decoder.ln.normalized_shape[0])
+    for rows in (1, HALF_LOGITS_MAX_ROWS):
+        tokens = torch.tensor([[50257, 50362, 440]] * rows)
+        with torch.no_grad():
+            exact = decoder(tokens, decoder.start(audio), cache=False, last_only=True)
+            half = decoder(tokens, decoder.start(audio), cache=False, last_only=True, half_logits=True)
+        if rows < HALF_LOGITS_MAX_ROWS:
+            assert not torch.equal(half, exact) and torch.allclose(half, exact, atol=0.05)
+            assert torch.equal(half.argmax(-1), exact.argmax(-1))
+        else:
+            assert torch.equal(half, exact)
+    assert DecodeOptions().half_logits
 
 
 def test_beam_one_equals_greedy_and_beam_five_works(whisper, sample_results):

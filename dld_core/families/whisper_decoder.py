@@ -28,6 +28,7 @@ from torch import nn
 from ..pretrained import read_whisper_decoder, read_whisper_tokenizer
 from .whisper import KV, MultiHeadAttention
 
+HALF_LOGITS_MAX_ROWS = 5        # TextDecoder.forward(half_logits=True) uses float16 logits below this many rows
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -130,7 +131,10 @@ class TextDecoder(nn.Module):
     def start(self, audio: torch.Tensor, audio_mask: Optional[torch.Tensor] = None) -> DecoderState:
         """A fresh state for encoder outputs `audio` [B, S, D] (audio_mask: bool [B, S], True at valid frames,
         or None): the cross-attention keys/values of every block, computed once."""
-        cross = [block.cross_attn.key_value(audio.to(self.ln.weight.dtype)) for block in self.blocks]
+        audio = audio.to(self.ln.weight.dtype)
+        # contiguous [B, H, S, dh]: every token reads them again, and attention over a strided view (heads() is a
+        # transpose) reads memory out of order, 2.6x slower on CPU for 1,500 frames
+        cross = [tuple(t.contiguous() for t in block.cross_attn.key_value(audio)) for block in self.blocks]
         mask = None if audio_mask is None else audio_mask[:, None, None, :]
         return DecoderState(cross, mask, [None] * len(self.blocks))
 
@@ -141,9 +145,10 @@ class TextDecoder(nn.Module):
         cache=True: `tokens` are the next n tokens after the state's cached ones, whose self-attention
         keys/values are appended to the state. cache=False: `tokens` are the whole sequence, run from
         scratch (the state's cross-attention is used, its self-attention cache neither read nor changed).
-        half_logits: the output projection with a float16 copy of the token embedding (no autograd). On CPU
-        one token's logits read the whole V x D table (80 MB in float32 for tiny.en): half the bytes is about
-        a third of the time for one row, but slower than float32 from about 5 rows on; logits move by < 0.05."""
+        half_logits: the output projection with a float16 copy of the token embedding (no autograd) for fewer than
+        HALF_LOGITS_MAX_ROWS rows. On CPU one token's logits read the whole V x D table (80 MB in float32 for
+        tiny.en): half the bytes is about a third of the time for one row, but slower than float32 from about 5
+        rows on (a 5-beam search); logits move by < 0.05."""
         offset = state.offset if cache else 0
         n = tokens.shape[1]
         if offset + n > self.n_ctx:
@@ -162,7 +167,7 @@ class TextDecoder(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln(x)
-        if half_logits and not torch.is_grad_enabled():
+        if half_logits and not torch.is_grad_enabled() and x.shape[0] * x.shape[1] < HALF_LOGITS_MAX_ROWS:
             return F.linear(x.half(), self.half_embedding()).float()
         return (x @ self.token_embedding.weight.T).float()
 

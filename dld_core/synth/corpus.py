@@ -13,7 +13,6 @@ manifests and byte-identical audio regardless of worker scheduling.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import multiprocessing as mp
@@ -33,6 +32,7 @@ import soundfile as sf
 
 from dld_core.audio import SAMPLE_RATE as SR
 from dld_core.audio import rms, write_manifest
+from dld_core.safe_io import exclusive_lock
 from dld_core.synth import augment, engines, fsdd, text as textsrc
 from dld_core.synth.engines import Voice
 from dld_core.text import normalize_text
@@ -323,8 +323,7 @@ def build_corpus(out: str, hours: float, seed: int = 0, fsdd_dir: str | None = N
             print(f"corpus {out} is complete (key {key}); reusing it", file=sys.stderr)
         return cached
     out_p.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_p.with_name(out_p.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)          # one builder per corpus folder; others wait, then reuse
+    with exclusive_lock(out_p.with_name(out_p.name + ".lock")):     # one builder per corpus; others wait, reuse
         cached = _cached(out_p, key)
         if cached is not None:
             return cached
