@@ -19,11 +19,12 @@ from .families.whisper_decoding import INPUT_MODES
 from .masks import LEVEL_POLICIES
 from .paths import CHECKPOINTS, REPO
 from .recommend import DEFAULT_CLIPS
+from .report import default_student
 from .seq2seq import TEXT_DECODERS
 
 DEFAULT_FSDD = REPO.parent / "shared" / "data" / "fsdd"
-# the shipped DLD student, else (until one ships) the shipped teacher
-DEFAULT_CHECKPOINT = next((p for p in (CHECKPOINTS / "dld", CHECKPOINTS / "teacher") if p.is_dir()), CHECKPOINTS / "dld")
+# the shipped DLD student with the lowest real-dev WER at half compute (results/), else checkpoints/dld or the teacher
+DEFAULT_CHECKPOINT = default_student(CHECKPOINTS, REPO / "results")
 
 
 def parse_int_list(text: str) -> list[int]:

@@ -6,24 +6,29 @@ decoder part is greedy, as older results were). One table per test set and decod
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+from dld_core.checkpoint import read_config
+from dld_core.decode import DECODERS as CTC_DECODERS
 from dld_core.eval_sets import EVAL_SETS
+from dld_core.safe_io import CheckpointError
+from dld_core.seq2seq import TEXT_DECODERS
 
 # display order and names; any other model name found is shown after these, as it is
 MODELS = {"teacher": "teacher", "ld": "LD", "dld": "DLD", "conformer_ld": "conformer LD",
           "conformer_dld": "conformer DLD", "scratch_teacher": "scratch teacher", "scratch_ld": "scratch LD",
           "scratch_dld": "scratch DLD"}
 SETS = {s.key: s.name for s in EVAL_SETS}
-DECODERS = ("greedy", "beam")
+DECODERS = CTC_DECODERS + TEXT_DECODERS     # the CTC head's decoders, then an encoder-decoder student's text decoder
 COLORS = {"teacher": "#7f7f7f", "ld": "#1f77b4", "dld": "#d62728", "conformer_ld": "#17becf",
           "conformer_dld": "#ff7f0e", "scratch_teacher": "#8c564b", "scratch_ld": "#9467bd", "scratch_dld": "#2ca02c"}
 
 
-def load_results(folder: str | Path) -> dict[tuple[str, str], dict[str, dict]]:
-    """{(set, decoder): {model: evaluate-json}} for every results file in the folder."""
+def load_results(folder: str | Path, test_set: str | None = None) -> dict[tuple[str, str], dict[str, dict]]:
+    """{(set, decoder): {model: evaluate-json}} for every results file in the folder (of one test set if given)."""
     found: dict[tuple[str, str], dict[str, dict]] = {}
-    for path in sorted(Path(folder).glob("*.json")):
+    for path in sorted(Path(folder).glob(f"*.{test_set}*.json" if test_set else "*.json")):
         parts = path.stem.split(".")
         if len(parts) not in (2, 3) or parts[1] not in SETS or (len(parts) == 3 and parts[2] not in DECODERS):
             continue
@@ -202,3 +207,39 @@ def ablation_figure(results_dir: str | Path, out_png: str | Path) -> Path:
     title = (f"{Path(results_dir).name}: {Path(str(first.get('manifest', '?'))).name}, "
              f"{first.get('decoder', 'greedy')} decoding")
     return plot_wer_vs_gflops({title: runs}, out_png)
+
+
+# ------------------------------------------------------------------------------------------ the default student
+DEFAULT_SET = "real_dev"                  # the default student is chosen on real speech
+FALLBACK_STUDENTS = ("dld", "teacher")    # without results: the Whisper DLD student, else the teacher
+
+
+def half_compute_level(result: dict) -> dict:
+    """The level (random masks) of an evaluate result whose GFLOPs are closest to half of full depth's."""
+    full = max(lv["gflops"] for lv in result["levels"])
+    return min(result["levels"], key=lambda lv: (abs(lv["gflops"] - full / 2), -lv["kept"]))
+
+
+def default_student(checkpoints_dir: str | Path, results_dir: str | Path) -> Path:
+    """The student the app and the CLI open by default: of the DLD students under checkpoints_dir with results on
+    the real dev set (<folder>.real_dev.<decoder>.json in results_dir, any decoder, the better one counts), the one
+    with the lowest WER at half compute (half_compute_level); ties go to the first name. Without such results:
+    FALLBACK_STUDENTS, the first that exists."""
+    checkpoints_dir = Path(checkpoints_dir)
+    best: dict[str, float] = {}
+    for by_model in load_results(results_dir, DEFAULT_SET).values():
+        for model, result in by_model.items():
+            if _recipe(checkpoints_dir / model) == "dld":
+                best[model] = min(best.get(model, math.inf), half_compute_level(result)["wer"])
+    if best:
+        return checkpoints_dir / min(sorted(best), key=best.get)
+    return next((checkpoints_dir / n for n in FALLBACK_STUDENTS if (checkpoints_dir / n).is_dir()),
+                checkpoints_dir / FALLBACK_STUDENTS[0])
+
+
+
+def _recipe(folder: Path):
+    try:
+        return read_config(folder).get("recipe")
+    except CheckpointError:
+        return None

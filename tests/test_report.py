@@ -1,8 +1,10 @@
 import json
+import shutil
 
 import pytest
 
-from dld_core.report import ablation_table, write_report
+from dld_core.report import ablation_table, default_student, half_compute_level, write_report
+from tests.app_fixtures import make_checkpoints
 
 
 def fake_eval(path, wers):
@@ -94,3 +96,33 @@ def test_training_time_to_reach_lds_best(tmp_path):
     fake_metrics(tmp_path / "conformer_dld", [0.6], 1.0)               # never reaches LD's 0.5
     assert training_table(tmp_path).splitlines()[3].endswith("| not reached |")
     assert training_table(tmp_path / "nothing") == ""
+
+
+def test_half_compute_level_is_closest_to_half_the_gflops(tmp_path):
+    fake_eval(tmp_path / "a.json", {8: 0.3, 5: 0.5, 4: 0.6, 3: 0.7})         # 0.8 GFLOPs at full depth
+    assert half_compute_level(json.loads((tmp_path / "a.json").read_text()))["kept"] == 4
+    fake_eval(tmp_path / "b.json", {12: 0.3, 7: 0.5, 6: 0.6, 5: 0.7})        # 0.6 of 1.2 GFLOPs: kept 6
+    assert half_compute_level(json.loads((tmp_path / "b.json").read_text()))["kept"] == 6
+
+
+def test_default_student_is_the_dld_student_best_at_half_compute_on_real_speech(tmp_path):
+    ckpts, results = tmp_path / "checkpoints", tmp_path / "results"
+    results.mkdir()
+    assert default_student(ckpts, results) == ckpts / "dld"                  # nothing at all: the usual name
+    made = make_checkpoints(ckpts)
+    assert default_student(ckpts, results) == ckpts / "dld"                  # no results: the fallback
+    shutil.copytree(made["dld"], ckpts / "s2s_dld")
+    levels = {4: 0.3, 2: 0.8, 1: 0.9}                                        # half compute: kept 2
+    fake_eval(results / "dld.real_dev.beam.json", {**levels, 2: 0.6})
+    fake_eval(results / "dld.real_dev.greedy.json", {**levels, 2: 0.7})
+    fake_eval(results / "s2s_dld.real_dev.whisper.json", {**levels, 2: 0.65})
+    assert default_student(ckpts, results) == ckpts / "dld"                  # its better decoder counts: 0.6
+    fake_eval(results / "s2s_dld.real_dev.whisper-beam.json", {**levels, 2: 0.5})
+    assert default_student(ckpts, results) == ckpts / "s2s_dld"
+    fake_eval(results / "s2s_dld.synthetic_test.beam.json", {**levels, 2: 0.1})     # another test set: ignored
+    fake_eval(results / "ld.real_dev.beam.json", {**levels, 2: 0.1})                # not a DLD student: ignored
+    fake_eval(results / "gone_dld.real_dev.beam.json", {**levels, 2: 0.1})          # no checkpoint folder: ignored
+    assert default_student(ckpts, results) == ckpts / "s2s_dld"
+    shutil.rmtree(ckpts / "dld")
+    shutil.rmtree(ckpts / "s2s_dld")
+    assert default_student(ckpts, results) == ckpts / "teacher"              # no DLD student left: the teacher
