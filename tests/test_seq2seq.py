@@ -199,6 +199,49 @@ def test_ld_and_dld_students_learn_a_repeated_batch(tmp_path, tiny_whisper, corp
     assert ckpt.info["train"]["objective"] == "seq2seq" and "text decoder" in ckpt.info["pretrained"]
 
 
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_one_dld_student(tmp_path, tiny_whisper, corpus):
+    """torchrun with two CPU processes (gloo): both ranks end with the same weights, after the same number of
+    steps, with the teacher's top-K cache written by both (each rank's own batches)."""
+    hashes = tmp_path / "hashes"
+    hashes.mkdir()
+    runner = tmp_path / "ddp_seq2seq.py"
+    cfg = dict(recipe="dld", pretrained=str(tiny_whisper), epochs=2, keep_prob=0.5, kd_top_k=8, **FAST)
+    runner.write_text(f"""
+import hashlib, os, sys
+sys.path.insert(0, {str(REPO)!r})
+import torch, torch.distributed as dist
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+from dld_core import train as T
+from dld_core.config import TrainConfig
+captured = {{}}
+class Spy(T.DynamicCTCModel):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        captured["model"] = self
+T.DynamicCTCModel = Spy
+m = T.train({str(corpus["train"])!r}, {str(corpus["valid"])!r}, {str(tmp_path / "out")!r}, progress=False,
+            train_cfg=TrainConfig(**{cfg!r}))
+h = hashlib.sha256()
+for k, v in sorted(captured["model"].state_dict().items()):
+    h.update(k.encode()); h.update(v.detach().cpu().numpy().tobytes())
+open(os.path.join({str(hashes)!r}, f"rank{{dist.get_rank()}}.txt"), "w").write(f"{{h.hexdigest()}} {{m['steps']}}")
+dist.barrier()
+dist.destroy_process_group()
+""")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(runner)],
+                          capture_output=True, text=True, timeout=480, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r0, r1 = (hashes / "rank0.txt").read_text().split(), (hashes / "rank1.txt").read_text().split()
+    assert r0 == r1 and int(r0[1]) > 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == int(r0[1]) and metrics["finished"]
+    ranks, steps_per_epoch = 2, int(r0[1]) // cfg["epochs"]             # each rank caches its own batches, once
+    assert len(list((tmp_path / "out" / seq2seq.TEACHER_CACHE).glob("*.safetensors"))) == ranks * steps_per_epoch
+
+
 def test_gates_protected_modules_validation_masks_and_a_frozen_decoder(tmp_path, tiny_whisper, corpus, monkeypatch):
     seen = []
     forward = seq2seq.StudentNet.forward
