@@ -5,7 +5,8 @@
 # epoch pays the teacher's passes; later epochs and resumed runs do not). Logs in RUNS/s2s_<recipe>.log; every
 # epoch checkpoints; RESUME=1 continues.
 # Usage: bash scripts/seq2seq_students.sh [RECIPES...]   (default: dld ld; EPOCHS, default 10; RUNS, default runs;
-#        THREADS, default 1; RESUME)
+#        THREADS, default 1; RESUME; EXTRA: more train options, e.g. "--freeze-decoder --stop-after-epochs 1", with
+#        TAG naming the run RUNS/s2s_<recipe>_<TAG>; a TAG run starts from the untagged run's teacher cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -17,6 +18,10 @@ ARGS="--objective seq2seq --pretrained default --input-mode clip --kd-top-k 64 -
       --train $CORPUS/train.jsonl --valid $CORPUS/valid.jsonl --threads ${THREADS:-1} --quiet --epochs ${EPOCHS:-10}"
 [ "${RESUME:-0}" = 1 ] && ARGS="$ARGS --resume"
 for recipe in ${*:-dld ld}; do
-  nice -n 5 $PY -m dld_core train --recipe "$recipe" --out "$RUNS/s2s_$recipe" $ARGS >> "$RUNS/s2s_$recipe.log" 2>&1 &
+  out="$RUNS/s2s_$recipe${TAG:+_$TAG}"
+  if [ -n "${TAG:-}" ] && [ -d "$RUNS/s2s_$recipe/teacher_cache" ] && [ ! -d "$out/teacher_cache" ]; then
+    mkdir -p "$out" && cp -r "$RUNS/s2s_$recipe/teacher_cache" "$out/"     # same batches, same teacher
+  fi
+  nice -n 5 $PY -m dld_core train --recipe "$recipe" --out "$out" $ARGS ${EXTRA:-} >> "$out.log" 2>&1 &
 done
 wait
