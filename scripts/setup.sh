@@ -22,7 +22,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.requirements.sha 2>/dev/null)" !
   echo "setup: installing Python packages into .venv"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
+  # no byte-compiling inside pip (one process); compileall on every core instead. A file that does not compile
+  # (code for another Python version inside a package) is skipped, as pip skips it.
+  .venv/bin/pip install -q --no-compile -r requirements.txt
+  .venv/bin/python -m compileall -q -j 0 .venv/lib > /dev/null || true
   echo "$want" > .venv/.requirements.sha
 fi
 
