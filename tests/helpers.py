@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +85,39 @@ def corrupted_copy(checkpoint: Path, dest: Path) -> Path:
     data[-5] ^= 0xFF
     weights.write_bytes(bytes(data))
     return dest
+
+
+def ddp_train(folder: Path, train_call: str, imports: str = "") -> tuple[list[str], list[str]]:
+    """Run `train_call` (Python source calling T.train(...) -> metrics; `imports` for its names) under torchrun with
+    two CPU processes (gloo), the trainer's model captured on each rank: returns each rank's [weights sha256, steps].
+    Raises AssertionError with torchrun's stderr when it fails."""
+    hashes = folder / "hashes"
+    hashes.mkdir()
+    runner = folder / "ddp_check.py"
+    runner.write_text(f"""
+import hashlib, os, sys
+sys.path.insert(0, {str(REPO)!r})
+import torch, torch.distributed as dist
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+from dld_core import train as T
+{imports}
+captured = {{}}
+class Spy(T.DynamicCTCModel):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        captured["model"] = self
+T.DynamicCTCModel = Spy
+m = {train_call}
+h = hashlib.sha256()
+for k, v in sorted(captured["model"].state_dict().items()):
+    h.update(k.encode()); h.update(v.detach().cpu().numpy().tobytes())
+open(os.path.join({str(hashes)!r}, f"rank{{dist.get_rank()}}.txt"), "w").write(f"{{h.hexdigest()}} {{m['steps']}}")
+dist.barrier()
+dist.destroy_process_group()
+""")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(runner)],
+                          capture_output=True, text=True, timeout=480, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [(hashes / f"rank{r}.txt").read_text().split() for r in (0, 1)]

@@ -25,6 +25,25 @@ WORDS = {"hello": -2.0, "help": -2.5, "world": -2.0, "word": -2.5, "cat": -3.0, 
          "a": -1.5, "xylophone": -4.0, "zebra": -4.0, "yes": -3.0, "quiet": -4.0, "jam": -4.0, "of": -1.5}
 
 
+def in_threads(work, n: int = 4) -> list[Exception]:
+    """Run `work` in n threads started together (a barrier); the exceptions they raised."""
+    start, errors = threading.Barrier(n), []
+
+    def run():
+        start.wait()
+        try:
+            work()
+        except Exception as exc:                                        # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def emission(frames: list) -> torch.Tensor:
     """[T, V] log-probs. Each frame is a string of tokens ('_' = blank, ' ' = space) that share the
     probability mass equally, or a dict {token: prob}; the rest of the mass (1e-4) is spread evenly."""
@@ -143,19 +162,8 @@ def test_beam_batch_lengths_cache_and_threads(tiny_files):
     assert dec(batch, torch.tensor([a.shape[0], b.shape[0]])) == ["hello world", "yes"]
     assert dec(batch[:, :0], torch.tensor([0, 0])) == ["", ""]
     expected = dec(a)
-    out, errors = [], []
-
-    def work():
-        try:
-            for _ in range(20):
-                out.append(dec(a))
-        except Exception as exc:              # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out = []
+    errors = in_threads(lambda: [out.append(dec(a)) for _ in range(20)])
     assert not errors and all(o == expected for o in out) and len(out) == 80
 
 
@@ -188,20 +196,8 @@ def test_concurrent_builds_build_once(tmp_path, monkeypatch):
     recipe = _small_recipe(tmp_path)
     built, real_build = [], lm_build._build
     monkeypatch.setattr(lm_build, "_build", lambda *a, **k: built.append(1) or real_build(*a, **k))
-    start, results, errors = threading.Barrier(4), [], []
-
-    def build():
-        start.wait()
-        try:
-            results.append(lm_build.build_decoder_files(recipe, root=tmp_path / "root"))
-        except Exception as exc:                                        # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=build) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = []
+    errors = in_threads(lambda: results.append(lm_build.build_decoder_files(recipe, root=tmp_path / "root")))
     assert errors == [] and len(built) == 1
     assert len(set(results)) == 1 and decoder_files.verify_decoder_files(results[0])
 

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,7 @@ from dld_core.families.whisper_decoding import WhisperSeq2Seq, spoken_text
 from dld_core.losses import distillation_kl, distillation_kl_top_k
 from dld_core.model import DynamicCTCModel
 from dld_core.train import train
-from tests.helpers import REPO, ct2_bytes, write_tiny_corpus
+from tests.helpers import REPO, ct2_bytes, ddp_train, write_tiny_corpus
 from tests.test_crash_resume import ENV, cli_in_process, resume_model_weights, start_parked
 from tests.test_whisper import ct2_variables
 from tests.test_whisper_decoder import decoder_variables
@@ -203,38 +201,9 @@ def test_ld_and_dld_students_learn_a_repeated_batch(tmp_path, tiny_whisper, corp
 def test_ddp_two_cpu_processes_train_one_dld_student(tmp_path, tiny_whisper, corpus):
     """torchrun with two CPU processes (gloo): both ranks end with the same weights, after the same number of
     steps, with the teacher's top-K cache written by both (each rank's own batches)."""
-    hashes = tmp_path / "hashes"
-    hashes.mkdir()
-    runner = tmp_path / "ddp_seq2seq.py"
     cfg = dict(recipe="dld", pretrained=str(tiny_whisper), epochs=2, keep_prob=0.5, kd_top_k=8, **FAST)
-    runner.write_text(f"""
-import hashlib, os, sys
-sys.path.insert(0, {str(REPO)!r})
-import torch, torch.distributed as dist
-torch.set_num_threads(1)
-dist.init_process_group("gloo")
-from dld_core import train as T
-from dld_core.config import TrainConfig
-captured = {{}}
-class Spy(T.DynamicCTCModel):
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        captured["model"] = self
-T.DynamicCTCModel = Spy
-m = T.train({str(corpus["train"])!r}, {str(corpus["valid"])!r}, {str(tmp_path / "out")!r}, progress=False,
-            train_cfg=TrainConfig(**{cfg!r}))
-h = hashlib.sha256()
-for k, v in sorted(captured["model"].state_dict().items()):
-    h.update(k.encode()); h.update(v.detach().cpu().numpy().tobytes())
-open(os.path.join({str(hashes)!r}, f"rank{{dist.get_rank()}}.txt"), "w").write(f"{{h.hexdigest()}} {{m['steps']}}")
-dist.barrier()
-dist.destroy_process_group()
-""")
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(runner)],
-                          capture_output=True, text=True, timeout=480, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r0, r1 = (hashes / "rank0.txt").read_text().split(), (hashes / "rank1.txt").read_text().split()
+    r0, r1 = ddp_train(tmp_path, f"""T.train({str(corpus["train"])!r}, {str(corpus["valid"])!r}, {str(tmp_path / "out")!r},
+            progress=False, train_cfg=TrainConfig(**{cfg!r}))""", imports="from dld_core.config import TrainConfig")
     assert r0 == r1 and int(r0[1]) > 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == int(r0[1]) and metrics["finished"]

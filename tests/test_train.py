@@ -1,7 +1,4 @@
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ from dld_core.config import TrainConfig
 from dld_core.losses import distillation_kl
 from dld_core.masks import keep_probabilities, scheduled_keep_probabilities, training_gates
 from dld_core.train import OutputLock, TrainingBusyError, train
-from tests.helpers import REPO, tiny_config
+from tests.helpers import ddp_train, tiny_config
 
 FAST = dict(batch_seconds=8.0, warmup_steps=3, lr=3e-3)
 
@@ -121,40 +118,10 @@ def test_second_training_into_same_folder_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path, tiny_corpus):
-    hashes_dir = tmp_path / "hashes"
-    hashes_dir.mkdir()
-    runner = tmp_path / "ddp_check.py"
-    runner.write_text(textwrap.dedent(f"""
-        import hashlib, os, sys
-        sys.path.insert(0, {str(REPO)!r})
-        import torch, torch.distributed as dist
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo")
-        from dld_core import train as T
-        from dld_core.config import TrainConfig
-        from tests.helpers import tiny_config
-        captured = {{}}
-        original = T.DynamicCTCModel
-        class Spy(original):
-            def __init__(self, cfg):
-                super().__init__(cfg)
-                captured["model"] = self
-        T.DynamicCTCModel = Spy
-        m = T.train({str(tiny_corpus['train'])!r}, {str(tiny_corpus['valid'])!r}, {str(tmp_path / 'out')!r},
-                    train_cfg=TrainConfig(recipe="ld", epochs=1, batch_seconds=4.0, warmup_steps=2),
-                    model_cfg=tiny_config(), progress=False)
-        h = hashlib.sha256()
-        for k, v in sorted(captured["model"].state_dict().items()):
-            h.update(k.encode()); h.update(v.detach().cpu().numpy().tobytes())
-        open(os.path.join({str(hashes_dir)!r}, f"rank{{dist.get_rank()}}.txt"), "w").write(f"{{h.hexdigest()}} {{m['steps']}}")
-        dist.barrier()
-        dist.destroy_process_group()
-    """))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(runner)],
-                          capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r0, r1 = (hashes_dir / "rank0.txt").read_text().split(), (hashes_dir / "rank1.txt").read_text().split()
+    r0, r1 = ddp_train(tmp_path, f"""T.train({str(tiny_corpus['train'])!r}, {str(tiny_corpus['valid'])!r}, {str(tmp_path / 'out')!r},
+            train_cfg=TrainConfig(recipe="ld", epochs=1, batch_seconds=4.0, warmup_steps=2),
+            model_cfg=tiny_config(), progress=False)""",
+                       imports="from dld_core.config import TrainConfig\nfrom tests.helpers import tiny_config")
     assert r0 == r1 and int(r0[1]) > 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == int(r0[1])

@@ -56,10 +56,11 @@ def model_pickers(need_teacher: bool = True) -> tuple[Optional[Path], Optional[P
     teachers = [e for e in entries if e.recipe == "teacher"]
     with st.sidebar:
         st.markdown("**Models**")
-        problem = _default_problem(default_student())
+        default = default_student()                    # read from results/ once per run of the page
+        problem = _default_problem(default)
         if problem:
             st.error(f"Default student unusable — {problem}", icon=":material/error:")
-        student = _pick("Student", "student_ckpt", students, default_student(), ("dld", "ld"),
+        student = _pick("Student", "student_ckpt", students, default, ("dld", "ld"),
                         "Any checkpoint folder under checkpoints/ or made by the Train page. " + VALID_WER_HELP)
         teacher = None
         if need_teacher:
