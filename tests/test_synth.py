@@ -356,6 +356,31 @@ def test_wordnet_text_sources():
     assert "Princeton" in textsrc.WORDNET_LICENCE and "Princeton" in textsrc.WORDNET_NOTICE
 
 
+def test_text_lists_are_cached_on_disk_and_rebuilt_when_their_inputs_change(tmp_path, monkeypatch):
+    """Cleaning KJV and WordNet costs seconds in every process that builds a corpus: the lists are kept as JSON,
+    keyed by the input files (size, time) and the cleaning code; a changed input or a broken cache file rebuilds."""
+    monkeypatch.setenv(textsrc.TEXT_CACHE_ENV, str(tmp_path / "cache"))
+    source, calls = tmp_path / "source.txt", []
+    source.write_text("one two three")
+
+    def sentences(n):
+        calls.append(n)
+        return {"words": tuple(source.read_text().split()[:n])}
+    cached = textsrc._disk_cached(lambda: [source, "version-1"])(sentences)
+
+    assert cached(2) == {"words": ("one", "two")} and calls == [2]
+    assert cached(2) == {"words": ("one", "two")} and calls == [2]            # from disk, not recomputed
+    assert cached(3) == {"words": ("one", "two", "three")} and calls == [2, 3]  # the argument is part of the key
+    source.write_text("four five six seven")                                   # a changed input: rebuilt
+    assert cached(2) == {"words": ("four", "five")} and calls == [2, 3, 2]
+    for f in (tmp_path / "cache").glob("sentences-*.json"):
+        f.write_text("{broken")
+    assert cached(2) == {"words": ("four", "five")} and calls == [2, 3, 2, 2]
+    source.unlink()                                                            # a missing input: the function
+    with pytest.raises(FileNotFoundError):                                     # runs (and says what is missing)
+        cached(2)
+
+
 def test_wordnet_cleaning_and_known_words():
     clean = textsrc._wordnet_clean
     assert clean("he paid 3 dollars (in cash) for it") == "he paid three dollars for it."
