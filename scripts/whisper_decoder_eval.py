@@ -32,7 +32,8 @@ from dld_core.masks import Mask  # noqa: E402
 from dld_core.metrics import wer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SETS = {"samples": REPO / "data_samples" / "manifest.jsonl", "real_dev": REPO / "corpus" / "real_dev" / "real_dev.jsonl"}
+SETS = {"samples": REPO / "data_samples" / "manifest.jsonl", "real_dev": REPO / "corpus" / "real_dev" / "real_dev.jsonl",
+        "valid": REPO / "corpus" / "whisper" / "valid.jsonl"}            # the seq2seq students' validation set
 NO_GUARD = dict(tokens_per_second=1e6, max_repeats=None)
 
 
