@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import CHAR_VOCAB
+from .paths import user_cache
 
 RECIPE_VERSION = 1
 REBUILD_COMMAND = "python -m dld_core build-lm"
@@ -64,8 +65,7 @@ def recipe_key(recipe: dict) -> str:
 
 
 def cache_root() -> Path:
-    root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "dld_studio" / "decoder"
+    return user_cache(CACHE_ENV, "decoder")
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,12 @@ SAMPLES = REPO / "data_samples"
 CHECKPOINTS = REPO / "checkpoints"
 
 
+def user_cache(env: str, name: str) -> Path:
+    """A cache folder: $``env`` when set, else ~/.cache/dld_studio/``name``."""
+    root = os.environ.get(env)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "dld_studio" / name
+
+
 def repo_path(path: str | os.PathLike) -> Path:
     """A path as given, else (when only that exists) relative to the repository, as config.json records them."""
     p = Path(path)

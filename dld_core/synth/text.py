@@ -23,13 +23,13 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 import random
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from dld_core.paths import user_cache
 from dld_core.text import normalize_text
 
 KJV_DATA = Path("/usr/lib/bible.data")
@@ -49,8 +49,7 @@ _TEXT_CODE = (Path(__file__), Path(normalize_text.__code__.co_filename))   # the
 # the disk cache of the list sources: cleaning KJV and WordNet costs seconds of CPU in every process that builds a
 # corpus or decoder files; the result is a pure function of the source files and this code
 def text_cache_root() -> Path:
-    root = os.environ.get(TEXT_CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "dld_studio" / "text"
+    return user_cache(TEXT_CACHE_ENV, "text")
 
 
 def _disk_cached(inputs):
@@ -62,7 +61,7 @@ def _disk_cached(inputs):
         @functools.wraps(fn)
         def cached(*args):
             try:
-                parts = [fn.__name__, repr(args)] + [p.read_bytes().hex() for p in _TEXT_CODE]
+                parts = [fn.__name__, repr(args)] + [hashlib.sha256(p.read_bytes()).hexdigest() for p in _TEXT_CODE]
                 for item in inputs():
                     st = item.stat() if isinstance(item, Path) else None
                     parts.append(f"{item}:{st.st_size}:{st.st_mtime_ns}" if st else str(item))
