@@ -148,6 +148,12 @@ class TrainConfig:
                             "padded input); the decoder, its tokenizer and that teacher come from --pretrained "
                             "(default: the bundled tiny.en)", choices=OBJECTIVES)
     ctc_weight: float = option(0.3, "seq2seq: weight of the encoder's CTC loss next to the decoder's cross-entropy")
+    ce_weight: float = option(1.0, "seq2seq: weight of the decoder's cross-entropy on the reference tokens (with it and "
+                              "the token KL at 0, training runs no text decoder)")
+    kd_states: float = option(0.0, "seq2seq dld: weight of encoder-state distillation: the mean squared distance of the "
+                              "student's encoder output under its mask from the unchanged teacher encoder's, on the "
+                              "same clean input in the student's input mode (clip: the clip's frames and the padding "
+                              "tail, each averaged)")
     input_mode: str = option("padded", "seq2seq: the student's encoder input: padded (30 s, as Whisper was trained) or "
                              "clip (the clip, then the encoder output of zero frames up to 30 s)",
                              choices=STUDENT_INPUT_MODES)
@@ -181,8 +187,8 @@ class TrainConfig:
         if self.objective == "seq2seq" and self.recipe == "teacher":
             raise ValueError("the seq2seq objective trains students (--recipe ld or dld); their teacher is the "
                              "unchanged pretrained Whisper")
-        if self.ctc_weight < 0 or self.decoder_lr < 0 or self.kd_top_k < 0 or self.batch_clips < 0:
-            raise ValueError("ctc_weight, decoder_lr, kd_top_k and batch_clips must not be negative")
+        if min(self.ctc_weight, self.ce_weight, self.kd_states, self.decoder_lr, self.kd_top_k, self.batch_clips) < 0:
+            raise ValueError("ctc_weight, ce_weight, kd_states, decoder_lr, kd_top_k and batch_clips must not be negative")
 
 
 def to_dict(obj: Any) -> dict:

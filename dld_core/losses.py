@@ -65,3 +65,15 @@ def distillation_kl_top_k(teacher_top: torch.Tensor, teacher_ids: torch.Tensor, 
         kl = kl + kl_per_frame(teacher_rest.float().clamp(min=-1e4)[..., None], s_rest[..., None])
     mask = valid_frames(lengths, s.shape[1]).float()
     return tau * tau * (kl * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def state_distance(student: torch.Tensor, teacher: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Encoder-state distillation: the mean squared distance of `student` from `teacher` [B, S, D] over each row's
+    first lengths[b] frames (the clip), plus the same over the frames after them (the padding, if any row has it):
+    each part averaged on its own, so a short clip's few frames are not outweighed by its long padding."""
+    valid = valid_frames(lengths, student.shape[1])
+    squared = (student.float() - teacher.float()).pow(2).mean(-1)
+    loss = squared[valid].mean()
+    if not bool(valid.all()):
+        loss = loss + squared[~valid].mean()
+    return loss

@@ -41,8 +41,8 @@ from .families.whisper_decoder import WhisperTokenizer, load_tokenizer
 from .families.whisper_decoding import (AudioMemory, DecodeOptions, WhisperSeq2Seq, level_tail, padded_states,
                                         run_encoder, spoken_text, with_tail)
 from .inference import timed
-from .losses import (ctc_loss, distillation_kl, distillation_kl_top_k, kl_per_frame, token_cross_entropy,
-                     valid_frames)
+from .losses import (ctc_loss, distillation_kl, distillation_kl_top_k, kl_per_frame, state_distance,
+                     token_cross_entropy, valid_frames)
 from .masks import as_bools
 from .metrics import wer
 from .model import DynamicCTCModel, ModelOutput
@@ -155,19 +155,26 @@ def forced_tokens(tokenizer: WhisperTokenizer, texts: Sequence[Sequence[int]], d
             torch.tensor(lengths, device=device))
 
 
+@dataclasses.dataclass
+class StudentOutput:
+    ctc: Optional[ModelOutput]         # the CTC head's log-probs (None: no CTC loss)
+    memory: torch.Tensor               # [B, 1500, D] what the decoder attends to
+    lengths: torch.Tensor              # [B] the clip's frames in memory (the rest is padding)
+    logits: Optional[torch.Tensor]     # the decoder's teacher-forced logits (None: no tokens given)
+
+
 class StudentNet(nn.Module):
     """The student's training forward (what DDP wraps): the gated encoder with mask `active` on the clips (the CTC
-    head's log-probs, when ctc), the decoder's memory in the student's input mode, and the decoder's teacher-forced
-    logits for `tokens` from the last prompt position on."""
+    head's log-probs, when ctc), the decoder's memory in the student's input mode, and (given `tokens`) the decoder's
+    teacher-forced logits for them from the last prompt position on."""
 
     def __init__(self, model: DynamicCTCModel, mode: str, ctc: bool, prompt: int):
         super().__init__()
         self.model, self.mode, self.ctc, self.prompt = model, mode, ctc, prompt
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor, active, tokens: torch.Tensor
-                ) -> tuple[Optional[ModelOutput], torch.Tensor]:
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, active, tokens: Optional[torch.Tensor] = None
+                ) -> StudentOutput:
         model, mask = self.model, as_bools(active, self.model.num_modules)
-        out = None
         if self.mode == "clip":
             states, out_lengths = run_encoder(model.encoder, features, lengths, mask)
             out = ModelOutput(model.log_probs(states), out_lengths, None) if self.ctc else None
@@ -175,8 +182,9 @@ class StudentNet(nn.Module):
         else:
             out = model(features, lengths, active=mask) if self.ctc else None
             memory = padded_states(model.encoder, features, mask)
-        logits = model.decoder(tokens, model.decoder.start(memory), cache=False)
-        return out, logits[:, self.prompt - 1:]
+            out_lengths = torch.full_like(lengths, memory.shape[1])
+        logits = None if tokens is None else model.decoder(tokens, model.decoder.start(memory), cache=False)
+        return StudentOutput(out, memory, out_lengths, None if logits is None else logits[:, self.prompt - 1:])
 
 
 class PretrainedTeacher:
@@ -190,7 +198,20 @@ class PretrainedTeacher:
     def __init__(self, source: str, device, tau: float, top_k: int, cache_dir: Optional[Path] = None):
         self.model = WhisperSeq2Seq.from_pretrained(source).to(device).requires_grad_(False)
         self.tau, self.top_k, self.cache_dir = tau, top_k, cache_dir
+        self.tail: Optional[torch.Tensor] = None       # the encoder output of 30 s of zero frames (memory)
         self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def memory(self, wavs: torch.Tensor, wav_lengths: torch.Tensor, mode: str) -> torch.Tensor:
+        """[B, 1500, D] the unchanged encoder's output on the clean clips in input `mode` (clip: the clip's frames,
+        then the output of 30 s of zero frames; padded: 30 s): the target of encoder-state distillation."""
+        features, lengths = self.model.features(wavs, wav_lengths)
+        if mode != "clip":
+            return padded_states(self.model.encoder, features)
+        if self.tail is None:
+            self.tail = level_tail(self.model.encoder)
+        states, out_lengths = run_encoder(self.model.encoder, features, lengths)
+        return with_tail(states, out_lengths, self.tail)
 
     @torch.no_grad()
     def logits(self, wavs: torch.Tensor, wav_lengths: torch.Tensor, tokens: torch.Tensor, prompt: int) -> torch.Tensor:
@@ -254,21 +275,27 @@ class Seq2SeqObjective:
 
     def losses(self, net: nn.Module, batch, indices: list[int], feats: torch.Tensor, lengths: torch.Tensor,
                active) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
+        cfg, teacher = self.cfg, self.teacher
         tokens, targets, target_lengths = token_batch(self.tokenizer, batch.texts, self.n_ctx, feats.device)
-        out, logits = net(feats, lengths, active, tokens)
+        token_kl = teacher is not None and cfg.kd_lambda > 0
+        out = net(feats, lengths, active, tokens if cfg.ce_weight > 0 or token_kl else None)
         zero = torch.zeros((), device=feats.device)
-        loss_ce = token_cross_entropy(logits, targets, target_lengths)
-        loss_ctc = zero if out is None else ctc_loss(out.log_probs, out.lengths, batch.targets, batch.target_lengths)
-        loss_kl = zero
-        if self.teacher is not None and cfg.kd_top_k:
-            top, ids, rest = self.teacher.top(tuple(indices), batch.wavs, batch.wav_lengths, tokens, self.prompt)
-            loss_kl = distillation_kl_top_k(top, ids, logits, target_lengths, cfg.kd_tau, rest)
-        elif self.teacher is not None:
-            teacher = self.teacher.logits(batch.wavs, batch.wav_lengths, tokens, self.prompt)
-            loss_kl = distillation_kl(teacher, logits, target_lengths, cfg.kd_tau)
-        loss = loss_ce + cfg.ctc_weight * loss_ctc + cfg.kd_lambda * loss_kl
-        return {"loss": loss, "ce": loss_ce, "ctc": loss_ctc, "kl": loss_kl}
+        loss_ce = zero if out.logits is None else token_cross_entropy(out.logits, targets, target_lengths)
+        loss_ctc = zero if out.ctc is None else ctc_loss(out.ctc.log_probs, out.ctc.lengths, batch.targets,
+                                                         batch.target_lengths)
+        loss_kl = loss_states = zero
+        if token_kl and cfg.kd_top_k:
+            top, ids, rest = teacher.top(tuple(indices), batch.wavs, batch.wav_lengths, tokens, self.prompt)
+            loss_kl = distillation_kl_top_k(top, ids, out.logits, target_lengths, cfg.kd_tau, rest)
+        elif token_kl:
+            loss_kl = distillation_kl(teacher.logits(batch.wavs, batch.wav_lengths, tokens, self.prompt), out.logits,
+                                      target_lengths, cfg.kd_tau)
+        if teacher is not None and cfg.kd_states > 0:
+            loss_states = state_distance(out.memory, teacher.memory(batch.wavs, batch.wav_lengths, cfg.input_mode),
+                                         out.lengths)
+        loss = (cfg.ce_weight * loss_ce + cfg.ctc_weight * loss_ctc + cfg.kd_lambda * loss_kl
+                + cfg.kd_states * loss_states)
+        return {"loss": loss, "ce": loss_ce, "ctc": loss_ctc, "kl": loss_kl, "states": loss_states}
 
     def validate(self, model: DynamicCTCModel, dataset: SpeechDataset, device, masks: list) -> list[float]:
         return validate(model, dataset, masks, self.cfg.input_mode)

@@ -412,7 +412,7 @@ class Trainer:
         if state.step % self.log_every == 0 or state.step == 1:
             done = max(1, state.step - self.resumed_at)
             self.log({"event": "step", "step": state.step, "epoch": state.epoch,
-                      **{k: stats[k] for k in ("loss", "ce", "ctc", "kl", "lr") if k in stats},
+                      **{k: stats[k] for k in ("loss", "ce", "ctc", "kl", "states", "lr") if k in stats},
                       "audio_sec_per_sec": stats["audio_s"] / max(dt, 1e-9),
                       "eta_s": (self.total_steps - state.step) * (time.time() - run_start) / done,
                       "total_steps": self.total_steps})

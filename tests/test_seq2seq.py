@@ -23,7 +23,7 @@ from dld_core.config import ModelConfig, TrainConfig
 from dld_core.families import whisper as W
 from dld_core.families.whisper_decoder import TextDecoder
 from dld_core.families.whisper_decoding import WhisperSeq2Seq, spoken_text
-from dld_core.losses import distillation_kl, distillation_kl_top_k
+from dld_core.losses import distillation_kl, distillation_kl_top_k, state_distance
 from dld_core.model import DynamicCTCModel
 from dld_core.train import train
 from tests.helpers import REPO, ct2_bytes, ddp_train, write_tiny_corpus
@@ -141,6 +141,44 @@ def test_the_kl_is_zero_when_the_student_is_the_teacher_at_full_depth(tiny_whisp
     assert abs(kl[16][0]) < 1e-4 and 10 * abs(kl[16][0]) < kl[16][1] <= kl[0][1] + 1e-6     # K + 1 outcomes: a bound
 
 
+def test_state_distance_averages_the_clip_and_its_padding_apart():
+    student, teacher = torch.zeros(2, 10, 4), torch.zeros(2, 10, 4)
+    lengths = torch.tensor([2, 10])
+    student[0, :2], student[1] = 1.0, 1.0                # every clip frame 1 away: its mean is 1
+    assert state_distance(student, teacher, lengths).item() == pytest.approx(1.0)
+    student[0, 2:] = 3.0                                 # the 8 padding frames of row 0: their own mean, 9
+    assert state_distance(student, teacher, lengths).item() == pytest.approx(10.0)
+    assert state_distance(student, teacher, torch.tensor([10, 10])).item() == pytest.approx((2 + 72 + 10) / 20)
+
+
+@pytest.mark.parametrize("mode", ["clip", "padded"])
+def test_encoder_state_distillation_is_zero_for_the_teacher_and_runs_no_decoder_alone(tiny_whisper, corpus,
+                                                                                      monkeypatch, mode):
+    """kd_states: the student initialised from the pretrained folder is at distance 0 from the teacher's encoder at
+    full depth (in either input mode, on the un-augmented features), not with a module dropped; with ce_weight 0 and
+    lambda 0 the text decoder is not run, and the loss still reaches the encoder."""
+    from dld_core.data import SpeechDataset
+    from dld_core.features import feature_extractor
+    from dld_core.tokenizer import CharTokenizer
+
+    model = student(tiny_whisper)
+    data = SpeechDataset(str(corpus["train"]), CharTokenizer(model.config.vocab))
+    batch = data.collate([0, 1, 2])
+    feats, lengths = feature_extractor(model.config)(batch.wavs, batch.wav_lengths)
+    cfg = TrainConfig(recipe="dld", pretrained=str(tiny_whisper), kd_states=2.0, ce_weight=0.0, kd_lambda=0.0,
+                      ctc_weight=0.0, input_mode=mode, **FAST)
+    objective = seq2seq.Seq2SeqObjective(cfg, model, "cpu")
+    monkeypatch.setattr(type(model.decoder), "forward", lambda *a, **k: pytest.fail("the decoder ran"))
+    net = objective.network(model).eval()
+    with torch.no_grad():
+        full = objective.losses(net, batch, [0, 1, 2], feats, lengths, None)
+    assert full["states"].item() < 1e-8 and full["ce"].item() == full["kl"].item() == 0.0
+    dropped = objective.losses(net, batch, [0, 1, 2], feats, lengths, [0, 2, 3])
+    assert dropped["states"].item() > 1e-3 and dropped["loss"].item() == pytest.approx(2 * dropped["states"].item())
+    dropped["loss"].backward()
+    assert model.encoder.blocks[1].mlp[0].weight.grad.abs().sum() > 0 and model.encoder.blocks[0].mlp[0].weight.grad is None
+
+
 def test_the_teacher_top_k_cache_survives_a_new_teacher_and_a_damaged_file(tmp_path, tiny_whisper, corpus):
     """kd_top_k with a cache folder: a second teacher (a resumed run) reads a batch's top-K from its file without
     running the model; a damaged file is recomputed and rewritten, not trusted."""
@@ -215,7 +253,7 @@ def test_gates_protected_modules_validation_masks_and_a_frozen_decoder(tmp_path,
     seen = []
     forward = seq2seq.StudentNet.forward
 
-    def recording(self, features, lengths, active, tokens):
+    def recording(self, features, lengths, active, tokens=None):
         seen.append(list(active))
         return forward(self, features, lengths, active, tokens)
     monkeypatch.setattr(seq2seq.StudentNet, "forward", recording)
@@ -487,6 +525,6 @@ def test_the_unchanged_tiny_en_student_is_its_teacher():
     batch, wav_lengths = pad_waveforms([torch.from_numpy(np.asarray(w)) for w in wavs])
     with torch.no_grad():
         feats, frames = W.Features()(batch, wav_lengths)
-        _, logits = seq2seq.StudentNet(model, "padded", False, 2)(feats, frames, None, tokens)
+        logits = seq2seq.StudentNet(model, "padded", False, 2)(feats, frames, None, tokens).logits
         kl = distillation_kl(teacher.logits(batch, wav_lengths, tokens, 2), logits, lengths)
     assert kl.item() < 1e-4
