@@ -143,9 +143,9 @@ class TrainConfig:
     time_masks: int = option(4, "SpecAugment time masks")
     time_mask_width: int = option(20, "SpecAugment time mask width")
     objective: str = option("ctc", "ctc: the CTC head; seq2seq (whisper family, ld / dld): Whisper's text decoder too, "
-                            "cross-entropy on the reference's Whisper tokens + --ctc-weight x CTC (+ for dld "
-                            "--lambda x tau^2 x KL to the unchanged pretrained Whisper's token posteriors, on 30 s "
-                            "padded input); the decoder, its tokenizer and that teacher come from --pretrained "
+                            "--ce-weight x cross-entropy on the reference's Whisper tokens + --ctc-weight x CTC (+ for "
+                            "dld --lambda x tau^2 x KL to the unchanged pretrained Whisper's token posteriors, on 30 s "
+                            "padded input, and --kd-states x the distance to its encoder's output); the decoder, its tokenizer and that teacher come from --pretrained "
                             "(default: the bundled tiny.en)", choices=OBJECTIVES)
     ctc_weight: float = option(0.3, "seq2seq: weight of the encoder's CTC loss next to the decoder's cross-entropy")
     ce_weight: float = option(1.0, "seq2seq: weight of the decoder's cross-entropy on the reference tokens (with it and "
@@ -163,6 +163,8 @@ class TrainConfig:
     kd_top_k: int = option(0, "seq2seq dld: 0 = KL over the whole vocabulary, the teacher run every step; K > 0 = "
                            "the teacher's K most likely tokens (at --tau) and the rest's mass, cached per batch after "
                            "the first epoch (no teacher pass after it)")
+    sandwich: bool = option(False, "ld / dld: every step also trains the full-depth network on the same batch (the "
+                            "sandwich rule of slimmable networks: its loss is added to the gated one; one process only)")
     seed: int = option(0, "random seed (batches, gates, init)")
     max_steps: int = option(0, "stop after this many steps (0 = no limit; smoke runs)")
 

