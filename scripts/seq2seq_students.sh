@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 20, part 2: the encoder-decoder students (Whisper tiny.en's encoder behind gates, its own text decoder, a CTC
 # head on the encoder) trained from the unchanged pretrained model on the 5.5 h synthetic corpus, clip-alone input,
-# keep probability 0.5 with A1 never dropped, encoder lr 5e-6 and decoder lr 3e-6 (the pilots' winner on valid; the
-# first runs, runs/s2s_dld and runs/s2s_ld, used 2e-5 and 1e-5), the dld teacher's top-64 token posteriors cached
-# on disk (the first epoch pays the teacher's passes; later epochs and resumed runs do not). Logs in
-# RUNS/s2s_<recipe>.log; every epoch checkpoints; RESUME=1 continues. The main runs now:
-#   TAG=lowlr RESUME=1 bash scripts/seq2seq_students.sh dld ld
+# keep probability 0.5 with A1 never dropped, no dropout (a fresh Whisper student's default since 023362b: the runs
+# before it trained with 0.1 on every residual branch, which breaks the pretrained network), encoder lr 2e-5 and
+# decoder lr 1e-5 (without dropout they keep full depth at the unchanged model's WER on valid), the dld teacher's
+# top-64 token posteriors cached on disk (the first epoch pays the teacher's passes; later epochs and resumed runs
+# do not). Logs in RUNS/s2s_<recipe>.log; every epoch checkpoints; RESUME=1 continues. The main runs now:
+#   TAG=nodrop RESUME=1 bash scripts/seq2seq_students.sh dld ld
 # Usage: bash scripts/seq2seq_students.sh [RECIPES...]   (default: dld ld; EPOCHS, default 10; RUNS, default runs;
 #        THREADS, default 1; RESUME; EXTRA: more train options, e.g. "--freeze-decoder --stop-after-epochs 1", with
 #        TAG naming the run RUNS/s2s_<recipe>_<TAG>; a TAG run starts from the untagged run's teacher cache)
@@ -16,7 +17,7 @@ CORPUS=${CORPUS:-corpus/whisper}
 RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 ARGS="--objective seq2seq --pretrained default --input-mode clip --kd-top-k 64 --keep-prob 0.5 --protected A1
-      --lr 1e-3 --encoder-lr 5e-6 --decoder-lr 3e-6 --warmup 100 --batch-seconds 80 --lambda 1 --tau 2 --seed 0
+      --lr 1e-3 --encoder-lr 2e-5 --decoder-lr 1e-5 --warmup 100 --batch-seconds 80 --lambda 1 --tau 2 --seed 0
       --train $CORPUS/train.jsonl --valid $CORPUS/valid.jsonl --threads ${THREADS:-1} --quiet --epochs ${EPOCHS:-10}"
 [ "${RESUME:-0}" = 1 ] && ARGS="$ARGS --resume"
 for recipe in ${*:-dld ld}; do
