@@ -178,12 +178,15 @@ class StudentNet(nn.Module):
         if self.mode == "clip":
             states, out_lengths = run_encoder(model.encoder, features, lengths, mask)
             out = ModelOutput(model.log_probs(states), out_lengths, None) if self.ctc else None
-            memory = with_tail(states, out_lengths, level_tail(model.encoder, mask))
+            tail = level_tail(model.encoder, mask)
+            memory = with_tail(states, out_lengths, tail)
+            start = (lambda: model.decoder.start_with_tail(states, out_lengths, tail))   # the tail's keys once
         else:
             out = model(features, lengths, active=mask) if self.ctc else None
             memory = padded_states(model.encoder, features, mask)
             out_lengths = torch.full_like(lengths, memory.shape[1])
-        logits = None if tokens is None else model.decoder(tokens, model.decoder.start(memory), cache=False)
+            start = (lambda: model.decoder.start(memory))
+        logits = None if tokens is None else model.decoder(tokens, start(), cache=False)
         return StudentOutput(out, memory, out_lengths, None if logits is None else logits[:, self.prompt - 1:])
 
 

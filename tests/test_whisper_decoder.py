@@ -192,6 +192,26 @@ def test_the_layer_mask_reaches_the_encoder(whisper):
         whisper.encode([np.zeros(31 * 16000, dtype=np.float32)], mode="padded")
 
 
+def test_the_clip_modes_tail_keys_computed_once_equal_every_clips_own():
+    """start_with_tail(states, lengths, tail): the same logits and gradients as start(with_tail(...)), the memory of
+    the "clip" input mode (each clip's frames, then the tail), whose keys and values are computed B times."""
+    from dld_core.families.whisper_decoding import with_tail
+    torch.manual_seed(0)
+    decoder = TextDecoder(n_vocab=40, n_ctx=16, d_model=8, n_layers=2, n_heads=2, ffn_dim=16)
+    states, tail = torch.randn(3, 6, 8), torch.randn(1, 10, 8)
+    lengths, tokens = torch.tensor([6, 2, 4]), torch.randint(0, 40, (3, 5))
+    runs = []
+    for once in (False, True):
+        s, t = states.clone().requires_grad_(True), tail.clone().requires_grad_(True)
+        state = decoder.start_with_tail(s, lengths, t) if once else decoder.start(with_tail(s, lengths, t))
+        logits = decoder(tokens, state, cache=False)
+        logits.square().sum().backward()
+        runs.append((logits.detach(), s.grad, t.grad))
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b)
+    assert runs[0][1][1, 2:].abs().sum() == 0 and runs[0][2].abs().sum() > 0      # frames past a clip: the tail's
+
+
 def test_spoken_text():
     assert spoken_text("Call me at 555-1234.") == "Call me at five five five one two three four."
     assert spoken_text("the 21st of May, 1984") == "the twenty first of May, nineteen eighty four"

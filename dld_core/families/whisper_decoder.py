@@ -138,6 +138,22 @@ class TextDecoder(nn.Module):
         mask = None if audio_mask is None else audio_mask[:, None, None, :]
         return DecoderState(cross, mask, [None] * len(self.blocks))
 
+    def start_with_tail(self, states: torch.Tensor, lengths: torch.Tensor, tail: torch.Tensor) -> DecoderState:
+        """The state start(audio) gives for audio = each row's first lengths[b] frames of `states` [B, T, D], then
+        the frames of `tail` [1, S, D] from there on (whisper_decoding.with_tail: the "clip" input mode), with the
+        tail's keys and values computed once for the batch rather than once per clip (they are per-frame linear
+        maps): the cost of a training step's decoder start falls from B x S frames to B x T + S."""
+        states, tail = states.to(self.ln.weight.dtype), tail.to(self.ln.weight.dtype)
+        frames = tail.shape[1]
+        valid = (torch.arange(frames, device=states.device)[None, :] < lengths[:, None])[:, None, :, None]
+        cross = []
+        for block in self.blocks:
+            clip_kv = block.cross_attn.key_value(states[:, :frames])
+            tail_kv = block.cross_attn.key_value(tail)
+            cross.append(tuple(torch.where(valid, F.pad(c, (0, 0, 0, frames - c.shape[2])), t)
+                               for c, t in zip(clip_kv, tail_kv)))
+        return DecoderState(cross, None, [None] * len(self.blocks))
+
     def forward(self, tokens: torch.Tensor, state: DecoderState, cache: bool = True,
                 last_only: bool = False, half_logits: bool = False) -> torch.Tensor:
         """tokens [B, n] -> logits [B, n, V] (float32; [B, 1, V] with last_only).
