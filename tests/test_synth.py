@@ -149,6 +149,31 @@ def test_twenty_builds_under_a_jobs_stop_handler_finish_quietly(tmp_path):
 
 @pytest.mark.slow
 @needs_tts
+def test_a_stop_inside_a_destructor_leaves_no_traceback_in_a_worker():
+    """A worker's stop handler raises SystemExit; when a second Stop lands in a destructor (a sound file's flush on
+    close, while the worker unwinds from the first) Python could only print it with a traceback: the worker's
+    unraisable hook keeps that quiet, and still prints any other exception raised in a destructor."""
+    code = """if True:
+        import os, signal, sys, time
+        from dld_core.synth import corpus
+        corpus._worker_signals()
+        class Closing:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)     # the Stop arrives while the destructor runs
+                time.sleep(0.5)
+        Closing()
+        print("still here", flush=True)
+        class Broken:
+            def __del__(self):
+                raise ValueError("a real bug")
+        Broken()
+    """
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["still", "here"], proc.stderr
+    assert "SystemExit" not in proc.stderr and proc.stderr.count("Traceback") == 1 and "a real bug" in proc.stderr
+
+
 def test_a_stop_during_a_build_ends_it_quietly(tmp_path):
     """The job's Stop (SIGTERM to its process group) mid-build: the builder stops at once, its workers end
     without a traceback and leave no process behind."""

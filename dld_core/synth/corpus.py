@@ -155,6 +155,15 @@ def _exit_quietly(signum, _frame):
     raise SystemExit(128 + signum)
 
 
+def _quiet_unraisable(unraisable) -> None:
+    """A stop signal that lands inside a destructor (a second Stop while a worker unwinds from the first, e.g. in
+    a sound file's flush on close) raises its SystemExit where Python can only print it ("Exception ignored in
+    ... Traceback") and go on: say nothing, the worker is on its way out (or leaves at the next signal, as
+    before). Any other exception in a destructor is still printed."""
+    if not issubclass(unraisable.exc_type, SystemExit):
+        sys.__unraisablehook__(unraisable)
+
+
 def _worker_signals() -> None:
     """A pool worker leaves stopping to its parent: SIGTERM (pool.terminate(), or a Stop sent to the job's
     process group) and Ctrl-C end it quietly, whatever handlers the parent had installed. An inherited handler
@@ -164,6 +173,7 @@ def _worker_signals() -> None:
     one would hang the parent's terminate())."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, _exit_quietly)
+    sys.unraisablehook = _quiet_unraisable
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
