@@ -144,8 +144,8 @@ class TrainConfig:
     time_mask_width: int = option(20, "SpecAugment time mask width")
     objective: str = option("ctc", "ctc: the CTC head; seq2seq (whisper family, ld / dld): Whisper's text decoder too, "
                             "--ce-weight x cross-entropy on the reference's Whisper tokens + --ctc-weight x CTC (+ for "
-                            "dld --lambda x tau^2 x KL to the unchanged pretrained Whisper's token posteriors, on 30 s "
-                            "padded input, and --kd-states x the distance to its encoder's output); the decoder, its tokenizer and that teacher come from --pretrained "
+                            "dld --lambda x tau^2 x KL to the unchanged pretrained Whisper's token posteriors, on "
+                            "--teacher-input-mode input, and --kd-states x the distance to its encoder's output); the decoder, its tokenizer and that teacher come from --pretrained "
                             "(default: the bundled tiny.en)", choices=OBJECTIVES)
     ctc_weight: float = option(0.3, "seq2seq: weight of the encoder's CTC loss next to the decoder's cross-entropy")
     ce_weight: float = option(1.0, "seq2seq: weight of the decoder's cross-entropy on the reference tokens (with it and "
@@ -157,6 +157,10 @@ class TrainConfig:
     input_mode: str = option("padded", "seq2seq: the student's encoder input: padded (30 s, as Whisper was trained) or "
                              "clip (the clip, then the encoder output of zero frames up to 30 s)",
                              choices=STUDENT_INPUT_MODES)
+    teacher_input_mode: str = option("padded", "seq2seq dld: the token teacher's input: padded (30 s, as Whisper was "
+                                     "trained) or clip (the clip, then the output of zero frames: its encoder runs "
+                                     "on the clip alone, several times cheaper for short clips)",
+                                     choices=STUDENT_INPUT_MODES)
     freeze_decoder: bool = option(False, "seq2seq: keep the text decoder's pretrained weights (train encoder and CTC "
                                   "head only)")
     decoder_lr: float = option(0.0, "seq2seq: the text decoder's learning rate (0 = the encoder's)")
@@ -184,8 +188,9 @@ class TrainConfig:
             raise ValueError("kd_tau must be positive")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r} (expected {' or '.join(OBJECTIVES)})")
-        if self.input_mode not in STUDENT_INPUT_MODES:
-            raise ValueError(f"unknown input mode {self.input_mode!r} (expected {' or '.join(STUDENT_INPUT_MODES)})")
+        for mode in (self.input_mode, self.teacher_input_mode):
+            if mode not in STUDENT_INPUT_MODES:
+                raise ValueError(f"unknown input mode {mode!r} (expected {' or '.join(STUDENT_INPUT_MODES)})")
         if self.objective == "seq2seq" and self.recipe == "teacher":
             raise ValueError("the seq2seq objective trains students (--recipe ld or dld); their teacher is the "
                              "unchanged pretrained Whisper")

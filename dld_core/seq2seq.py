@@ -11,7 +11,8 @@ What differs from the CTC objective, for dld_core/train.py's one loop (``Trainer
   <|startoftranscript|><|notimestamps|>, ending with <|endoftext|> (:func:`token_batch`);
 * the loss (:class:`Seq2SeqObjective`): teacher-forced cross-entropy of those tokens (no label smoothing) +
   ctc_weight x CTC of the encoder's head, + for dld kd_lambda x tau^2 x KL(teacher || student) on the token
-  posteriors, the teacher being the unchanged pretrained Whisper on 30 s padded input (:class:`PretrainedTeacher`:
+  posteriors, the teacher being the unchanged pretrained Whisper on 30 s padded input (or clip-alone,
+  --teacher-input-mode clip; :class:`PretrainedTeacher`:
   run every step for the whole-vocabulary KL, or its top-K tokens cached per batch in fp16, kd_top_k);
 * the student's encoder input (TrainConfig.input_mode): "padded" (30 s: one more encoder pass of B x 30 s) or
   "clip" (the clip, then the encoder output of 30 s of zero frames, one pass per step shared by the batch), with
@@ -192,15 +193,16 @@ class StudentNet(nn.Module):
 
 class PretrainedTeacher:
     """The unchanged pretrained Whisper (encoder and text decoder, the bundled tiny.en unless --pretrained says
-    otherwise) on 30 s padded input, frozen: its teacher-forced logits of a batch's tokens (top_k 0: computed every
+    otherwise) on 30 s padded input (`mode` "clip": the clip, then the output of zero frames), frozen: its teacher-forced logits of a batch's tokens (top_k 0: computed every
     step, the KL then covers the whole vocabulary) or its top_k log-probabilities at temperature tau, cached per
     batch in fp16 (batches hold the same utterances every epoch): after the first epoch no teacher pass. With
     `cache_dir` (the run's TEACHER_CACHE folder) the cached batches are also files there, so a resumed run (the next
     session) does not pay the first epoch's teacher passes again."""
 
-    def __init__(self, source: str, device, tau: float, top_k: int, cache_dir: Optional[Path] = None):
+    def __init__(self, source: str, device, tau: float, top_k: int, cache_dir: Optional[Path] = None,
+                 mode: str = "padded"):
         self.model = WhisperSeq2Seq.from_pretrained(source).to(device).requires_grad_(False)
-        self.tau, self.top_k, self.cache_dir = tau, top_k, cache_dir
+        self.tau, self.top_k, self.cache_dir, self.mode = tau, top_k, cache_dir, mode
         self.tail: Optional[torch.Tensor] = None       # the encoder output of 30 s of zero frames (memory)
         self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
@@ -211,16 +213,24 @@ class PretrainedTeacher:
         features, lengths = self.model.features(wavs, wav_lengths)
         if mode != "clip":
             return padded_states(self.model.encoder, features)
-        if self.tail is None:
-            self.tail = level_tail(self.model.encoder)
         states, out_lengths = run_encoder(self.model.encoder, features, lengths)
-        return with_tail(states, out_lengths, self.tail)
+        return with_tail(states, out_lengths, self._tail())
 
     @torch.no_grad()
     def logits(self, wavs: torch.Tensor, wav_lengths: torch.Tensor, tokens: torch.Tensor, prompt: int) -> torch.Tensor:
-        features, _ = self.model.features(wavs, wav_lengths)
-        memory = padded_states(self.model.encoder, features)
-        return self.model.decoder(tokens, self.model.decoder.start(memory), cache=False)[:, prompt - 1:]
+        decoder = self.model.decoder
+        if self.mode == "clip":                   # the padding tail's keys/values once per batch (start_with_tail)
+            features, lengths = self.model.features(wavs, wav_lengths)
+            states, out_lengths = run_encoder(self.model.encoder, features, lengths)
+            start = decoder.start_with_tail(states, out_lengths, self._tail())
+        else:
+            start = decoder.start(self.memory(wavs, wav_lengths, self.mode))
+        return decoder(tokens, start, cache=False)[:, prompt - 1:]
+
+    def _tail(self) -> torch.Tensor:
+        if self.tail is None:
+            self.tail = level_tail(self.model.encoder)
+        return self.tail
 
     @torch.no_grad()
     def top(self, key: tuple, wavs: torch.Tensor, wav_lengths: torch.Tensor, tokens: torch.Tensor, prompt: int
@@ -241,7 +251,8 @@ class PretrainedTeacher:
 
     def _file(self, key: tuple) -> Path:
         name = hashlib.sha1(",".join(map(str, key)).encode()).hexdigest()[:20]
-        return self.cache_dir / f"k{self.top_k}_t{self.tau:g}_{name}.safetensors"
+        mode = "" if self.mode == "padded" else f"{self.mode}_"          # (padded: the names before the option)
+        return self.cache_dir / f"k{self.top_k}_t{self.tau:g}_{mode}{name}.safetensors"
 
     def _stored(self, key: tuple):
         """A batch's cached top-K from its file (None: no cache folder, no file, or a file that does not read)."""
@@ -270,7 +281,8 @@ class Seq2SeqObjective:
         self.prompt = len(self.tokenizer.sot_sequence)
         self.n_ctx = model.config.decoder["n_ctx"]
         model.decoder.requires_grad_(not cfg.freeze_decoder)
-        self.teacher = (PretrainedTeacher(cfg.pretrained, device, cfg.kd_tau, cfg.kd_top_k, cache_dir)
+        self.teacher = (PretrainedTeacher(cfg.pretrained, device, cfg.kd_tau, cfg.kd_top_k, cache_dir,
+                                          cfg.teacher_input_mode)
                         if cfg.recipe == "dld" else None)
 
     def network(self, model: DynamicCTCModel) -> nn.Module:

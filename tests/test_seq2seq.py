@@ -214,6 +214,33 @@ def test_the_teacher_top_k_cache_survives_a_new_teacher_and_a_damaged_file(tmp_p
     assert files[0].read_bytes()[:8] != b"not a sa"                # rewritten
 
 
+def test_a_clip_alone_teacher_reads_the_clip_then_the_padding_tail_and_caches_apart(tmp_path, tiny_whisper, corpus):
+    """--teacher-input-mode clip: the teacher's logits are its decoder's on memory(clip) (the clip's frames, then
+    the output of zero frames; the tail's keys once per batch), not the padded ones, and its cached top-K files are
+    not a padded teacher's."""
+    from dld_core.data import SpeechDataset
+    from dld_core.tokenizer import CharTokenizer
+
+    data = SpeechDataset(str(corpus["train"]), CharTokenizer(student(tiny_whisper).config.vocab))
+    batch = data.collate([3, 4, 5])
+    tokens, _, _ = seq2seq.token_batch(seq2seq._tokenizer(51864), batch.texts, 32, "cpu")
+    clip = seq2seq.PretrainedTeacher(str(tiny_whisper), "cpu", tau=2.0, top_k=8, cache_dir=tmp_path, mode="clip")
+    padded = seq2seq.PretrainedTeacher(str(tiny_whisper), "cpu", tau=2.0, top_k=8, cache_dir=tmp_path)
+    decoder = clip.model.decoder
+    with torch.no_grad():
+        memory = clip.memory(batch.wavs, batch.wav_lengths, "clip")
+        want = decoder(tokens, decoder.start(memory), cache=False)[:, 1:]
+    got = clip.logits(batch.wavs, batch.wav_lengths, tokens, 2)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, padded.logits(batch.wavs, batch.wav_lengths, tokens, 2), atol=1e-2)
+    clip.top((3, 4, 5), batch.wavs, batch.wav_lengths, tokens, 2)
+    padded.top((3, 4, 5), batch.wavs, batch.wav_lengths, tokens, 2)
+    names = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(names) == 2 and sum("_clip_" in n for n in names) == 1
+    with pytest.raises(ValueError, match="unknown input mode"):
+        TrainConfig(recipe="dld", teacher_input_mode="chunked", **FAST).validate()
+
+
 # ----------------------------------------------------------------------------------------------------- training
 
 @pytest.mark.slow
