@@ -65,7 +65,7 @@ def add_text_decoder_options(parser, beam: bool = True) -> None:
     parser.add_argument("--input-mode", choices=INPUT_MODES, default=None,
                         help="text decoder: the encoder's input (default: the mode the student was trained with)")
     if beam:
-        parser.add_argument("--beam-size", type=int, default=5, help="text decoder: whisper-beam's beam size")
+        parser.add_argument("--beam-size", type=int, default=5, help="text decoder: whisper-beam's and whisper-joint's beam size")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="greedy, beam (lexicon + word LM: python -m dld_core build-lm), or both as greedy,beam "
                         "(one forward pass per mask, decoded twice; --json then needs a {decoder} placeholder); "
                         "an encoder-decoder student (train --objective seq2seq) also has Whisper's text decoder: "
-                        "whisper (greedy), whisper-beam, or whisper,whisper-beam")
+                        "whisper (greedy), whisper-beam, whisper-joint (beam rescored with the CTC head), or a list, e.g. whisper,whisper-beam")
     add_text_decoder_options(e)
     e.add_argument("--json", required=True, help="output JSON path (with several decoders: e.g. out.{decoder}.json)")
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--decoder", choices=DECODERS + TEXT_DECODERS, default="greedy",
                    help="greedy, or beam: lexicon + word LM (python -m dld_core build-lm); an encoder-decoder student "
                         "(train --objective seq2seq) also has Whisper's text decoder, which writes Whisper's cased, "
-                        "punctuated text: whisper (greedy) or whisper-beam")
+                        "punctuated text: whisper (greedy), whisper-beam or whisper-joint (beam rescored with the CTC head)")
     add_text_decoder_options(r)
     r.add_argument("audio", nargs="+")
 
@@ -278,7 +278,7 @@ def cmd_train(args) -> int:
 
 
 def parse_decoders(text: str) -> list[str]:
-    """CTC decoders (greedy, beam) or the text decoder's (whisper, whisper-beam), comma-separated."""
+    """CTC decoders (greedy, beam) or the text decoder's (whisper, whisper-beam, whisper-joint), comma-separated."""
     names = [d.strip() for d in text.split(",") if d.strip()]
     kinds = [set(DECODERS), set(TEXT_DECODERS)]
     if not names or len(set(names)) != len(names) or not any(set(names) <= kind for kind in kinds):
@@ -414,7 +414,7 @@ def native_stderr_silenced():
 
 def transcriber(ckpt, args):
     """transcribe's (waveforms, active) -> texts: the CTC head (--decoder greedy | beam) or an encoder-decoder
-    student's text decoder (whisper | whisper-beam, in --input-mode); a model without one is refused here."""
+    student's text decoder (whisper | whisper-beam | whisper-joint, in --input-mode); a model without one is refused here."""
     if args.decoder in TEXT_DECODERS:
         from .seq2seq import input_mode_of, text_transcriber
         check_beam_size(args)

@@ -7,7 +7,7 @@ averaged over the masks. latency_ms is the batched model-forward wall time per u
 excluded), averaged over the masks: a throughput figure; `dld_core.bench` gives single-clip latency.
 
 An encoder-decoder student (dld_core/seq2seq.py) is also evaluated with its text decoder (decoders "whisper",
-greedy, and "whisper-beam"; seq2seq.TextRunner): the same masks, one encoder pass in the input mode per mask;
+greedy, "whisper-beam" and "whisper-joint", beam search rescored with the CTC head; seq2seq.TextRunner): the same masks, one encoder pass in the input mode per mask;
 latency_ms is then the encoder pass and that decoder's search, and gflops still the encoder and CTC head's.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .flops import gflops_for_seconds
 from .inference import decoder_for, featurize, recognize
 from .metrics import error_counts, error_rate
 from .model import DynamicCTCModel
-from .seq2seq import TEXT_DECODERS, TextRunner, input_mode_of
+from .seq2seq import TEXT_DECODERS, TextRunner, decode_options, input_mode_of
 
 FLOPS_SECONDS = 10.0
 
@@ -134,7 +134,7 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
 
     keep: kept-module levels, e.g. [12, 9, 6, 3]; None = every level N..1 (or the custom masks' sizes).
     A student trained with protected modules (never dropped) is evaluated on random masks that keep them.
-    Text decoders ("whisper", "whisper-beam") read `input_mode` (None: the one the student was trained with).
+    Text decoders ("whisper", "whisper-beam", "whisper-joint") read `input_mode` (None: the one the student was trained with).
     """
     from .audio import AudioError, load_audio, load_manifest
 
@@ -165,8 +165,8 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
                 "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
                 "protected": list(ckpt.protected.kept_names),
                 "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
-                **({"input_mode": input_mode, "beam_size": beam_size if name == "whisper-beam" else 1}
-                   if name in TEXT_DECODERS else {}),
+                **({"input_mode": input_mode, "beam_size": decode_options(name, beam_size).beam_size,
+                    "ctc_weight": decode_options(name, beam_size).ctc_weight} if name in TEXT_DECODERS else {}),
                 "levels": by_level}
     if isinstance(decoder, str):
         return result(decoder, levels)

@@ -50,7 +50,9 @@ from .model import DynamicCTCModel, ModelOutput
 from .pretrained import read_whisper_decoder
 from .safe_io import CheckpointError, atomic_save_tensors, parse_safetensors
 
-TEXT_DECODERS = ("whisper", "whisper-beam")     # evaluate --decoder: the text decoder, greedy / beam search
+TEXT_DECODERS = ("whisper", "whisper-beam", "whisper-joint")  # evaluate --decoder: the text decoder, greedy / beam
+                                                # search / beam search rescored with the CTC head (JOINT_CTC_WEIGHT)
+JOINT_CTC_WEIGHT = 0.5                          # whisper-joint: rank = (1 - w) x decoder + w x CTC log-likelihood
 # The decoder attends to 1500 encoder frames per clip, however short (and "padded" runs the encoder on 30 s): a
 # clip's cost is nearly fixed, so validation and evaluation batches hold at most this many clips (training:
 # TrainConfig.batch_clips).
@@ -107,7 +109,7 @@ def text_model(model: DynamicCTCModel) -> WhisperSeq2Seq:
     the model's modules; its padding tails follow the weights."""
     if getattr(model, "decoder", None) is None:
         raise ValueError("this model has no text decoder (train one with --objective seq2seq)")
-    return WhisperSeq2Seq(model.encoder, model.decoder, tokenizer_for(model))
+    return WhisperSeq2Seq(model, model.decoder, tokenizer_for(model))
 
 
 def input_mode_of(info: dict) -> str:
@@ -117,11 +119,13 @@ def input_mode_of(info: dict) -> str:
 
 
 def decode_options(decoder: str, beam_size: int = 5) -> DecodeOptions:
-    """The search of a text decoder name (TEXT_DECODERS): "whisper" greedy, "whisper-beam" beam_size beams; the
-    length guard and repetition stop on (DecodeOptions' defaults)."""
+    """The search of a text decoder name (TEXT_DECODERS): "whisper" greedy, "whisper-beam" beam_size beams,
+    "whisper-joint" those beams' finished hypotheses ranked with the CTC head (JOINT_CTC_WEIGHT); the length guard
+    and repetition stop on (DecodeOptions' defaults)."""
     if decoder not in TEXT_DECODERS:
         raise ValueError(f"unknown text decoder {decoder!r} (expected {' or '.join(TEXT_DECODERS)})")
-    return DecodeOptions(beam_size=beam_size if decoder == "whisper-beam" else 1)
+    return DecodeOptions(beam_size=1 if decoder == "whisper" else beam_size,
+                         ctc_weight=JOINT_CTC_WEIGHT if decoder == "whisper-joint" else 0.0)
 
 
 def text_transcriber(model: DynamicCTCModel, decoder: str = "whisper", mode: str = "padded", beam_size: int = 5):

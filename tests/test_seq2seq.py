@@ -386,11 +386,13 @@ def test_evaluate_cli_with_the_text_decoder(tmp_path, tiny_whisper, corpus):
                              metadata={"train": {"protected": "A1", "input_mode": "clip"}})
     template = tmp_path / "eval.{decoder}.json"
     rc, stdout, err = cli_in_process(["evaluate", "--checkpoint", str(folder), "--manifest", str(corpus["test"]),
-                                      "--decoder", "whisper,whisper-beam", "--beam-size", "2", "--keep", "4,2",
-                                      "--masks", "2", "--json", str(template)])
+                                      "--decoder", "whisper,whisper-beam,whisper-joint", "--beam-size", "2",
+                                      "--keep", "4,2", "--masks", "2", "--json", str(template)])
     assert rc == 0, err
-    greedy, beam = (json.loads(Path(str(template).replace("{decoder}", d)).read_text()) for d in ("whisper", "whisper-beam"))
-    assert greedy["input_mode"] == "clip" and greedy["beam_size"] == 1 and beam["beam_size"] == 2
+    greedy, beam, joint = (json.loads(Path(str(template).replace("{decoder}", d)).read_text())
+                           for d in ("whisper", "whisper-beam", "whisper-joint"))
+    assert greedy["input_mode"] == "clip" and greedy["beam_size"] == 1 and beam["beam_size"] == joint["beam_size"] == 2
+    assert beam["ctc_weight"] == 0 and joint["ctc_weight"] == seq2seq.JOINT_CTC_WEIGHT
     assert greedy["protected"] == ["A1"] and [lv["kept"] for lv in greedy["levels"]] == [4, 2]
     for level in greedy["levels"] + beam["levels"]:
         assert level["wer"] >= 0 and level["cer"] >= 0 and level["latency_ms"] > 0
@@ -564,3 +566,31 @@ def test_the_unchanged_tiny_en_student_is_its_teacher():
         logits = seq2seq.StudentNet(model, "padded", False, 2)(feats, frames, None, tokens).logits
         kl = distillation_kl(teacher.logits(batch, wav_lengths, tokens, 2), logits, lengths)
     assert kl.item() < 1e-4
+
+
+def test_a_student_s_text_model_carries_its_ctc_head_as_evidence(tiny_whisper, corpus):
+    """text_model(student): encode() also gives the CTC head's log-probs on the clip's frames, those of the model's
+    own forward with the same mask; whisper-joint ranks beams with them."""
+    from dld_core.data import SpeechDataset
+    from dld_core.features import feature_extractor
+    from dld_core.tokenizer import CharTokenizer
+
+    model = student(tiny_whisper).eval()
+    data = SpeechDataset(str(corpus["test"]), CharTokenizer(model.config.vocab))
+    batch = data.collate([0, 1])
+    wavs = [batch.wavs[i, : batch.wav_lengths[i]].numpy() for i in range(2)]
+    feats, lengths = feature_extractor(model.config)(batch.wavs, batch.wav_lengths)
+    for mask in (None, [True, False, True, False]):
+        with torch.no_grad():
+            out = model(feats, lengths, active=mask)
+        for mode in ("clip", "padded"):
+            evidence = seq2seq.text_model(model).encode(wavs, active=mask, mode=mode).ctc
+            assert evidence.lengths.tolist() == out.lengths.tolist()
+            if mode == "clip":
+                for i, n in enumerate(out.lengths.tolist()):
+                    assert torch.allclose(evidence.log_probs[i, :n], out.log_probs[i, :n], atol=1e-4)
+    options = seq2seq.decode_options("whisper-joint", beam_size=3)
+    assert options.beam_size == 3 and options.ctc_weight == seq2seq.JOINT_CTC_WEIGHT > 0
+    assert seq2seq.decode_options("whisper-beam").ctc_weight == 0.0
+    texts = seq2seq.text_transcriber(model, "whisper-joint", "clip", beam_size=2)(wavs, [True, True, False, True])
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

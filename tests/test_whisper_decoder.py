@@ -369,3 +369,50 @@ def test_decoder_state_reorders_for_beams():
         logits = decoder(torch.tensor([[3], [4], [3]]), state)
     assert isinstance(state, DecoderState) and state.offset == 3 and state.self_kv[0][0].shape[0] == 3
     torch.testing.assert_close(logits[0], logits[2])
+
+
+# ------------------------------------------------------------------------ joint CTC/attention rescoring
+
+def test_ctc_evidence_is_the_ctc_log_likelihood_of_the_spoken_text():
+    """log P_ctc(text) under frames that spell "ab": Whisper's "Ab!" is spelled "ab" as the references are, and
+    gets the CTC loss's likelihood of "ab", above any other text's; -inf for a text too long for the frames."""
+    from dld_core.config import CHAR_VOCAB
+    from dld_core.families.whisper_decoding import CTCEvidence
+    from dld_core.tokenizer import CharTokenizer
+
+    tok = CharTokenizer(CHAR_VOCAB)
+    a, b = tok.encode("a")[0], tok.encode("b")[0]
+    probs = torch.full((1, 5, len(CHAR_VOCAB)), 0.01)
+    for t, c in enumerate([a, 0, b, 0, 0]):
+        probs[0, t, c] = 1.0
+    log_probs = (probs / probs.sum(-1, keepdim=True)).log()
+    evidence = CTCEvidence(torch.cat([log_probs, log_probs.flip(1)]), torch.tensor([5, 3]), tok)
+    ab, ba, aab, long = evidence.log_likelihood(["Ab!", "BA", "aab", "abcdefgh"])
+    want = -torch.nn.functional.ctc_loss(log_probs[0][:, None], torch.tensor([[a, b]]), torch.tensor([5]),
+                                         torch.tensor([2]), reduction="none").item()
+    assert ab == pytest.approx(want) and ab > ba and ab > aab and long == float("-inf")
+    assert evidence.row(1).lengths.tolist() == [3] and evidence.row(1).log_likelihood(["ab"])[0] < ab
+
+
+def test_joint_rescoring_ranks_the_finished_hypotheses_with_the_ctc_head(whisper, monkeypatch):
+    """ctc_weight w > 0: the beam's finished hypotheses are ranked by ((1 - w) decoder + w CTC) / length; a CTC
+    opinion that overwhelmingly favours one of them picks it; w = 0 asks the CTC head nothing."""
+    from dld_core.families.whisper_decoding import AudioMemory, CTCEvidence
+    _, wavs = sample_clips()
+    memory = whisper.encode([wavs[0]], mode="clip")
+    assert memory.ctc is None                                  # from_pretrained: no CTC head
+    memory = AudioMemory(memory.states, memory.mask, memory.seconds,
+                         CTCEvidence(torch.zeros(1, 4, 3), torch.tensor([4]), None))
+    asked = []
+
+    def favour_the_last(self, texts):
+        asked.append(list(texts))
+        return [0.0] * (len(texts) - 1) + [1e4]
+    monkeypatch.setattr(CTCEvidence, "log_likelihood", favour_the_last)
+    plain = beam_search(whisper.decoder, whisper.tokenizer, memory, DecodeOptions(beam_size=4))[0]
+    assert asked == []
+    joint = beam_search(whisper.decoder, whisper.tokenizer, memory, DecodeOptions(beam_size=4, ctc_weight=0.5))[0]
+    assert len(asked) == 1 and len(asked[0]) == 4 and joint.text == asked[0][-1]
+    assert plain.text in asked[0] and (joint.text != plain.text) == (asked[0][-1] != plain.text)
+    with pytest.raises(ValueError, match="ctc_weight"):
+        DecodeOptions(ctc_weight=1.5)

@@ -27,6 +27,12 @@ special and timestamp token is suppressed, and config.json's suppress lists (non
 finished ones and ranks them by log-probability / length (``length_penalty=None``) or / ((5 + n) / 6) **
 alpha. The guard: at most ``tokens_per_second * seconds + extra_tokens`` tokens per clip, and a hypothesis
 whose end repeats one n-gram (n <= 4) more than ``max_repeats`` times in a row stops, without the extra copy.
+
+Joint CTC/attention rescoring (``DecodeOptions.ctc_weight`` > 0, beam search, a ``WhisperSeq2Seq`` made from a
+``DynamicCTCModel``, whose CTC head gives :class:`CTCEvidence`): the finished hypotheses are ranked by ((1 - w) x their decoder
+log-probability + w x the CTC head's log-likelihood of their text, in this project's spelling), over the same
+length normalisation. A hypothesis the audio does not support (a language-model loop, an invented sentence at low
+depth) has a CTC log-likelihood far below one it does: the second opinion costs one CTC forward per hypothesis.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from ..audio import SAMPLE_RATE
 from ..features import pad_waveforms
 from ..masks import as_bools
 from ..model import encode
+from ..tokenizer import CharTokenizer
 from ..synth.text import digits_to_words, expand_numbers, ordinal_to_words
 from . import whisper as W
 from .whisper_decoder import TextDecoder, WhisperTokenizer, load_text_decoder, load_tokenizer
@@ -68,6 +75,8 @@ class DecodeOptions:
     half_logits: bool = True                   # float16 output projection for < 5 rows (TextDecoder.forward):
                                                # greedy decoding 1.4x faster on CPU, the same WER on data_samples
                                                # and real_dev (scripts/whisper_decoder_eval.py --fp32-logits)
+    ctc_weight: float = 0.0                    # beam search: joint CTC/attention rescoring of the finished
+                                               # hypotheses (0: the decoder's log-probability alone)
 
     def __post_init__(self):
         if not isinstance(self.beam_size, int) or self.beam_size < 1:
@@ -76,6 +85,8 @@ class DecodeOptions:
             raise ValueError("the length guard needs tokens_per_second > 0 and extra_tokens >= 0")
         if self.max_repeats is not None and self.max_repeats < 1:
             raise ValueError(f"max_repeats must be None or >= 1, got {self.max_repeats!r}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight!r}")
 
     def max_tokens(self, seconds: float, cap: int) -> int:
         """The most text tokens a clip of `seconds` may get (at least 1, at most `cap`)."""
@@ -95,15 +106,41 @@ class Hypothesis:
 
 
 @dataclass
+class CTCEvidence:
+    """The encoder's CTC head on a batch of clips: a second opinion on the text decoder's hypotheses (joint
+    CTC/attention rescoring)."""
+    log_probs: torch.Tensor              # [B, T, V]
+    lengths: torch.Tensor                # [B] valid frames
+    tokenizer: CharTokenizer             # the head's vocabulary (blank 0)
+
+    def row(self, i: int) -> "CTCEvidence":
+        return CTCEvidence(self.log_probs[i: i + 1], self.lengths[i: i + 1], self.tokenizer)
+
+    @torch.no_grad()
+    def log_likelihood(self, texts: Sequence[str]) -> list[float]:
+        """log P_ctc(text | the first clip) of each of `texts` (Whisper's text, spelled as the references are:
+        spoken_text, then the tokenizer's normalisation); -inf for a text the clip is too short to hold."""
+        targets = [self.tokenizer.encode(spoken_text(t)) for t in texts]
+        n, frames = len(targets), int(self.lengths[0])
+        nll = torch.nn.functional.ctc_loss(
+            self.log_probs[0, :frames].float()[:, None].expand(-1, n, -1),
+            torch.tensor([i for t in targets for i in t], dtype=torch.long),
+            torch.full((n,), frames, dtype=torch.long), torch.tensor([len(t) for t in targets], dtype=torch.long),
+            blank=0, reduction="none", zero_infinity=False)
+        return [-x for x in nll.tolist()]
+
+
+@dataclass
 class AudioMemory:
     """What the decoder attends to for a batch of clips."""
     states: torch.Tensor                 # [B, S, D] encoder output (after ln_post)
     mask: Optional[torch.Tensor]         # [B, S] bool, True at valid frames; None: every frame valid
     seconds: list[float]                 # each clip's duration (the length guard)
+    ctc: Optional[CTCEvidence] = None    # the CTC head's output on the clips (None: no head, or not asked for)
 
     def row(self, i: int) -> "AudioMemory":
         mask = None if self.mask is None else self.mask[i: i + 1]
-        return AudioMemory(self.states[i: i + 1], mask, [self.seconds[i]])
+        return AudioMemory(self.states[i: i + 1], mask, [self.seconds[i]], self.ctc and self.ctc.row(i))
 
 
 def run_encoder(encoder: W.Encoder, features: torch.Tensor, lengths: torch.Tensor, active=None):
@@ -270,12 +307,19 @@ def _beam_one(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: AudioMe
         step_input = torch.tensor([[seq[-1]] for seq, _ in live], device=device)
     finished.extend((seq, score, "length") for seq, score in live[: max(0, beam - len(finished))])
 
-    def rank(item) -> float:
-        n = max(1, len(item[0]))
-        return item[1] / (n if options.length_penalty is None else ((5 + n) / 6) ** options.length_penalty)
+    texts = [tokenizer.decode(seq) for seq, _, _ in finished]
+    joint = [score for _, score, _ in finished]
+    if options.ctc_weight > 0 and memory.ctc is not None:
+        ctc = memory.ctc.log_likelihood(texts)
+        joint = [(1 - options.ctc_weight) * a + options.ctc_weight * c for a, c in zip(joint, ctc)]
 
-    tokens, score, stop = max(finished, key=rank)
-    return Hypothesis(tokens, tokenizer.decode(tokens), score, stop)
+    def rank(i: int) -> float:
+        n = max(1, len(finished[i][0]))
+        return joint[i] / (n if options.length_penalty is None else ((5 + n) / 6) ** options.length_penalty)
+
+    best = max(range(len(finished)), key=rank)
+    tokens, score, stop = finished[best]
+    return Hypothesis(tokens, texts[best], score, stop)
 
 
 # ------------------------------------------------------------------------------------ encoder-decoder
@@ -285,7 +329,12 @@ class WhisperSeq2Seq(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: TextDecoder, tokenizer: WhisperTokenizer):
         super().__init__()
+        model = encoder
         encoder = getattr(encoder, "encoder", encoder)          # a whisper DynamicCTCModel or its Encoder
+        # a DynamicCTCModel's CTC head (log_probs, its vocabulary) gives encode()'s CTC evidence; kept out of the
+        # module tree (a plain tuple), the model's own parameters being registered once, through the encoder
+        self._ctc_head = ((model.log_probs, CharTokenizer(model.config.vocab)) if hasattr(model, "log_probs")
+                          else None)
         if not isinstance(encoder, W.Encoder):
             raise TypeError("WhisperSeq2Seq needs a whisper-family encoder")
         if encoder.conv1.out_channels != decoder.ln.normalized_shape[0]:
@@ -333,14 +382,26 @@ class WhisperSeq2Seq(nn.Module):
             batch, lengths = pad_waveforms(wavs)
         feats, frames = self.features(batch.to(device), lengths.to(device))
         if mode == "padded":                 # (silence: 30 s of samples already; zero: padded here)
-            return AudioMemory(padded_states(self.encoder, feats, active), None, seconds)
+            states = padded_states(self.encoder, feats, active)
+            clip_frames = torch.tensor([max(1, w.shape[0] // W.HOP_LENGTH) for w in wavs], device=device)
+            out_lengths = torch.div(clip_frames - 1, 2, rounding_mode="floor") + 1    # (Encoder.embed's)
+            return AudioMemory(states, None, seconds, self._ctc_evidence(states, out_lengths))
         states, out_lengths = run_encoder(self.encoder, feats, frames, active)
+        ctc = self._ctc_evidence(states, out_lengths)
         if mode == "clip_bare":
             valid = torch.arange(states.shape[1], device=device)[None, :] < out_lengths[:, None]
-            return AudioMemory(states, None if bool(valid.all()) else valid, seconds)
+            return AudioMemory(states, None if bool(valid.all()) else valid, seconds, ctc)
         levels = self._silence_levels(feats, frames) if padding == "silence" else [0.0] * len(wavs)
         tails = torch.stack([self.padding_tail(active, level) for level in levels])
-        return AudioMemory(with_tail(states, out_lengths, tails), None, seconds)
+        return AudioMemory(with_tail(states, out_lengths, tails), None, seconds, ctc)
+
+    def _ctc_evidence(self, states: torch.Tensor, out_lengths: torch.Tensor) -> Optional[CTCEvidence]:
+        """The CTC head on the clips' frames (None without a head): the log-probs the trainer's CTC loss sees."""
+        if self._ctc_head is None:
+            return None
+        head, vocab = self._ctc_head
+        frames = int(out_lengths.max())
+        return CTCEvidence(head(states[:, :frames]).cpu(), out_lengths.cpu(), vocab)
 
     @staticmethod
     def _silence_levels(feats: torch.Tensor, frames: torch.Tensor) -> list[float]:
