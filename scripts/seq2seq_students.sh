@@ -5,11 +5,14 @@
 # before it trained with 0.1 on every residual branch, which breaks the pretrained network), encoder lr 2e-5 and
 # decoder lr 1e-5 (without dropout they keep full depth at the unchanged model's WER on valid), the dld teacher's
 # top-64 token posteriors cached on disk (the first epoch pays the teacher's passes; later epochs and resumed runs
-# do not). Logs in RUNS/s2s_<recipe>.log; every epoch checkpoints; RESUME=1 continues. The main run now starts from
-# the shipped CTC DLD student's encoder and CTC head (README, "Training encoder-decoder students"):
-#   TAG=ctcinit THREADS=2 EXTRA="--teacher checkpoints/dld --init-from-teacher" bash scripts/seq2seq_students.sh dld
-#   TAG=ctcinit THREADS=2 RESUME=1 bash scripts/seq2seq_students.sh dld          # after a stop
-# (the runs from tiny.en itself, paused: TAG=nodrop RESUME=1 bash scripts/seq2seq_students.sh dld ld)
+# do not). Logs in RUNS/s2s_<recipe>.log; every epoch checkpoints; RESUME=1 continues. The main pair starts from
+# the shipped CTC DLD student's encoder and CTC head (README, "Training encoder-decoder students"), 3 epochs, the
+# token teacher on the clip alone (first epoch, one thread, beside the LD run: ~30 s a step with a padded teacher,
+# ~12 s with the clip-alone one):
+#   EPOCHS=3 TAG=ctcinit EXTRA="--teacher checkpoints/dld --init-from-teacher --teacher-input-mode clip" \
+#     bash scripts/seq2seq_students.sh dld ld
+#   (after a stop: the same with RESUME=1)
+# (the runs from tiny.en itself: TAG=nodrop bash scripts/seq2seq_students.sh dld ld)
 # Usage: bash scripts/seq2seq_students.sh [RECIPES...]   (default: dld ld; EPOCHS, default 10; RUNS, default runs;
 #        THREADS, default 1; RESUME; EXTRA: more train options, e.g. "--freeze-decoder --stop-after-epochs 1", with
 #        TAG naming the run RUNS/s2s_<recipe>_<TAG>; a TAG run starts from the untagged run's teacher cache)

@@ -264,11 +264,14 @@ def beam_search(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: Audio
                 options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
     """Beam search, one clip at a time (openai/whisper's BeamSearchDecoder with patience 1 and its
     MaximumLikelihoodRanker). beam_size 1 gives greedy_decode's tokens."""
-    return [_beam_one(decoder, tokenizer, memory.row(i), options) for i in range(memory.states.shape[0])]
+    return [best_hypothesis(finished_hypotheses(decoder, tokenizer, memory.row(i), options), memory.row(i).ctc,
+                            options) for i in range(memory.states.shape[0])]
 
 
-def _beam_one(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: AudioMemory,
-              options: DecodeOptions) -> Hypothesis:
+def finished_hypotheses(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: AudioMemory,
+                        options: DecodeOptions) -> list[Hypothesis]:
+    """One clip's beam search: its beam_size finished hypotheses (eot, repeat, or the live ones at the length
+    limit), each with its decoder log-probability, in the order they finished."""
     device, beam = memory.states.device, options.beam_size
     prompt = list(tokenizer.sot_sequence)
     limit = options.max_tokens(memory.seconds[0], decoder.n_ctx - len(prompt))
@@ -306,20 +309,24 @@ def _beam_one(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: AudioMe
         state.reorder(torch.tensor(sources, device=device))
         step_input = torch.tensor([[seq[-1]] for seq, _ in live], device=device)
     finished.extend((seq, score, "length") for seq, score in live[: max(0, beam - len(finished))])
+    return [Hypothesis(seq, tokenizer.decode(seq), score, stop) for seq, score, stop in finished]
 
-    texts = [tokenizer.decode(seq) for seq, _, _ in finished]
-    joint = [score for _, score, _ in finished]
-    if options.ctc_weight > 0 and memory.ctc is not None:
-        ctc = memory.ctc.log_likelihood(texts)
-        joint = [(1 - options.ctc_weight) * a + options.ctc_weight * c for a, c in zip(joint, ctc)]
+
+def best_hypothesis(finished: Sequence[Hypothesis], ctc: Optional[CTCEvidence], options: DecodeOptions,
+                    ctc_scores: Optional[Sequence[float]] = None) -> Hypothesis:
+    """The best of one clip's finished hypotheses: by decoder log-probability / length (length_penalty), or, with
+    options.ctc_weight w > 0 and the clip's CTC evidence, by ((1 - w) x it + w x the CTC log-likelihood of its
+    text) / length (`ctc_scores`: those log-likelihoods, already computed)."""
+    joint = [h.sum_logprob for h in finished]
+    if options.ctc_weight > 0 and (ctc is not None or ctc_scores is not None):
+        ctc_scores = ctc.log_likelihood([h.text for h in finished]) if ctc_scores is None else ctc_scores
+        joint = [(1 - options.ctc_weight) * a + options.ctc_weight * c for a, c in zip(joint, ctc_scores)]
 
     def rank(i: int) -> float:
-        n = max(1, len(finished[i][0]))
+        n = max(1, len(finished[i].tokens))
         return joint[i] / (n if options.length_penalty is None else ((5 + n) / 6) ** options.length_penalty)
 
-    best = max(range(len(finished)), key=rank)
-    tokens, score, stop = finished[best]
-    return Hypothesis(tokens, texts[best], score, stop)
+    return finished[max(range(len(finished)), key=rank)]
 
 
 # ------------------------------------------------------------------------------------ encoder-decoder
