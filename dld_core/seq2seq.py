@@ -52,7 +52,8 @@ from .safe_io import CheckpointError, atomic_save_tensors, parse_safetensors
 
 TEXT_DECODERS = ("whisper", "whisper-beam", "whisper-joint")  # evaluate --decoder: the text decoder, greedy / beam
                                                 # search / beam search rescored with the CTC head (JOINT_CTC_WEIGHT)
-JOINT_CTC_WEIGHT = 0.5                          # whisper-joint: rank = (1 - w) x decoder + w x CTC log-likelihood
+JOINT_CTC_WEIGHT = 0.2                          # whisper-joint: rank = (1 - w) x decoder + w x CTC log-likelihood (chosen
+                                                # on valid: scripts/seq2seq_choices.py joint-weight, README)
 # The decoder attends to 1500 encoder frames per clip, however short (and "padded" runs the encoder on 30 s): a
 # clip's cost is nearly fixed, so validation and evaluation batches hold at most this many clips (training:
 # TrainConfig.batch_clips).

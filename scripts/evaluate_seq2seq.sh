@@ -2,7 +2,9 @@
 # Evaluate encoder-decoder students (a run folder or a checkpoint) with their text decoder: the real dev set at every
 # kept level, and the first LIMIT clips of the synthetic test and of FSDD's test at 8, 6, 4 and 2 kept (the text
 # decoder costs about 10x the CTC head per clip on CPU); random masks that keep the protected modules, MASKS per
-# level, seed 0; decoders DECODERS on the real dev set, SUBSET_DECODERS on the others. Results: OUT/<name>.<set>.<decoder>.json (dld_core.evaluate's JSON).
+# level, seed 0; decoders DECODERS on the real dev set, SUBSET_DECODERS on the others. Results:
+# OUT/<name>.<set>.<decoder>.json (dld_core.evaluate's JSON, whose "manifest" names the subset; set: real_dev,
+# synthetic_test, fsdd_test, as dld_core.report reads them).
 # Usage: OUT=results/seq2seq bash scripts/evaluate_seq2seq.sh CORPUS NAME=CHECKPOINT [NAME=CHECKPOINT ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,8 @@ for pair in "$@"; do
   $PY -m dld_core evaluate --checkpoint "$ckpt" --manifest corpus/real_dev/real_dev.jsonl --masks "$MASKS" --seed 0 \
       --decoder "$DECODERS" --json "$OUT/$name.real_dev.{decoder}.json" > /dev/null
   for set in test fsdd_test; do
+    key=$([ $set = test ] && echo synthetic_test || echo fsdd_test)
     $PY -m dld_core evaluate --checkpoint "$ckpt" --manifest "$CORPUS/${set}_first$LIMIT.jsonl" --keep 8,6,4,2 \
-        --masks "$MASKS" --seed 0 --decoder "$SUBSET_DECODERS" --json "$OUT/$name.${set}_first$LIMIT.{decoder}.json" > /dev/null
+        --masks "$MASKS" --seed 0 --decoder "$SUBSET_DECODERS" --json "$OUT/$name.$key.{decoder}.json" > /dev/null
   done
 done
