@@ -161,12 +161,13 @@ def evaluate(checkpoint, manifest_path, keep: Optional[Sequence[int]] = None, nu
                             batch_seconds=batch_seconds, custom=custom, progress=progress, decoder=decoder,
                             protected=ckpt.protected, input_mode=input_mode, beam_size=beam_size)
     def result(name: str, by_level: list) -> dict:
+        search = decode_options(name, beam_size) if name in TEXT_DECODERS else None
         return {"checkpoint": str(ckpt.path), "num_layers": ckpt.model.num_modules,
                 "module_names": ckpt.model.module_names, "manifest": str(Path(manifest_path)),
                 "protected": list(ckpt.protected.kept_names),
                 "policy": policy, "decoder": name, "utterances": len(items) - len(skipped), "skipped": skipped,
-                **({"input_mode": input_mode, "beam_size": decode_options(name, beam_size).beam_size,
-                    "ctc_weight": decode_options(name, beam_size).ctc_weight} if name in TEXT_DECODERS else {}),
+                **({"input_mode": input_mode, "beam_size": search.beam_size, "ctc_weight": search.ctc_weight}
+                   if search else {}),
                 "levels": by_level}
     if isinstance(decoder, str):
         return result(decoder, levels)

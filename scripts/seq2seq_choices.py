@@ -51,7 +51,7 @@ def joint_weight(args, ckpt, seq2seq, mode, wavs, refs) -> Iterator[dict]:
             finished = finished_hypotheses(seq2seq.decoder, seq2seq.tokenizer, memory, search)
             ctc = memory.ctc.log_likelihood([h.text for h in finished])
             for w in weights:
-                best = best_hypothesis(finished, None, DecodeOptions(beam_size=args.beam_size, ctc_weight=w), ctc)
+                best = best_hypothesis(finished, DecodeOptions(beam_size=args.beam_size, ctc_weight=w), ctc)
                 hyps[w].append(spoken_text(best.text))
         out["wer_by_mask_and_weight"][spec] = row = {str(w): 100 * wer(refs, hyps[w]) for w in weights}
         print(spec, " ".join(f"w={w}: {row[str(w)]:.1f}" for w in weights), flush=True)

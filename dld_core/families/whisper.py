@@ -73,6 +73,11 @@ class Features(nn.Module):
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.register_buffer("filters", mel_filters(n_mels), persistent=False)
 
+    @staticmethod
+    def frame_lengths(wav_lengths: torch.Tensor) -> torch.Tensor:
+        """The log-mel frames of clips of wav_lengths samples (at least 1)."""
+        return torch.div(wav_lengths, HOP_LENGTH, rounding_mode="floor").clamp(min=1)
+
     @torch.no_grad()
     def forward(self, wavs: torch.Tensor, wav_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """wavs [B, S] float 16 kHz, wav_lengths [B] -> (features [B, S // 160, n_mels], frame lengths [B])."""
@@ -86,7 +91,7 @@ class Features(nn.Module):
         power = stft[..., :-1].abs() ** 2                                                  # [B, 201, S // 160]
         log_spec = torch.clamp(self.filters @ power, min=1e-10).log10()                   # [B, n_mels, T]
         frames = log_spec.shape[-1]
-        lengths = torch.div(wav_lengths, HOP_LENGTH, rounding_mode="floor").clamp(min=1, max=frames)
+        lengths = self.frame_lengths(wav_lengths).clamp(max=frames)
         valid = (torch.arange(frames, device=wavs.device)[None, :] < lengths[:, None])[:, None, :]
         peak = log_spec.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
         log_spec = torch.maximum(log_spec, peak - 8.0)
@@ -205,12 +210,17 @@ class Encoder(nn.Module):
         else:
             x = F.gelu(self.conv1(x))
         x = F.gelu(self.conv2(x)).transpose(1, 2)                               # [B, T', D]
-        out_lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        out_lengths = self.output_lengths(lengths)
         x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
         mask = None
         if padded:
             mask = (torch.arange(x.shape[1], device=x.device)[None, :] < out_lengths[:, None])[:, None, None, :]
         return x, out_lengths, mask
+
+    @staticmethod
+    def output_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Encoder output frames of inputs of frame_lengths log-mel frames (conv2's stride 2)."""
+        return torch.div(frame_lengths - 1, 2, rounding_mode="floor") + 1
 
     def layer(self, i: int, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Gated module i: an attention or MLP sub-block ("sub_block") or a whole block ("block")."""

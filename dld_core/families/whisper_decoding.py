@@ -264,8 +264,14 @@ def beam_search(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: Audio
                 options: DecodeOptions = DecodeOptions()) -> list[Hypothesis]:
     """Beam search, one clip at a time (openai/whisper's BeamSearchDecoder with patience 1 and its
     MaximumLikelihoodRanker). beam_size 1 gives greedy_decode's tokens."""
-    return [best_hypothesis(finished_hypotheses(decoder, tokenizer, memory.row(i), options), memory.row(i).ctc,
-                            options) for i in range(memory.states.shape[0])]
+    out = []
+    for i in range(memory.states.shape[0]):
+        row = memory.row(i)
+        finished = finished_hypotheses(decoder, tokenizer, row, options)
+        joint = options.ctc_weight > 0 and row.ctc is not None
+        out.append(best_hypothesis(finished, options, row.ctc.log_likelihood([h.text for h in finished])
+                                   if joint else None))
+    return out
 
 
 def finished_hypotheses(decoder: TextDecoder, tokenizer: WhisperTokenizer, memory: AudioMemory,
@@ -312,14 +318,13 @@ def finished_hypotheses(decoder: TextDecoder, tokenizer: WhisperTokenizer, memor
     return [Hypothesis(seq, tokenizer.decode(seq), score, stop) for seq, score, stop in finished]
 
 
-def best_hypothesis(finished: Sequence[Hypothesis], ctc: Optional[CTCEvidence], options: DecodeOptions,
+def best_hypothesis(finished: Sequence[Hypothesis], options: DecodeOptions,
                     ctc_scores: Optional[Sequence[float]] = None) -> Hypothesis:
     """The best of one clip's finished hypotheses: by decoder log-probability / length (length_penalty), or, with
-    options.ctc_weight w > 0 and the clip's CTC evidence, by ((1 - w) x it + w x the CTC log-likelihood of its
-    text) / length (`ctc_scores`: those log-likelihoods, already computed)."""
+    options.ctc_weight w > 0 and `ctc_scores` (the CTC log-likelihood of each one's text, CTCEvidence), by
+    ((1 - w) x it + w x that) / length."""
     joint = [h.sum_logprob for h in finished]
-    if options.ctc_weight > 0 and (ctc is not None or ctc_scores is not None):
-        ctc_scores = ctc.log_likelihood([h.text for h in finished]) if ctc_scores is None else ctc_scores
+    if options.ctc_weight > 0 and ctc_scores is not None:
         joint = [(1 - options.ctc_weight) * a + options.ctc_weight * c for a, c in zip(joint, ctc_scores)]
 
     def rank(i: int) -> float:
@@ -390,8 +395,8 @@ class WhisperSeq2Seq(nn.Module):
         feats, frames = self.features(batch.to(device), lengths.to(device))
         if mode == "padded":                 # (silence: 30 s of samples already; zero: padded here)
             states = padded_states(self.encoder, feats, active)
-            clip_frames = torch.tensor([max(1, w.shape[0] // W.HOP_LENGTH) for w in wavs], device=device)
-            out_lengths = torch.div(clip_frames - 1, 2, rounding_mode="floor") + 1    # (Encoder.embed's)
+            clip_frames = W.Features.frame_lengths(torch.tensor([w.shape[0] for w in wavs], device=device))
+            out_lengths = self.encoder.output_lengths(clip_frames)
             return AudioMemory(states, None, seconds, self._ctc_evidence(states, out_lengths))
         states, out_lengths = run_encoder(self.encoder, feats, frames, active)
         ctc = self._ctc_evidence(states, out_lengths)
