@@ -55,6 +55,9 @@ class ModelConfig:
     decoder: dict = option(dict, "whisper: Whisper's text decoder on the encoder output (an encoder-decoder student, "
                            "TrainConfig.objective seq2seq): its dims n_vocab, n_ctx, n_layers, n_heads, ffn_dim (its "
                            "width is d_model); empty = a CTC model", cli=False)
+    pinned_embedding: bool = option(False, "seq2seq: the text decoder's token embedding (tied to its output "
+                                    "projection: 19.9 M of tiny.en's parameters) stays the pinned tiny.en's, frozen "
+                                    "and not stored in the checkpoint (read from the package when loaded)")
 
     def __post_init__(self):
         if self.ffn_dim == 0 and isinstance(self.d_model, int):
@@ -74,7 +77,7 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if len(self.vocab) < 2 or self.vocab[0] != "<blank>" or len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocab must start with '<blank>' and hold unique tokens")
-        for name, empty in (("sub_blocks", []), ("decoder", {})):
+        for name, empty in (("sub_blocks", []), ("decoder", {}), ("pinned_embedding", False)):
             if getattr(self, name) != empty and self.family != "whisper":
                 raise ValueError(f"{name} is a whisper-family field (this model is {self.family!r})")
         family.validate(self)

@@ -5,7 +5,8 @@
 
 The dynamic checkpoint carries every gated module; a deployed model holds only the kept modules' weights,
 the encoder front end (subsampling / Whisper's convolutions), the final norm and the CTC head, and runs
-them all: it is an ordinary static model.
+them all: it is an ordinary static model. An encoder-decoder student's text decoder is kept by the safetensors form
+(its GFLOPs count the encoder, as everywhere) and left out of the ONNX form, which says so in config.json.
 
 * **The static model** (`static_subnetwork`): a conformer keeps its kept layers, renumbered (n_layers = the
   number kept: L1..Lk). A Whisper encoder keeps its block numbering and lists in ``ModelConfig.sub_blocks``
@@ -525,6 +526,11 @@ def deploy(checkpoint, out, *, keep: Optional[str] = None, budget: Optional[floa
         "parameters": count_parameters(static), "source_parameters": count_parameters(ckpt.model),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if static.decoder is not None and fmt == "onnx":       # the ONNX graph is features -> CTC log-probs
+        provenance["parameters"] -= count_parameters(static.decoder)
+        provenance["text_decoder"] = ("not exported: the ONNX files hold the encoder and its CTC head (--format "
+                                      "safetensors keeps the text decoder)")
+        log(f"the text decoder is {provenance['text_decoder']}")
     log(f"keeping {M.describe(kept, names)}: {gf:.3f} of {full_gf:.3f} GFLOPs per {FLOPS_SECONDS:g} s "
         f"({100 * gf / full_gf:.0f}%), {provenance['parameters']:,} of {provenance['source_parameters']:,} parameters")
     out.parent.mkdir(parents=True, exist_ok=True)

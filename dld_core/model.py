@@ -94,4 +94,6 @@ def encode(encoder: nn.Module, features: torch.Tensor, lengths: torch.Tensor, ma
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """The model's weights: its parameters and a text decoder's pinned (frozen, not stored) token embedding."""
+    pinned = sum(m.token_embedding.weight.numel() for m in model.modules() if getattr(m, "embedding_pinned", False))
+    return sum(p.numel() for p in model.parameters()) + pinned

@@ -464,18 +464,9 @@ def read_whisper_encoder(path: Union[str, os.PathLike, None] = None) -> WhisperW
     (checksum-verified); else a CTranslate2 folder (or its model.bin) or a Hugging Face folder (or its
     model.safetensors). Results are cached per process, keyed by the file's path, size, times and inode:
     the default's 75 MB are hashed only once."""
-    if path is None:
-        folder, expected = default_model_dir(), DEFAULT_SHA256
-        try:
-            size = os.stat(folder / "model.bin").st_size
-        except OSError:
-            raise CheckpointError(f"{folder.name}/model.bin of {DEFAULT_PACKAGE} is missing") from None
-        if size != DEFAULT_SIZE:
-            raise CheckpointError(f"{folder.name}/model.bin of {DEFAULT_PACKAGE} is {size} bytes, not the pinned "
-                         f"{DEFAULT_SIZE} (corrupt or altered; refused)")
+    if is_default_source(path):
+        folder, expected = _ct2_folder(None, "encoder")        # size-checked; hashed once by the cache
         return _read_cached("ct2", str(folder), expected, _file_signature(folder / "model.bin"))
-    if isinstance(path, str) and path in DEFAULT_NAMES and not Path(path).exists():
-        return read_whisper_encoder(None)
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; {FORMATS_HINT}")
@@ -661,10 +652,15 @@ def _read_decoder_cached(folder: str, expected_sha256: Optional[str], signature:
     return read_ctranslate2_decoder(folder, expected_sha256)
 
 
+def is_default_source(path: Union[str, os.PathLike, None]) -> bool:
+    """True when `path` names the pinned default (None, or "default" / the package name that is not a folder here)."""
+    return path is None or (isinstance(path, str) and path in DEFAULT_NAMES and not Path(path).exists())
+
+
 def _ct2_folder(path: Union[str, os.PathLike, None], what: str) -> tuple[Path, Optional[str]]:
     """(CTranslate2 folder, expected model.bin sha256) for None/"default" (the pinned default, size checked)
     or a folder or its model.bin. The text decoder and tokenizer are read from CTranslate2 folders only."""
-    if path is None or (isinstance(path, str) and path in DEFAULT_NAMES and not Path(path).exists()):
+    if is_default_source(path):
         folder = default_model_dir()
         try:
             size = os.stat(folder / "model.bin").st_size

@@ -47,7 +47,7 @@ from .losses import (ctc_loss, distillation_kl, distillation_kl_top_k, kl_per_fr
 from .masks import as_bools
 from .metrics import wer
 from .model import DynamicCTCModel, ModelOutput
-from .pretrained import read_whisper_decoder
+from .pretrained import is_default_source, read_whisper_decoder
 from .safe_io import CheckpointError, atomic_save_tensors, parse_safetensors
 
 TEXT_DECODERS = ("whisper", "whisper-beam", "whisper-joint")  # evaluate --decoder: the text decoder, greedy / beam
@@ -78,6 +78,9 @@ ENGLISH_VOCAB = 51864     # English-only Whisper models (*.en): the bundled toke
 def with_decoder(model_cfg: ModelConfig, source: str) -> ModelConfig:
     """`model_cfg` (whisper family) with the text decoder dims of the pretrained CTranslate2 folder `source` (an
     English-only Whisper: its tokens are the bundled tokenizer's)."""
+    if model_cfg.pinned_embedding and not is_default_source(source):
+        raise ValueError("--pinned-embedding keeps the pinned tiny.en's token embedding: it needs --pretrained "
+                         "default, not another text decoder")
     dims = read_whisper_decoder(source).dims
     if dims["n_vocab"] != ENGLISH_VOCAB:
         raise ValueError(f"the pretrained text decoder has {dims['n_vocab']} tokens, not the {ENGLISH_VOCAB} of an "
@@ -90,8 +93,9 @@ def with_decoder(model_cfg: ModelConfig, source: str) -> ModelConfig:
 def load_decoder(model: DynamicCTCModel, source: str) -> str:
     """The pretrained text decoder's weights into model.decoder; returns their one-line source."""
     weights = read_whisper_decoder(source)
+    own = model.decoder.state_dict()              # a pinned token embedding is not in it (it is already the package's)
     with torch.no_grad():
-        model.decoder.load_state_dict(weights.tensors, strict=True)
+        model.decoder.load_state_dict({k: v for k, v in weights.tensors.items() if k in own}, strict=True)
     return weights.source
 
 

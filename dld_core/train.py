@@ -193,6 +193,8 @@ def student_config(meta: Optional[dict], teacher_cfg: Optional[ModelConfig], ove
     else:
         model_cfg = model_config(teacher_cfg, overrides, cfg.pretrained)
     model_cfg.validate()
+    if model_cfg.pinned_embedding and not model_cfg.decoder:
+        raise ValueError("--pinned-embedding pins a text decoder's token embedding: it needs --objective seq2seq")
     if teacher_cfg is not None and teacher_cfg.vocab != model_cfg.vocab:
         raise CheckpointError("the teacher's vocabulary differs from the student's")
     if cfg.recipe == "dld" and cfg.objective == "ctc" and not compatible_teacher(model_cfg, teacher_cfg):
@@ -207,7 +209,7 @@ def initial_weights(model: DynamicCTCModel, cfg: TrainConfig, teacher: Optional[
     returns their source) or the seeded random initialisation. A text decoder comes from --pretrained."""
     source = None
     if cfg.init_from_teacher:
-        if not same_weights(dataclasses.replace(model.config, decoder={}), teacher_cfg):
+        if not same_weights(dataclasses.replace(model.config, decoder={}, pinned_embedding=False), teacher_cfg):
             raise CheckpointError("--init-from-teacher needs the same architecture as the teacher")
         model.load_state_dict(teacher.model.state_dict(), strict=model.decoder is None)   # the decoder: below
     elif cfg.pretrained:

@@ -3,6 +3,7 @@ Whisper's text decoder, trained through dld_core/train.py's one loop. Tiny model
 1-block decoder written as a CTranslate2 folder next to the real tokenizer); one test loads the real tiny.en."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -594,3 +595,57 @@ def test_a_student_s_text_model_carries_its_ctc_head_as_evidence(tiny_whisper, c
     assert seq2seq.decode_options("whisper-beam").ctc_weight == 0.0
     texts = seq2seq.text_transcriber(model, "whisper-joint", "clip", beam_size=2)(wavs, [True, True, False, True])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_a_pinned_token_embedding_is_frozen_and_left_out_of_checkpoints(tmp_path, tiny_whisper, corpus):
+    """--pinned-embedding: the decoder's token embedding (and tied output projection) is the pinned tiny.en's,
+    trains not, is not stored (the checkpoint is 19.9 M weights smaller) and comes back on load; it needs the
+    pinned decoder, and a text decoder at all."""
+    from dld_core.families.whisper_decoder import pinned_token_embedding
+    from dld_core.model import count_parameters
+    package = pretrained.read_whisper_decoder(None).tensors["token_embedding.weight"].float()
+    out = tmp_path / "ld"
+    train(str(corpus["train"]), str(corpus["valid"]), out, progress=False,
+          model_overrides=dict(pinned_embedding=True, dropout=0.0),
+          train_cfg=TrainConfig(recipe="ld", pretrained="default", epochs=1, max_steps=2, input_mode="clip",
+                                keep_prob=0.5, **{**FAST, "lr": 1e-2}))
+    stored = load_file(out / "model.safetensors")
+    assert not any("token_embedding" in k for k in stored) and "decoder.positional_embedding" in stored
+    ckpt = load_checkpoint(out)
+    assert ckpt.config.pinned_embedding and ckpt.model.decoder.embedding_pinned
+    assert torch.equal(ckpt.model.decoder.token_embedding.weight, package)              # unchanged by training
+    assert not any(p is ckpt.model.decoder.token_embedding.weight for p in ckpt.model.parameters())
+    fresh = pretrained.read_whisper_decoder(None).tensors
+    trained = ckpt.model.decoder.state_dict()
+    assert any(not torch.equal(v, fresh[k].float()) for k, v in trained.items())       # the rest trained
+    unpinned = DynamicCTCModel(dataclasses.replace(ckpt.config, pinned_embedding=False))
+    assert count_parameters(unpinned) == count_parameters(ckpt.model)
+    assert sum(v.numel() for v in unpinned.state_dict().values()) - sum(v.numel() for v in stored.values()) \
+        == package.numel() == 51864 * 384
+    assert pinned_token_embedding() is pinned_token_embedding()                         # one copy per process
+    with pytest.raises(ValueError, match="needs --pretrained default"):
+        seq2seq.with_decoder(dataclasses.replace(W.config_from_pretrained(tiny_whisper), pinned_embedding=True),
+                             str(tiny_whisper))
+    with pytest.raises(ValueError, match="needs --objective seq2seq"):
+        train(str(corpus["train"]), str(corpus["valid"]), tmp_path / "ctc", progress=False,
+              model_overrides=dict(family="whisper", pinned_embedding=True),
+              train_cfg=TrainConfig(recipe="ld", pretrained="default"))
+    with pytest.raises(ValueError, match="whisper-family field"):
+        ModelConfig(pinned_embedding=True).validate()
+
+
+def test_deploying_an_encoder_decoder_student(tmp_path, tiny_whisper):
+    """safetensors keeps the text decoder; ONNX holds the encoder and CTC head and says so in config.json."""
+    from dld_core.deploy import deploy
+    from dld_core.model import count_parameters
+    model = student(tiny_whisper)
+    save_checkpoint(tmp_path / "s2s", model, recipe="dld")
+    logged = []
+    info = deploy(tmp_path / "s2s", tmp_path / "onnx", keep="A1,M2", log=logged.append)["deployed"]
+    assert "text decoder is not exported" in " ".join(logged) and "not exported" in info["text_decoder"]
+    assert info["parameters"] == count_parameters(model) - count_parameters(model.decoder) \
+        - sum(p.numel() for n, p in model.encoder.named_parameters() if n.startswith(("blocks.0.mlp", "blocks.1.attn")))
+    info = deploy(tmp_path / "s2s", tmp_path / "st", keep="A1,M2", fmt="safetensors")["deployed"]
+    assert "text_decoder" not in info
+    static = load_checkpoint(tmp_path / "st").model
+    assert static.decoder is not None and torch.equal(static.decoder.ln.weight, model.decoder.ln.weight.half().float())

@@ -18,6 +18,7 @@ Decoding (greedy, beam, the length guard, the two input modes) is in ``whisper_d
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -187,6 +188,18 @@ class TextDecoder(nn.Module):
             return F.linear(x.half(), self.half_embedding()).float()
         return (x @ self.token_embedding.weight.T).float()
 
+    @property
+    def embedding_pinned(self) -> bool:
+        """True when the token embedding is a frozen buffer from the pinned package (pin_token_embedding)."""
+        return "weight" in self.token_embedding._buffers
+
+    def pin_token_embedding(self, weight: torch.Tensor) -> None:
+        """Make the token embedding (and so the tied output projection) `weight`, frozen: a buffer left out of
+        state_dict, so checkpoints do not store it and optimizers do not see it. `weight` may be shared between
+        models (the process-wide cached copy of the pinned package's): nothing writes to it in place."""
+        del self.token_embedding.weight
+        self.token_embedding.register_buffer("weight", weight, persistent=False)
+
     def half_embedding(self) -> torch.Tensor:
         """A float16 copy of the token embedding, remade when the weights change (their version counter)."""
         weight = self.token_embedding.weight
@@ -198,8 +211,25 @@ class TextDecoder(nn.Module):
 
 def decoder_from_config(cfg) -> TextDecoder:
     """A text decoder of a whisper ModelConfig's `decoder` dims, as wide as its encoder (d_model): the decoder of an
-    encoder-decoder student (dld_core/model.py)."""
-    return TextDecoder(d_model=cfg.d_model, **cfg.decoder)
+    encoder-decoder student (dld_core/model.py); with cfg.pinned_embedding, its token embedding is the pinned
+    tiny.en's (on the meta device, an empty one of that shape: a checkpoint's shapes are checked there)."""
+    decoder = TextDecoder(d_model=cfg.d_model, **cfg.decoder)
+    if cfg.pinned_embedding:
+        shape = tuple(decoder.token_embedding.weight.shape)
+        if torch.get_default_device().type == "meta":
+            weight = torch.empty(shape)
+        else:
+            weight = pinned_token_embedding()
+            if tuple(weight.shape) != shape:
+                raise ValueError(f"the pinned token embedding is {tuple(weight.shape)}, this decoder's {shape}")
+        decoder.pin_token_embedding(weight)
+    return decoder
+
+
+@functools.lru_cache(maxsize=1)
+def pinned_token_embedding() -> torch.Tensor:
+    """The pinned tiny.en's token embedding in float32, one copy per process (shared by the models that pin it)."""
+    return read_whisper_decoder(None).tensors["token_embedding.weight"].float()
 
 
 def load_text_decoder(path=None) -> TextDecoder:
