@@ -222,20 +222,26 @@ def half_compute_level(result: dict) -> dict:
 
 def default_student(checkpoints_dir: str | Path, results_dir: str | Path) -> Path:
     """The student the app and the CLI open by default: of the DLD students under checkpoints_dir with results on
-    the real dev set (<folder>.real_dev.<decoder>.json in results_dir, any decoder, the better one counts), the one
-    with the lowest WER at half compute (half_compute_level); ties go to the first name. Without such results:
-    FALLBACK_STUDENTS, the first that exists."""
-    checkpoints_dir = Path(checkpoints_dir)
+    the real dev set (<folder>.real_dev.<decoder>.json, any decoder, the better one counts: in results_dir itself,
+    or in a folder below it when the file records that checkpoint, e.g. results/seq2seq/s2s_dld.real_dev.whisper-joint
+    .json measured on checkpoints/s2s_dld; a run's results there do not count), the one with the lowest WER at half
+    compute (half_compute_level); ties go to the first name. Without such results: FALLBACK_STUDENTS, the first that
+    exists."""
+    checkpoints_dir, results_dir = Path(checkpoints_dir), Path(results_dir)
     best: dict[str, float] = {}
-    for by_model in load_results(results_dir, DEFAULT_SET).values():
-        for model, result in by_model.items():
-            if _recipe(checkpoints_dir / model) == "dld":
-                best[model] = min(best.get(model, math.inf), half_compute_level(result)["wer"])
+    folders = [results_dir] + (sorted(p for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else [])
+    for folder in folders:
+        for by_model in load_results(folder, DEFAULT_SET).values():
+            for model, result in by_model.items():
+                measured_on = Path(str(result.get("checkpoint", "")))
+                if folder != results_dir and (measured_on.name, measured_on.parent.name) != (model, checkpoints_dir.name):
+                    continue
+                if _recipe(checkpoints_dir / model) == "dld":
+                    best[model] = min(best.get(model, math.inf), half_compute_level(result)["wer"])
     if best:
         return checkpoints_dir / min(sorted(best), key=best.get)
     return next((checkpoints_dir / n for n in FALLBACK_STUDENTS if (checkpoints_dir / n).is_dir()),
                 checkpoints_dir / FALLBACK_STUDENTS[0])
-
 
 
 def _recipe(folder: Path):

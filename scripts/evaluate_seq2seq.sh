@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Evaluate encoder-decoder students (a run folder or a checkpoint) with their text decoder: the real dev set at every
 # kept level, and LIMIT clips of the synthetic test and of FSDD's test at 8, 6, 4 and 2 kept (the text
-# decoder costs about 10x the CTC head per clip on CPU); random masks that keep the protected modules, MASKS per
-# level, seed 0; decoders DECODERS on the real dev set, SUBSET_DECODERS on the others. Results:
+# decoder costs about 10x the CTC head per clip on CPU); random masks that keep the protected modules, seed 0, MASKS
+# per level (REAL_MASKS on the real dev set, default MASKS); decoders DECODERS on the real dev set, SUBSET_DECODERS on the others. Results:
 # OUT/<name>.<set>.<decoder>.json (dld_core.evaluate's JSON, whose "manifest" names the subset; set: real_dev,
 # synthetic_test, fsdd_test, as dld_core.report reads them).
 # Usage: OUT=results/seq2seq bash scripts/evaluate_seq2seq.sh CORPUS NAME=CHECKPOINT [NAME=CHECKPOINT ...]
@@ -14,6 +14,7 @@ shift
 OUT=${OUT:-results/seq2seq}
 LIMIT=${LIMIT:-40}
 MASKS=${MASKS:-2}
+REAL_MASKS=${REAL_MASKS:-$MASKS}
 DECODERS=${DECODERS:-whisper,whisper-beam,whisper-joint}
 SUBSET_DECODERS=${SUBSET_DECODERS:-whisper,whisper-joint}
 [ -f corpus/real_dev/real_dev.jsonl ] || $PY -m dld_core real-dev --out corpus/real_dev
@@ -26,7 +27,7 @@ mkdir -p "$OUT"
 for pair in "$@"; do
   name=${pair%%=*}
   ckpt=${pair#*=}
-  $PY -m dld_core evaluate --checkpoint "$ckpt" --manifest corpus/real_dev/real_dev.jsonl --masks "$MASKS" --seed 0 \
+  $PY -m dld_core evaluate --checkpoint "$ckpt" --manifest corpus/real_dev/real_dev.jsonl --masks "$REAL_MASKS" --seed 0 \
       --decoder "$DECODERS" --json "$OUT/$name.real_dev.{decoder}.json" > /dev/null
   for set in test fsdd_test; do
     key=$([ $set = test ] && echo synthetic_test || echo fsdd_test)

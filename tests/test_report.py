@@ -123,6 +123,12 @@ def test_default_student_is_the_dld_student_best_at_half_compute_on_real_speech(
     fake_eval(results / "ld.real_dev.beam.json", {**levels, 2: 0.1})                # not a DLD student: ignored
     fake_eval(results / "gone_dld.real_dev.beam.json", {**levels, 2: 0.1})          # no checkpoint folder: ignored
     assert default_student(ckpts, results) == ckpts / "s2s_dld"
+    (results / "seq2seq").mkdir()                                            # a folder below: only results that
+    fake_eval(results / "seq2seq" / "dld.real_dev.whisper.json", {**levels, 2: 0.01})      # record the checkpoint
+    assert default_student(ckpts, results) == ckpts / "s2s_dld"
+    shipped = json.loads((results / "seq2seq" / "dld.real_dev.whisper.json").read_text())
+    (results / "seq2seq" / "dld.real_dev.whisper.json").write_text(json.dumps({**shipped, "checkpoint": str(ckpts / "dld")}))
+    assert default_student(ckpts, results) == ckpts / "dld"
     shutil.rmtree(ckpts / "dld")
     shutil.rmtree(ckpts / "s2s_dld")
     assert default_student(ckpts, results) == ckpts / "teacher"              # no DLD student left: the teacher
