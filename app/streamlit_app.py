@@ -52,6 +52,6 @@ nav = st.navigation([
 ])
 with st.sidebar:
     st.markdown("### :material/layers: DLD Studio")
-    st.caption("Distillation-based layer dropping for CTC speech recognition: "
+    st.caption("Distillation-based layer dropping for speech recognition (CTC, or Whisper's text decoder): "
                "one model, any depth, picked per request.")
 nav.run()

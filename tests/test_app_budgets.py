@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.app_fixtures.apptest import env, metric, no_exceptions, run_app, world  # noqa: F401  (fixtures and helpers)
+from tests.app_fixtures.apptest import (env, metric, no_exceptions, run_app, seq2seq_world,  # noqa: F401 (fixtures,
+                                        world)                                              # helpers)
 
 # Made-up WERs per (recipe, kept) of the 4-module test models: DLD degrades gracefully, LD less so, the
 # static teacher collapses (over 100%: insertions) as soon as a module is dropped. Beam is 2 points better.
@@ -305,3 +306,59 @@ def test_the_card_offers_its_mask_as_a_download(budgets, tmp_path):
     strip = next(m.value for m in at.markdown if m.value.startswith("Mask:"))
     assert kept == [name for name in ("L1", "L2", "L3", "L4") if f"background:#4f46e5;color:white'>{name}<" in strip]
     assert len(at.get("download_button")) == 2                                       # the zip's, and the CSV's
+
+
+# ------------------------------------------------------------------- 8. an encoder-decoder student's results
+def test_text_decoder_results_are_named_and_show_no_ctc_latency(budgets, tmp_path):
+    """Results of a text decoder (evaluate --decoder whisper ...) are named as such, and the bench's latency, a CTC
+    forward's, is not shown for them (the text decoder's search costs far more)."""
+    at, samples = budgets
+    base = samples["dld"]
+    levels = [{**lv, "wer": WER["dld"][lv["kept"]] - 0.05} for lv in base["levels"]]
+    (tmp_path / "results" / "dld.synthetic_test.whisper-joint.json").write_text(json.dumps(
+        {**base, "manifest": SYNTH, "decoder": "whisper-joint", "input_mode": "clip", "levels": levels}))
+    at = run_app("budgets")
+    no_exceptions(at)
+    radio = at.radio(key="budget_decoder")
+    assert radio.options == ["Beam search + word LM", "Greedy", "Text decoder, beam + CTC rescoring"]
+    assert "text decoder" in radio.help
+    assert table(at)[lambda t: t["model"] == "DLD (dld)"]["latency (ms per 10 s)"].iloc[0] != "—"  # beam: the CTC's
+    radio.set_value("whisper-joint").run()
+    no_exceptions(at)
+    t = table(at)
+    assert set(t["model"]) == {"DLD (dld)"} and wer_of(at, "DLD (dld)", 4) == pytest.approx(5.0)
+    assert set(t["latency (ms per 10 s)"]) == {"—"} and set(t["RTF"]) == {"—"}
+    assert any("decoder: Text decoder, beam + CTC rescoring" in c.value for c in at.caption)
+    assert any("or for a text decoder" in c.value for c in at.caption)
+    assert "text decoder, beam + ctc rescoring" in chart(at)["layout"]["title"]["text"]
+
+
+def test_an_encoder_decoder_student_s_card_says_its_mask_is_chosen_by_its_ctc_head(env, seq2seq_world, tmp_path,
+                                                                                    monkeypatch):
+    """dld_core.recommend chooses masks by the CTC head's greedy WER on the validation set: the card of an
+    encoder-decoder student says so, beside its text decoder's WER on the test set."""
+    from dld_core.evaluate import evaluate
+    from dld_core.recommend import budget_report
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(seq2seq_world["root"] / "checkpoints"))
+    results = tmp_path / "results"
+    (results / "budget_masks").mkdir(parents=True)
+    manifest = str(env["manifest"])
+    ckpts = seq2seq_world["ckpts"]
+    (results / "teacher.samples.greedy.json").write_text(json.dumps(evaluate(ckpts["teacher"], manifest, num_masks=2,
+                                                                             progress=False)))
+    (results / "dld.samples.whisper.json").write_text(json.dumps(
+        evaluate(ckpts["dld"], manifest, num_masks=2, progress=False, decoder=["whisper"])["whisper"]))
+    report = budget_report(ckpts["dld"], manifest, [manifest], ["whisper"], clips=3, num_candidates=2,
+                           log=lambda _: None)
+    (results / "budget_masks" / "dld.json").write_text(json.dumps(report))
+    at = run_app("budgets")
+    no_exceptions(at)
+    at.radio(key="budget_decoder").set_value("whisper").run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="budget_target").value == "DLD (dld)"
+    chosen = next(c.value for c in at.caption if c.value.startswith("Chosen on the validation set"))
+    assert "its CTC head's greedy WER" in chosen and "text decoder, greedy" in next(
+        m.help for m in at.metric if m.label == "Expected WER")
+
+

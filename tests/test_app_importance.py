@@ -223,6 +223,7 @@ def test_an_encoder_decoder_student_has_a_token_level_kl_view(seq2seq_env):
     assert chart_["layout"]["yaxis"]["title"]["text"] == "KL (nats per token)"
     assert len(at.get("plotly_chart")) == 4                                 # ΔWER, ΔKL (frames), token KL, path
     assert any("tokens in clip input" in c.value for c in at.caption)
+    assert [m.label for m in at.metric] == ["DLD · dld — CTC head's WER at the start mask"]   # not the text decoder's
     export = at.dataframe[-1].value
     assert list(export["token_kl"]) == pytest.approx(bars["y"], abs=1e-5)
 
@@ -235,4 +236,5 @@ def test_an_encoder_decoder_student_has_a_token_level_kl_view(seq2seq_env):
 def test_a_ctc_only_student_has_no_token_level_view(env):
     at = compute(open_page())
     assert token_kl_charts(at) == [] and len(at.get("plotly_chart")) == 3
+    assert [m.label for m in at.metric] == ["LD · ld — WER at the start mask", "DLD · dld — WER at the start mask"]
     assert "token_kl" not in at.dataframe[-1].value.columns

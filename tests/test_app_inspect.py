@@ -287,6 +287,8 @@ def test_an_encoder_decoder_student_shows_its_text_decoder_next_to_its_ctc_head(
     captions = [c.value for c in at.caption]
     assert any(re.fullmatch(r"CTC head: WER \d+\.\d% · CER \d+\.\d%", c) for c in captions), captions
     assert sum(bool(TEXT_LINE.fullmatch(c)) for c in captions) == 1, captions
+    assert "Latency, WER and CER above are the student's CTC head's; its text decoder's are under the text decoder's " \
+           "transcript below." in captions                                  # the metric row is the CTC head's
     assert calls == [((True,) * 4, "whisper", "clip")]
     assert len(at.get("plotly_chart")) == 3                                # posteriorgram + both KL views (CTC)
 
@@ -310,7 +312,7 @@ def test_a_ctc_only_student_shows_no_text_decoder(env):
     at = run_app()
     assert any(m.value.startswith("**Student** · ") for m in at.markdown)
     assert not any("text decoder" in m.value or "CTC head" in m.value for m in at.markdown)
-    assert not any(c.value.startswith(("Text decoder:", "CTC head:")) for c in at.caption)
+    assert not any(c.value.startswith(("Text decoder:", "CTC head:")) or "CTC head's" in c.value for c in at.caption)
     assert len(at.code) == 2
 
 

@@ -77,6 +77,7 @@ def test_the_encoder_picture_follows_the_mask_and_counts_the_compute(env):
     html = diagram(at)
     assert [m for m in re.findall(r">(L\d)<", html)] == ["L1", "L2", "L3", "L4"]     # labels = module names
     assert html.count("dld-runs") == 4 and "dld-skipped" not in html
+    assert ">CTC head<br>→ text<" in html and "text decoder" not in html            # a CTC teacher and student
     assert metric(at, "Modules that run").value == "4/4"
     full = float(metric(at, "GFLOPs for a 10 s clip").value)
     assert metric(at, "Compute saved").value == "0%"
@@ -230,6 +231,132 @@ def test_a_best_dld_student_is_used_when_checkpoints_dld_is_missing(env, tmp_pat
     assert any(m.value.startswith("**DLD student**") for m in at.markdown)
     assert any(c.value.endswith("model: dld_b · DLD · valid WER 20.0%") for c in at.caption), \
         [c.value for c in at.caption]                                   # the lower validation WER wins
+
+
+# ---------------------------------------------------------------- How DLD works with an encoder-decoder student
+@pytest.fixture(scope="module")
+def text_world(tmp_path_factory):
+    """make_text_story_checkpoints (an encoder-decoder DLD student, the tiny pretrained Whisper it started from, a
+    CTC teacher) and sample clips whose first reference is the student's own transcript with one half mask."""
+    from tests.app_fixtures import make_text_story_checkpoints, make_text_story_samples
+    root = tmp_path_factory.mktemp("text_story")
+    ckpts = make_text_story_checkpoints(root)
+    manifest, active = make_text_story_samples(ckpts, root / "samples")
+    return {"root": root, "ckpts": ckpts, "manifest": manifest, "active": active}
+
+
+@pytest.fixture
+def text_env(env, text_world, monkeypatch):
+    monkeypatch.setenv("DLD_CHECKPOINTS_DIR", str(text_world["root"] / "checkpoints"))
+    monkeypatch.setenv("DLD_SAMPLES_DIR", str(text_world["manifest"].parent))
+    return {**env, **text_world}
+
+
+def test_an_encoder_decoder_student_s_story_is_told_by_text_decoders(text_env):
+    """The default student has a text decoder: the story compares, through the text decoders (greedy, the student's
+    clip input), the unchanged pretrained Whisper it was distilled from at full depth, that Whisper with the story's
+    half mask, and the student with it (dld_core.story.choose_text_story); the cards, picture and captions say so."""
+    from dld_core import seq2seq
+    from dld_core.audio import load_audio, load_manifest
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.families.whisper_decoding import WhisperSeq2Seq
+    from dld_core.story import choose_text_story, pretrained_whisper
+    folder = text_env["ckpts"]["pretrained"]
+    rows = load_manifest(text_env["manifest"])
+    clips = [(load_audio(r["audio_filepath"]).samples, r["text"]) for r in rows]
+    student = load_checkpoint(text_env["ckpts"]["dld"]).model.eval()
+    found = choose_text_story(student, pretrained_whisper(str(folder)), clips, mode="clip")
+    assert found is not None and (found["clip"], found["active"]) == (0, text_env["active"])
+    names = ["A1", "M1", "A2", "M2"]
+    half = masks.describe(found["active"], names)
+    whisper = f"Whisper ({folder.name})"
+
+    at = run_app(HOW)
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    text = all_text(at)
+    for words in (f"**{whisper}, unchanged**", "**text decoder**", "cross-entropy on the reference's tokens",
+                  f"the full-depth {whisper}'s next-token probabilities", "degrades gracefully",
+                  f"The encoder of {whisper} and of the DLD student · 4 gated modules",
+                  "written by a text decoder (greedy, the student's clip input)"):
+        assert words in text, words
+    assert "(the CTC loss)" not in text and "the full-depth teacher's output" not in text   # the CTC student's words
+    html = diagram(at)
+    assert ">text decoder<br>→ text<" in html and "CTC head" not in html
+    assert "text decoder" in next(m for m in at.metric if m.label == "GFLOPs for a 10 s clip").proto.help
+
+    how = "text decoder, greedy, clip input"
+    assert any(m.value == f"**Teacher · {whisper}, unchanged** · all 4 modules" for m in at.markdown)
+    wav = clips[0][0]
+    options = seq2seq.decode_options("whisper")
+    unchanged = WhisperSeq2Seq.from_pretrained(str(folder))
+    assert at.code[0].value == unchanged.transcribe([wav], None, "clip", options)[0].text == found["teacher_full"]["text"]
+    assert any(c.value == f"Reference: “{rows[0]['text']}” · model: {whisper}, unchanged (pretrained) · {how}"
+               for c in at.caption)
+
+    at.segmented_control(key="story_step").set_value(2).run()
+    no_exceptions(at)
+    assert any(m.value == f"**Teacher · {whisper}, unchanged** · {half}" for m in at.markdown)
+    assert at.code[0].value == unchanged.transcribe([wav], found["active"], "clip", options)[0].text
+    assert at.pills(key="how_modules").value == [names[i] for i in found["active"]]   # the picture: the step's mask
+    assert "the DLD student is furthest ahead of the teacher" in all_text(at)
+
+    at.segmented_control(key="story_step").set_value(3).run()
+    no_exceptions(at)
+    assert any(m.value == f"**DLD student** · {half}" for m in at.markdown)
+    own = seq2seq.text_transcriber(student, "whisper", "clip")([wav], found["active"])[0]
+    assert at.code[0].value == own == found["student_half"]["text"]                  # its text decoder, not its CTC head
+    assert any(c.value.endswith(f"model: dld · DLD · {how}") for c in at.caption), [c.value for c in at.caption]
+    assert metric(at, "WER").value == "0%" == f"{100 * found['student_half']['wer']:.0f}%"
+    assert metric(at, "WER at step ②").value == f"{100 * found['teacher_half']['wer']:.0f}%" != "0%"
+    assert metric(at, "WER at step ②").proto.delta == f"CER {100 * found['teacher_half']['cer']:.0f}%"
+
+
+def test_a_text_story_without_the_student_ahead_says_so(text_env, monkeypatch):
+    """When no sample and half mask show the student ahead, the page tells the closest pair as that."""
+    import streamlit as st
+
+    import dld_core.story
+    real = dld_core.story.choose_text_story
+    calls = []
+
+    def not_ahead(*args, **kwargs):
+        calls.append(kwargs.get("fallback"))
+        return {**real(*args, **kwargs), "student_ahead": False}
+
+    monkeypatch.setattr(dld_core.story, "choose_text_story", not_ahead)
+    st.cache_data.clear()                                    # the story of this world may be cached already
+    try:
+        at = run_app(HOW)
+        at.segmented_control(key="story_step").set_value(2).run()
+    finally:
+        st.cache_data.clear()
+    no_exceptions(at)
+    assert calls == [True]
+    text = all_text(at)
+    assert "the DLD student comes closest to the teacher: on these clips it is not ahead" in text
+    assert "furthest ahead" not in text
+
+
+def test_a_pretrained_whisper_that_cannot_be_read_is_one_line(text_env, monkeypatch):
+    import dld_core.story
+    from app.state.checkpoints import get_pretrained_whisper
+    from dld_core.safe_io import CheckpointError
+
+    def unreadable(source):
+        raise CheckpointError(f"{source}/model.bin: not found\nmore lines")
+
+    monkeypatch.setattr(dld_core.story, "pretrained_whisper", unreadable)
+    get_pretrained_whisper.clear()
+    try:
+        at = run_app(HOW)
+    finally:
+        get_pretrained_whisper.clear()
+    no_exceptions(at)
+    folder = text_env["ckpts"]["pretrained"]
+    assert [e.value for e in at.error] == [
+        f"The story compares the DLD student with Whisper ({folder.name}), unchanged ({folder}), which cannot be "
+        f"loaded here — {folder}/model.bin: not found"]
 
 
 # ------------------------------------------------------------------------------ validation WER in pickers

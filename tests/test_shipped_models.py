@@ -56,6 +56,34 @@ def test_the_story_shows_the_student_ahead_of_the_teacher(shipped):
     assert (wer(text, hyp), cer(text, hyp)) == (three["wer"], three["cer"])
 
 
+S2S = CKPTS / "s2s_dld"         # the encoder-decoder DLD student (dld_core.seq2seq), when shipped
+
+
+@pytest.mark.skipif(not (S2S / "model.safetensors").is_file(), reason="no encoder-decoder student is shipped")
+def test_the_text_story_shows_the_encoder_decoder_student_ahead_of_its_pretrained_whisper(shipped):
+    """How DLD works with an encoder-decoder default student (dld_core.story.choose_text_story): through the text
+    decoders (greedy, the student's input mode, masks keeping its protected modules), the student at half depth
+    beats the unchanged pretrained Whisper it was distilled from with the same half, on a multi-word clip that
+    Whisper gets (nearly) right at full depth."""
+    from dld_core import seq2seq
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.story import choose_text_story, pretrained_source, pretrained_whisper
+
+    _, _, clips = shipped
+    ckpt = load_checkpoint(S2S)
+    student, mode = ckpt.model.eval(), seq2seq.input_mode_of(ckpt.info)
+    found = choose_text_story(student, pretrained_whisper(pretrained_source(ckpt.info)), clips, mode=mode,
+                              protected=ckpt.protected)
+    assert found is not None, "no sample clip shows the encoder-decoder student ahead of its pretrained Whisper"
+    assert len(found["reference"].split()) >= 3 and found["teacher_full"]["wer"] <= 0.2
+    assert set(masks.kept(ckpt.protected, student.num_modules)) <= set(found["active"])
+    assert len(found["active"]) == student.num_modules // 2
+    two, three = found["teacher_half"], found["student_half"]
+    assert three["wer"] < two["wer"] and three["cer"] < two["cer"]
+    wav, _ = clips[found["clip"]]                                              # the numbers are the model's own
+    assert seq2seq.text_transcriber(student, "whisper", mode)([wav], found["active"])[0] == three["text"]
+
+
 def test_every_preset_but_only_k_is_usable_on_some_clip(shipped):
     """The layer strip's presets at its default k (half the modules) on the DLD student, clip by clip; "Best k"
     scores its candidates on the clip against the teacher, as Inspect does."""

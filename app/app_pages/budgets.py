@@ -25,8 +25,12 @@ from app.views.messages import one_line
 from dld_core.config import RECIPE_LABELS
 from dld_core.flops import gflops_for_seconds
 from dld_core.recommend import DEFAULT_CLIPS, FLOPS_SECONDS, USABLE_WER, find_evaluation, recommend
+from dld_core.seq2seq import TEXT_DECODERS, has_text_decoder
 
-DECODER_NAMES = {"greedy": "Greedy", "beam": "Beam search + word LM"}
+DECODER_NAMES = {"greedy": "Greedy", "beam": "Beam search + word LM",       # CTC heads
+                 # an encoder-decoder student's text decoder (dld_core.seq2seq.TEXT_DECODERS)
+                 "whisper": "Text decoder, greedy", "whisper-beam": "Text decoder, beam",
+                 "whisper-joint": "Text decoder, beam + CTC rescoring"}
 RECIPE_ORDER = {"dld": 0, "ld": 1, "teacher": 2}
 
 st.title("Budgets")
@@ -66,7 +70,9 @@ if set_keys:
         decoder = c_dec.radio("Decoder", decoders, index=decoders.index("beam") if "beam" in decoders else 0,
                               format_func=lambda d: DECODER_NAMES.get(d, d), horizontal=True, key="budget_decoder",
                               help="Greedy takes the most likely token per frame; beam search also weighs whole "
-                                   "words with a word language model (slower, usually fewer errors).")
+                                   "words with a word language model (slower, usually fewer errors). Text decoder: "
+                                   "an encoder-decoder student's Whisper text decoder (greedy, beam search, or beam "
+                                   "search rescored with its CTC head); only such students have these results.")
     else:
         decoder = decoders[0]
         c_dec.caption(f"Decoder: {DECODER_NAMES.get(decoder, decoder)} (the only one with results)")
@@ -103,7 +109,8 @@ for path_s in chosen:
         full = next(float(lv["gflops"]) for lv in levels if int(lv["kept"]) == n_layers)
     except (KeyError, TypeError, ValueError, StopIteration):
         n_layers, full = 0, None
-    bench = read_bench(n_layers, full) if full else None
+    # results/bench.json times the CTC forward: not a text decoder's search (its latency is not shown)
+    bench = read_bench(n_layers, full) if full and decoder not in TEXT_DECODERS else None
     names = result.get("module_names") or []
     for level in levels:
         try:
@@ -291,7 +298,8 @@ def recommendation(path: Path, budget: float, test_set: str, decoder: str, manif
     names = list(ckpt.model.module_names)
     return {"mask": [i in set(best["active"]) for i in range(len(names))], "n": len(names), "names": names,
             "gflops": gflops_for_seconds(ckpt.config, FLOPS_SECONDS, best["active"]), "valid_wer": best["wer"],
-            "selection": selection, "evaluation": evaluation}
+            "selection": selection, "evaluation": evaluation,
+            "chosen_by": "its CTC head's greedy WER" if has_text_decoder(ckpt.model) else "greedy WER"}
 
 
 # The recommendation card: one mask, and every number on the card is that mask's own. The mask is the best on
@@ -333,7 +341,7 @@ if card.get("mask") is not None:
                  delta=f"{100 * (1 - card['gflops'] / budget):.0f}% under the budget" if budget else None,
                  delta_color="off", delta_arrow="off")
         st.markdown(f"Mask: {strip}", unsafe_allow_html=True)
-        st.caption(f"Chosen on the validation set ({card['selection']}): greedy WER "
+        st.caption(f"Chosen on the validation set ({card['selection']}): {card['chosen_by']} "
                    f"{100 * card['valid_wer']:.1f}% there, "
                    f"the lowest of the masks within the budget; WER and CER above are measured on {set_name}.")
         if st.button("Open this mask in Inspect", icon=":material/graphic_eq:", key="use_mask"):
@@ -370,7 +378,9 @@ table = pd.DataFrame({
 st.dataframe(table, hide_index=True, width="stretch", key="budget_table")
 st.caption("Latency: median CPU time of the model forward for a 10 s clip on one thread (`results/bench.json`, "
            "masks keeping the first modules); RTF = latency ÷ audio duration (0.01 = 100× faster than real time). "
-           "“—”: no latency measured for this model's architecture. Pareto: no other row has both lower WER and "
-           "lower GFLOPs.")
+           "“—”: no latency measured for this model's architecture"
+           + (" or for a text decoder (the benchmark times the CTC forward, not the text decoder's search; "
+              "`python -m dld_core bench` measures it)" if decoder in TEXT_DECODERS else "")
+           + ". Pareto: no other row has both lower WER and lower GFLOPs.")
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="dld_budgets.csv",
                    mime="text/csv", icon=":material/download:", key="budget_csv")

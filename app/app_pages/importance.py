@@ -228,13 +228,16 @@ slot.caption(f"Computed over {what}; cached for every session.")
 
 # -------------------------------------------------------------------------------------------------- views
 cols = st.columns(len(results))
+ckpt_of = {name: ckpt for name, _, ckpt in models}
 for col, (name, res) in zip(cols, results.items()):
     imp, path = res["importance"], res["path"]
     bw, bk = imp.get("base_wer"), imp.get("base_kl")
     order = [names[s["dropped"]] for s in path if s["dropped"] is not None]
-    col.metric(f"{name} — WER at the start mask", f"{100 * bw:.1f}%" if bw is not None else "—",
+    ctc_of = " CTC head's" if has_text_decoder(ckpt_of[name].model) else ""    # not its text decoder's
+    col.metric(f"{name} —{ctc_of} WER at the start mask", f"{100 * bw:.1f}%" if bw is not None else "—",
                help="Word error rate over the chosen clips with the start mask (can exceed 100% when the model "
-                    "inserts words).")
+                    "inserts words)." + (" An encoder-decoder student's CTC head: every view of this page but the "
+                                         "token-level KL is about the CTC head." if ctc_of else ""))
     col.caption((f"KL to the teacher {bk:.3f} nats/frame · " if bk is not None else "")
                 + (f"drop first: **{order[0]}**" if order else ""))
 

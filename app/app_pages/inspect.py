@@ -217,6 +217,9 @@ m5.metric("CER", f"{100 * s_score['cer']:.1f}%" if s_score else "—",
           help="Character error rate of the student against the reference: the same count as WER but over "
                "characters, so a misspelt word costs a little instead of a whole word. It can also exceed 100% "
                "(inserted characters).")
+if has_text_decoder(student.model):
+    st.caption("Latency, WER and CER above are the student's CTC head's; its text decoder's are under the text "
+               "decoder's transcript below.")
 
 def transcript(title: str, text: str, greedy_text: str, score, line: str = "", line_help=None) -> None:
     """One model's transcript (the chosen decoder's; with "Both", the greedy one under it), a caption line (an

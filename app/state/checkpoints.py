@@ -156,3 +156,12 @@ def model_config_of(folder) -> Optional["ModelConfig"]:
         return from_dict(ModelConfig, read_config(folder)["model"])
     except (CheckpointError, OSError, KeyError, TypeError, ValueError):
         return None
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the pretrained Whisper…")
+def get_pretrained_whisper(source: str):
+    """The unchanged pretrained Whisper an encoder-decoder student was distilled from (dld_core.story.
+    pretrained_whisper; `source`: dld_core.story.pretrained_source of its config), loaded once per server. Raises
+    CheckpointError / OSError / ValueError when it cannot be read here."""
+    from dld_core.story import pretrained_whisper
+    return pretrained_whisper(source)

@@ -69,6 +69,80 @@ def make_seq2seq_checkpoints(root: Path) -> dict[str, Path]:
     return out
 
 
+def make_text_story_checkpoints(root: Path) -> dict[str, Path]:
+    """The How DLD works page's text story (dld_core.story.choose_text_story) in small: `pretrained`, a tiny random
+    CTranslate2 Whisper folder (a 2-block encoder, a 1-block text decoder whose cross-attention is scaled up so its
+    transcripts follow the encoder, the bundled tiny.en's tokenizer); checkpoints/dld, an encoder-decoder DLD student
+    started from it (its encoder blocks moved, so it transcribes otherwise; config.json: trained on "clip" input
+    from that folder, train.pretrained); checkpoints/teacher, a tiny Whisper CTC teacher."""
+    import shutil
+
+    from dld_core import pretrained, seq2seq
+    from dld_core.checkpoint import save_checkpoint
+    from dld_core.config import ModelConfig
+    from dld_core.families import whisper as W
+    from dld_core.families.whisper_decoder import TextDecoder
+    from dld_core.model import DynamicCTCModel
+    from tests.helpers import ct2_bytes
+    from tests.test_whisper import ct2_variables
+    from tests.test_whisper_decoder import decoder_variables
+
+    encoder_cfg = dict(family="whisper", d_model=16, n_layers=2, n_heads=2, ffn_dim=32, max_frames=500, dropout=0.0)
+    torch.manual_seed(0)
+    encoder = W.Encoder(ModelConfig(**encoder_cfg))
+    decoder = TextDecoder(n_vocab=51864, n_ctx=32, d_model=16, n_layers=1, n_heads=2, ffn_dim=32)
+    with torch.no_grad():
+        decoder.blocks[0].cross_attn.out.weight.mul_(10.0)
+    folder = root / "pretrained"
+    folder.mkdir(parents=True)
+    (folder / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(pretrained.default_model_dir() / name, folder / name)
+    student = DynamicCTCModel(seq2seq.with_decoder(W.config_from_pretrained(folder, dropout=0.0), str(folder)))
+    W.load_pretrained(student, folder)
+    seq2seq.load_decoder(student, str(folder))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in student.encoder.blocks.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    ckpts = root / "checkpoints"
+    out = {"pretrained": folder,
+           "dld": save_checkpoint(ckpts / "dld", student, recipe="dld", dtype=torch.float32,
+                                  metadata={"train": {"input_mode": "clip", "pretrained": str(folder)}})}
+    torch.manual_seed(2)
+    out["teacher"] = save_checkpoint(ckpts / "teacher", DynamicCTCModel(ModelConfig(**encoder_cfg)), recipe="teacher",
+                                     dtype=torch.float32)
+    return out
+
+
+def make_text_story_samples(ckpts: dict[str, Path], root: Path) -> tuple[Path, list[int]]:
+    """make_samples, the first clip's reference then made the text story's point (make_text_story_checkpoints): the
+    DLD student's own greedy text-decoder transcript (clip input) with the first of the story's half masks (dld_core.
+    story.half_masks) on which the pretrained Whisper writes something else. Returns (manifest, that mask's kept
+    module indices)."""
+    from dld_core import seq2seq, story
+    from dld_core.audio import load_audio
+    from dld_core.checkpoint import load_checkpoint
+    from dld_core.families.whisper_decoding import spoken_text
+    from dld_core.text import normalize_text
+
+    manifest = make_samples(root)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    wav = load_audio(str(root / rows[0]["audio_filepath"])).samples
+    student = load_checkpoint(ckpts["dld"]).model.eval()
+    pretrained = story.pretrained_whisper(str(ckpts["pretrained"]))
+    options = seq2seq.decode_options("whisper")
+    own = seq2seq.text_transcriber(student, "whisper", "clip")
+    for active in story.half_masks(student.num_modules, blocks=student.config.module_blocks):
+        text = normalize_text(spoken_text(own([wav], active)[0]))
+        theirs = normalize_text(spoken_text(pretrained.transcribe([wav], active, "clip", options)[0].text))
+        if len(text.split()) >= story.MIN_WORDS and text != theirs:
+            rows[0]["text"] = text
+            manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            return manifest, list(active)
+    raise AssertionError("the tiny student writes what the pretrained Whisper writes at every half mask")
+
+
 def make_samples(root: Path, count: int = 3) -> Path:
     """data_samples-like folder: clips/*.wav + manifest.jsonl (paths relative to the folder)."""
     (root / "clips").mkdir(parents=True, exist_ok=True)
