@@ -27,3 +27,11 @@ for name in "${!FROM[@]}"; do
   $PY -m dld_core export --run "$RUNS/${FROM[$name]}" --out "checkpoints/$name"
 done
 bash scripts/evaluate_shipped.sh "$CORPUS"
+
+# the encoder-decoder students from the CTC DLD student (README, "Training encoder-decoder students": the pinned pair);
+# checkpoints/s2s_dld is the DLD one, the app's and CLI's default student
+EPOCHS=3 TAG=pinned RUNS="$RUNS" CORPUS="$CORPUS" RESUME="${RESUME:-0}" EXTRA="--teacher checkpoints/dld \
+    --init-from-teacher --teacher-input-mode clip --pinned-embedding" bash scripts/seq2seq_students.sh dld ld
+$PY -m dld_core export --run "$RUNS/s2s_dld_pinned" --out checkpoints/s2s_dld
+REAL_MASKS=4 OUT=results/seq2seq bash scripts/evaluate_seq2seq.sh "$CORPUS" s2s_dld=checkpoints/s2s_dld \
+    s2s_ld="$RUNS/s2s_ld_pinned"
