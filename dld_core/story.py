@@ -22,6 +22,7 @@ None when no pair shows it: a checkpoint that breaks the story fails the test th
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -117,8 +118,6 @@ def pretrained_source(info: dict) -> str:
 
 def pretrained_name(source: str) -> str:
     """How people call that Whisper: "Whisper tiny.en" for the pinned default, else "Whisper (<folder name>)"."""
-    from pathlib import Path
-
     from .pretrained import is_default_source
     return "Whisper tiny.en" if is_default_source(source) else f"Whisper ({Path(str(source)).name})"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -27,10 +26,9 @@ from dld_core.families.whisper_decoding import WhisperSeq2Seq, spoken_text
 from dld_core.losses import distillation_kl, distillation_kl_top_k, state_distance
 from dld_core.model import DynamicCTCModel
 from dld_core.train import train
-from tests.helpers import REPO, ct2_bytes, ddp_train, write_tiny_corpus
+from tests.helpers import REPO, ddp_train, write_tiny_corpus
 from tests.test_crash_resume import ENV, cli_in_process, resume_model_weights, start_parked
-from tests.test_whisper import ct2_variables
-from tests.test_whisper_decoder import decoder_variables
+from tests.test_whisper_decoder import write_whisper_folder
 
 # a 10 s "30 s window" (max_frames 500; evaluate counts GFLOPs for 10 s): the tiny corpus's clips are at most 1.4 s
 TINY_ENCODER = dict(family="whisper", d_model=16, n_layers=2, n_heads=2, ffn_dim=32, max_frames=500, dropout=0.0)
@@ -47,11 +45,7 @@ def tiny_whisper(tmp_path_factory) -> Path:
     decoder = TextDecoder(**TINY_DECODER)
     with torch.no_grad():
         decoder.token_embedding.weight.mul_(0.2)          # moderate logits: a learnable start
-    folder = tmp_path_factory.mktemp("tiny_whisper")
-    (folder / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
-    for name in ("config.json", "tokenizer.json"):
-        shutil.copy(pretrained.default_model_dir() / name, folder / name)
-    return folder
+    return write_whisper_folder(tmp_path_factory.mktemp("tiny_whisper"), encoder, decoder)
 
 
 @pytest.fixture(scope="module")
@@ -410,11 +404,9 @@ def test_bad_options_are_one_line_errors(tmp_path, tiny_whisper, corpus):
         "trains students": [*base, "--recipe", "teacher"],
         "not be negative": [*base, "--recipe", "ld", "--ctc-weight", "-1"],
     }
-    multilingual = tmp_path / "multilingual"
-    shutil.copytree(tiny_whisper, multilingual)
     torch.manual_seed(0)
     encoder, decoder = W.Encoder(ModelConfig(**TINY_ENCODER)), TextDecoder(**{**TINY_DECODER, "n_vocab": 51865})
-    (multilingual / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
+    multilingual = write_whisper_folder(tmp_path / "multilingual", encoder, decoder)
     cases["English-only"] = [*base, "--recipe", "ld", "--pretrained", str(multilingual)]
     for expected, argv in cases.items():
         rc, stdout, err = cli_in_process(argv)

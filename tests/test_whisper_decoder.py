@@ -220,6 +220,17 @@ def test_spoken_text():
 
 # ------------------------------------------------------------------------------------ the file readers
 
+def write_whisper_folder(folder: Path, encoder, decoder: TextDecoder) -> Path:
+    """A CTranslate2 Whisper folder of `encoder` (a whisper-family Encoder) and `decoder` (float16 model.bin, as
+    converted models are) with the bundled tiny.en's config.json and tokenizer.json. Returns the folder."""
+    from tests.test_whisper import ct2_variables
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(pretrained.default_model_dir() / name, folder / name)
+    return folder
+
+
 def decoder_variables(decoder: TextDecoder) -> dict:
     """A TextDecoder as CTranslate2's WhisperSpec decoder variables (fused projections, flags), float16."""
     sd = {k: v.detach().numpy().astype(np.float16) for k, v in decoder.state_dict().items()}

@@ -75,17 +75,13 @@ def make_text_story_checkpoints(root: Path) -> dict[str, Path]:
     transcripts follow the encoder, the bundled tiny.en's tokenizer); checkpoints/dld, an encoder-decoder DLD student
     started from it (its encoder blocks moved, so it transcribes otherwise; config.json: trained on "clip" input
     from that folder, train.pretrained); checkpoints/teacher, a tiny Whisper CTC teacher."""
-    import shutil
-
-    from dld_core import pretrained, seq2seq
+    from dld_core import seq2seq
     from dld_core.checkpoint import save_checkpoint
     from dld_core.config import ModelConfig
     from dld_core.families import whisper as W
     from dld_core.families.whisper_decoder import TextDecoder
     from dld_core.model import DynamicCTCModel
-    from tests.helpers import ct2_bytes
-    from tests.test_whisper import ct2_variables
-    from tests.test_whisper_decoder import decoder_variables
+    from tests.test_whisper_decoder import write_whisper_folder
 
     encoder_cfg = dict(family="whisper", d_model=16, n_layers=2, n_heads=2, ffn_dim=32, max_frames=500, dropout=0.0)
     torch.manual_seed(0)
@@ -93,11 +89,7 @@ def make_text_story_checkpoints(root: Path) -> dict[str, Path]:
     decoder = TextDecoder(n_vocab=51864, n_ctx=32, d_model=16, n_layers=1, n_heads=2, ffn_dim=32)
     with torch.no_grad():
         decoder.blocks[0].cross_attn.out.weight.mul_(10.0)
-    folder = root / "pretrained"
-    folder.mkdir(parents=True)
-    (folder / "model.bin").write_bytes(ct2_bytes({**ct2_variables(encoder), **decoder_variables(decoder)}))
-    for name in ("config.json", "tokenizer.json"):
-        shutil.copy(pretrained.default_model_dir() / name, folder / name)
+    folder = write_whisper_folder(root / "pretrained", encoder, decoder)
     student = DynamicCTCModel(seq2seq.with_decoder(W.config_from_pretrained(folder, dropout=0.0), str(folder)))
     W.load_pretrained(student, folder)
     seq2seq.load_decoder(student, str(folder))
